@@ -1,0 +1,11 @@
+//! Slipway's shared crate: everything the Lambda functions, the agent and the
+//! CLI have in common. Binaries stay thin; the logic lives here, one module
+//! per concept.
+
+pub mod archive;
+pub mod config;
+pub mod names;
+pub mod procfile;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
