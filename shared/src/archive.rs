@@ -80,6 +80,9 @@ pub enum ArchiveError {
     TooManyEntries { limit: u64 },
     #[error("archive is damaged: {0}")]
     Corrupt(String),
+    /// Reading the archive's bytes failed (the network, not the archive).
+    #[error("could not read the archive: {0}")]
+    Read(String),
     #[error("entry {path:?} has an absolute path")]
     AbsolutePath { path: String },
     #[error("entry {path:?} climbs out of the archive with ..")]
@@ -256,7 +259,9 @@ struct HashingReader<R> {
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|e| {
+            self.tripped.set(Some(ArchiveError::Read(e.to_string())));
+        })?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
         if self.size > self.limit {

@@ -9,3 +9,5 @@ pub mod procfile;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod aws;
+pub mod store;

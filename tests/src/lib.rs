@@ -1,1 +1,133 @@
+//! The emulator harness: one AWS emulator (moto server) per test binary.
+//!
+//! The first test that asks for it starts `scripts/emulator.py` from the
+//! project's virtualenv on a free loopback port and waits for it. The
+//! emulator's stdin is a pipe held by this process, so when the test binary
+//! exits, however it exits, the emulator sees end-of-file and stops. Tests
+//! share the emulator and isolate themselves by bucket.
 
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_s3::config::Credentials;
+use slipway::archive::Limits;
+use slipway::store::{ReleaseStore, S3Objects};
+
+pub struct Emulator {
+    pub endpoint: String,
+    _child: Child,
+    _stdin: ChildStdin,
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn python() -> PathBuf {
+    match std::env::var_os("SLIPWAY_EMULATOR_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => workspace_root().join(".venv/bin/python"),
+    }
+}
+
+/// The emulator of this test binary, started on first use.
+pub fn emulator() -> &'static Emulator {
+    static EMULATOR: OnceLock<Emulator> = OnceLock::new();
+    EMULATOR.get_or_init(|| {
+        let python = python();
+        assert!(
+            python.exists(),
+            "the AWS emulator is not installed: run scripts/install-emulator (or scripts/test), looked for {}",
+            python.display()
+        );
+        let mut child = Command::new(&python)
+            .arg(workspace_root().join("scripts/emulator.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the emulator");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the emulator's READY line");
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("emulator did not start: {line:?}"));
+        let stdin = child.stdin.take().expect("piped stdin");
+        Emulator { endpoint: format!("http://127.0.0.1:{port}"), _child: child, _stdin: stdin }
+    })
+}
+
+/// SDK config pointed at the emulator, with dummy credentials.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region("us-east-1")
+        .endpoint_url(&emulator().endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "emulator"))
+        .load()
+        .await
+}
+
+/// A bucket no other test uses.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh bucket and clients for it.
+pub struct World {
+    pub config: SdkConfig,
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+    pub store: ReleaseStore,
+}
+
+impl World {
+    pub async fn new() -> Self {
+        Self::with_limits(Limits::default()).await
+    }
+
+    pub async fn with_limits(limits: Limits) -> Self {
+        let config = sdk_config().await;
+        let s3 = slipway::aws::s3_client(&config);
+        let bucket = unique_name("slipway");
+        s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+        let store = ReleaseStore::new(S3Objects::new(s3.clone(), &bucket), limits);
+        Self { config, s3, bucket, store }
+    }
+
+    pub async fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body.into().into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    }
+
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => Some(out.body.collect().await.expect("read body").to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list");
+        out.contents().iter().filter_map(|o| o.key.clone()).collect()
+    }
+}

@@ -1,0 +1,22 @@
+//! AWS clients, built once per process from `aws-config`.
+//!
+//! Tests and the local platform point every client at the emulator with the
+//! SDK's standard `AWS_ENDPOINT_URL`; when an endpoint is overridden, S3 uses
+//! path-style addressing because the emulator has no per-bucket hostnames.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+pub async fn load_config() -> SdkConfig {
+    aws_config::load_defaults(BehaviorVersion::latest()).await
+}
+
+pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(config.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+pub fn ssm_client(config: &SdkConfig) -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::new(config)
+}

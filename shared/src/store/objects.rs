@@ -1,0 +1,245 @@
+//! The release bucket, one method per S3 operation.
+//!
+//! Hides pagination, maps "not there" to `None` and a failed precondition
+//! (`If-None-Match` / `If-Match`) to [`ObjectError::Precondition`], so the
+//! release store above reasons about conditional writes, not HTTP codes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("precondition failed on {key}")]
+    Precondition { key: String },
+    #[error("S3 {op} {key}: {source}")]
+    Aws {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// How a write is guarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write<'a> {
+    Always,
+    /// `If-None-Match: *`: only if no object has this key.
+    IfAbsent,
+    /// `If-Match: <etag>`: only if the object is still this version.
+    IfMatch(&'a str),
+}
+
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub body: Bytes,
+    pub etag: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub etag: String,
+    pub size: u64,
+    pub metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PresignedPut {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+fn status<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+fn aws<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+    key: &str,
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> ObjectError {
+    ObjectError::Aws { op, key: key.to_owned(), source: Box::new(err) }
+}
+
+/// 412 is a failed precondition; S3 answers 409 when a concurrent
+/// conditional write to the same key won the race.
+fn is_precondition(code: Option<u16>) -> bool {
+    matches!(code, Some(412 | 409))
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Objects {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Objects {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self { client, bucket: bucket.into() }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Object>, ObjectError> {
+        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => {
+                let etag = out.e_tag.clone().unwrap_or_default();
+                let body = out.body.collect().await.map_err(|e| ObjectError::Aws {
+                    op: "GetObject",
+                    key: key.to_owned(),
+                    source: Box::new(e),
+                })?;
+                Ok(Some(Object { body: body.into_bytes(), etag }))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(aws("GetObject", key, e)),
+        }
+    }
+
+    /// The body as a stream, only if the object is still version `etag`.
+    pub async fn open(&self, key: &str, etag: &str) -> Result<Option<ByteStream>, ObjectError> {
+        let req = self.client.get_object().bucket(&self.bucket).key(key).if_match(etag);
+        match req.send().await {
+            Ok(out) => Ok(Some(out.body)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) if is_precondition(status(&e)) => {
+                Err(ObjectError::Precondition { key: key.to_owned() })
+            }
+            Err(e) => Err(aws("GetObject", key, e)),
+        }
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<Head>, ObjectError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => Ok(Some(Head {
+                etag: out.e_tag.unwrap_or_default(),
+                size: out.content_length.unwrap_or(0).max(0) as u64,
+                metadata: out.metadata.unwrap_or_default(),
+            })),
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(aws("HeadObject", key, e)),
+        }
+    }
+
+    /// Writes `body`; returns the new ETag.
+    pub async fn put(
+        &self,
+        key: &str,
+        body: impl Into<Bytes>,
+        content_type: &str,
+        guard: Write<'_>,
+    ) -> Result<String, ObjectError> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body.into()));
+        req = match guard {
+            Write::Always => req,
+            Write::IfAbsent => req.if_none_match("*"),
+            Write::IfMatch(etag) => req.if_match(etag),
+        };
+        match req.send().await {
+            Ok(out) => Ok(out.e_tag.unwrap_or_default()),
+            Err(e) if guard != Write::Always && is_precondition(status(&e)) => {
+                Err(ObjectError::Precondition { key: key.to_owned() })
+            }
+            Err(e) => Err(aws("PutObject", key, e)),
+        }
+    }
+
+    /// A server-side copy of version `etag` of `from` (when given).
+    pub async fn copy(&self, from: &str, etag: Option<&str>, to: &str) -> Result<(), ObjectError> {
+        let source = format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
+        );
+        let req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(source)
+            .set_copy_source_if_match(etag.map(str::to_owned));
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_precondition(status(&e)) => Err(ObjectError::Precondition { key: from.to_owned() }),
+            Err(e) => Err(aws("CopyObject", from, e)),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws("DeleteObject", key, e))
+    }
+
+    /// The "sub-folders" directly under `prefix` (ListObjectsV2 with a
+    /// delimiter), every page.
+    pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut folders = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("ListObjectsV2", prefix, e))?;
+            folders.extend(page.common_prefixes().iter().filter_map(|p| p.prefix.clone()));
+        }
+        Ok(folders)
+    }
+
+    /// A URL that lets its holder PUT exactly this key, with exactly these
+    /// metadata headers, until it expires.
+    pub async fn presign_put(
+        &self,
+        key: &str,
+        metadata: &[(String, String)],
+        expires_in: Duration,
+    ) -> Result<PresignedPut, ObjectError> {
+        let mut req = self.client.put_object().bucket(&self.bucket).key(key);
+        for (k, v) in metadata {
+            req = req.metadata(k, v);
+        }
+        let config = PresigningConfig::expires_in(expires_in).map_err(|e| ObjectError::Aws {
+            op: "presign PutObject",
+            key: key.to_owned(),
+            source: Box::new(e),
+        })?;
+        let signed = req.presigned(config).await.map_err(|e| aws("presign PutObject", key, e))?;
+        Ok(PresignedPut {
+            url: signed.uri().to_owned(),
+            headers: signed
+                .headers()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        })
+    }
+}
+
+/// CopySource is `bucket/key` with the key URL-encoded, `/` kept.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');

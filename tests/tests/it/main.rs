@@ -1,0 +1,3 @@
+//! Integration tests against the AWS emulator: one binary, one emulator.
+
+mod store;
