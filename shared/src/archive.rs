@@ -118,9 +118,18 @@ pub struct Inspection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckedEntry {
     Dir(PathBuf),
-    File { path: PathBuf, mode: u32 },
-    Symlink { path: PathBuf, target: PathBuf },
-    HardLink { path: PathBuf, target: PathBuf },
+    File {
+        path: PathBuf,
+        mode: u32,
+    },
+    Symlink {
+        path: PathBuf,
+        target: PathBuf,
+    },
+    HardLink {
+        path: PathBuf,
+        target: PathBuf,
+    },
     /// Metadata that carries no file (a pax global header, the root `./`).
     Skip,
 }
@@ -194,7 +203,10 @@ pub fn check_entry<R: Read>(
     let header = entry.header();
     let raw_path = entry.path_bytes();
     let kind = header.entry_type();
-    if matches!(kind, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+    if matches!(
+        kind,
+        T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+    ) {
         return Ok(CheckedEntry::Skip);
     }
     let path = clean_path(&raw_path)?;
@@ -202,7 +214,9 @@ pub fn check_entry<R: Read>(
         return if kind == T::Directory {
             Ok(CheckedEntry::Skip)
         } else {
-            Err(ArchiveError::AbsolutePath { path: lossy(&raw_path) })
+            Err(ArchiveError::AbsolutePath {
+                path: lossy(&raw_path),
+            })
         };
     }
     if let Some(link) = links.iter().find(|l| path.starts_with(l) && path != **l) {
@@ -211,7 +225,10 @@ pub fn check_entry<R: Read>(
             link: link.display().to_string(),
         });
     }
-    let special = |kind| ArchiveError::SpecialFile { path: path.display().to_string(), kind };
+    let special = |kind| ArchiveError::SpecialFile {
+        path: path.display().to_string(),
+        kind,
+    };
     match kind {
         T::Directory => Ok(CheckedEntry::Dir(path)),
         T::Regular | T::Continuous => Ok(CheckedEntry::File {
@@ -300,7 +317,11 @@ struct Walk {
     procfile: Option<Result<Procfile, ArchiveError>>,
 }
 
-fn walk<D: Read>(decoded: D, limits: &Limits, tripped: &Tripped) -> Result<(Walk, D), ArchiveError> {
+fn walk<D: Read>(
+    decoded: D,
+    limits: &Limits,
+    tripped: &Tripped,
+) -> Result<(Walk, D), ArchiveError> {
     let fail = |e: io::Error| {
         tripped
             .take()
@@ -313,18 +334,26 @@ fn walk<D: Read>(decoded: D, limits: &Limits, tripped: &Tripped) -> Result<(Walk
         tripped: tripped.clone(),
     };
     let mut archive = tar::Archive::new(counted);
-    let mut walk = Walk { entries: 0, expanded_bytes: 0, procfile: None };
+    let mut walk = Walk {
+        entries: 0,
+        expanded_bytes: 0,
+        procfile: None,
+    };
     let mut declared: u64 = 0;
     let mut links = Vec::new();
     for entry in archive.entries().map_err(fail)? {
         let mut entry = entry.map_err(fail)?;
         walk.entries += 1;
         if walk.entries > limits.max_entries {
-            return Err(ArchiveError::TooManyEntries { limit: limits.max_entries });
+            return Err(ArchiveError::TooManyEntries {
+                limit: limits.max_entries,
+            });
         }
         declared = declared.saturating_add(entry.header().size().unwrap_or(0));
         if declared > limits.max_expanded_bytes {
-            return Err(ArchiveError::ExpandedTooLarge { limit: limits.max_expanded_bytes });
+            return Err(ArchiveError::ExpandedTooLarge {
+                limit: limits.max_expanded_bytes,
+            });
         }
         let checked = check_entry(&entry, &mut links)?;
         let is_procfile = match &checked {
@@ -445,8 +474,16 @@ mod tests {
 
     #[test]
     fn plain_tar_zip_and_garbage_are_not_archives() {
-        for bytes in [procfile_tar().finish(), b"PK\x03\x04zip".to_vec(), vec![], b"\x1f".to_vec()] {
-            assert_eq!(inspect(&bytes[..], &Limits::default()), Err(ArchiveError::UnknownFormat));
+        for bytes in [
+            procfile_tar().finish(),
+            b"PK\x03\x04zip".to_vec(),
+            vec![],
+            b"\x1f".to_vec(),
+        ] {
+            assert_eq!(
+                inspect(&bytes[..], &Limits::default()),
+                Err(ArchiveError::UnknownFormat)
+            );
         }
     }
 
@@ -462,7 +499,10 @@ mod tests {
         let mut t = TarBuilder::new();
         t.file("app.py", b"x");
         t.file("sub/Procfile", b"web: nested is not the top level");
-        assert_eq!(inspect(&gzip(&t.finish())[..], &Limits::default()), Err(ArchiveError::NoProcfile));
+        assert_eq!(
+            inspect(&gzip(&t.finish())[..], &Limits::default()),
+            Err(ArchiveError::NoProcfile)
+        );
 
         let mut t = TarBuilder::new();
         t.file("Procfile", b"worker: x\n");
@@ -475,33 +515,141 @@ mod tests {
     #[test]
     fn hostile_entries_are_refused_by_name() {
         let cases: Vec<(TarBuilder, ArchiveError)> = vec![
-            ({ let mut t = procfile_tar(); t.raw_file("/etc/passwd", b"x"); t },
-             ArchiveError::AbsolutePath { path: "/etc/passwd".into() }),
-            ({ let mut t = procfile_tar(); t.raw_file("../../evil", b"x"); t },
-             ArchiveError::ParentDir { path: "../../evil".into() }),
-            ({ let mut t = procfile_tar(); t.raw_file("a/../../evil", b"x"); t },
-             ArchiveError::ParentDir { path: "a/../../evil".into() }),
-            ({ let mut t = procfile_tar(); t.symlink("link", "/etc"); t },
-             ArchiveError::LinkEscapes { path: "link".into(), target: "/etc".into() }),
-            ({ let mut t = procfile_tar(); t.symlink("a/link", "../../etc"); t },
-             ArchiveError::LinkEscapes { path: "a/link".into(), target: "../../etc".into() }),
-            ({ let mut t = procfile_tar(); t.symlink("dot", "."); t.symlink("x", "dot/.."); t },
-             ArchiveError::LinkEscapes { path: "x".into(), target: "dot/..".into() }),
-            ({ let mut t = procfile_tar(); t.symlink("d", "sub"); t.raw_file("d/file", b"x"); t },
-             ArchiveError::ThroughLink { path: "d/file".into(), link: "d".into() }),
-            ({ let mut t = procfile_tar(); t.hardlink("h", "../outside"); t },
-             ArchiveError::LinkEscapes { path: "h".into(), target: "../outside".into() }),
-            ({ let mut t = procfile_tar(); t.special("dev", tar::EntryType::Char); t },
-             ArchiveError::SpecialFile { path: "dev".into(), kind: "character device" }),
-            ({ let mut t = procfile_tar(); t.special("blk", tar::EntryType::Block); t },
-             ArchiveError::SpecialFile { path: "blk".into(), kind: "block device" }),
-            ({ let mut t = procfile_tar(); t.special("fifo", tar::EntryType::Fifo); t },
-             ArchiveError::SpecialFile { path: "fifo".into(), kind: "FIFO" }),
-            ({ let mut t = TarBuilder::new(); t.file("x", b"web: a"); t.symlink("Procfile", "x"); t },
-             ArchiveError::ProcfileNotFile),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.raw_file("/etc/passwd", b"x");
+                    t
+                },
+                ArchiveError::AbsolutePath {
+                    path: "/etc/passwd".into(),
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.raw_file("../../evil", b"x");
+                    t
+                },
+                ArchiveError::ParentDir {
+                    path: "../../evil".into(),
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.raw_file("a/../../evil", b"x");
+                    t
+                },
+                ArchiveError::ParentDir {
+                    path: "a/../../evil".into(),
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.symlink("link", "/etc");
+                    t
+                },
+                ArchiveError::LinkEscapes {
+                    path: "link".into(),
+                    target: "/etc".into(),
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.symlink("a/link", "../../etc");
+                    t
+                },
+                ArchiveError::LinkEscapes {
+                    path: "a/link".into(),
+                    target: "../../etc".into(),
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.symlink("dot", ".");
+                    t.symlink("x", "dot/..");
+                    t
+                },
+                ArchiveError::LinkEscapes {
+                    path: "x".into(),
+                    target: "dot/..".into(),
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.symlink("d", "sub");
+                    t.raw_file("d/file", b"x");
+                    t
+                },
+                ArchiveError::ThroughLink {
+                    path: "d/file".into(),
+                    link: "d".into(),
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.hardlink("h", "../outside");
+                    t
+                },
+                ArchiveError::LinkEscapes {
+                    path: "h".into(),
+                    target: "../outside".into(),
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.special("dev", tar::EntryType::Char);
+                    t
+                },
+                ArchiveError::SpecialFile {
+                    path: "dev".into(),
+                    kind: "character device",
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.special("blk", tar::EntryType::Block);
+                    t
+                },
+                ArchiveError::SpecialFile {
+                    path: "blk".into(),
+                    kind: "block device",
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.special("fifo", tar::EntryType::Fifo);
+                    t
+                },
+                ArchiveError::SpecialFile {
+                    path: "fifo".into(),
+                    kind: "FIFO",
+                },
+            ),
+            (
+                {
+                    let mut t = TarBuilder::new();
+                    t.file("x", b"web: a");
+                    t.symlink("Procfile", "x");
+                    t
+                },
+                ArchiveError::ProcfileNotFile,
+            ),
         ];
         for (mut tar, want) in cases {
-            assert_eq!(inspect(&gzip(&tar.finish())[..], &Limits::default()), Err(want));
+            assert_eq!(
+                inspect(&gzip(&tar.finish())[..], &Limits::default()),
+                Err(want)
+            );
         }
     }
 
@@ -521,7 +669,10 @@ mod tests {
         t.file("zeros", &vec![0u8; 64 << 20]);
         let bytes = gzip(&t.finish());
         assert!(bytes.len() < 1 << 20);
-        let limits = Limits { max_expanded_bytes: 8 << 20, ..Limits::default() };
+        let limits = Limits {
+            max_expanded_bytes: 8 << 20,
+            ..Limits::default()
+        };
         assert_eq!(
             inspect(&bytes[..], &limits),
             Err(ArchiveError::ExpandedTooLarge { limit: 8 << 20 })
@@ -535,9 +686,21 @@ mod tests {
             t.file(&format!("f{i}"), b"x");
         }
         let bytes = gzip(&t.finish());
-        let few = Limits { max_entries: 10, ..Limits::default() };
-        assert_eq!(inspect(&bytes[..], &few), Err(ArchiveError::TooManyEntries { limit: 10 }));
-        let small = Limits { max_archive_bytes: 100, ..Limits::default() };
-        assert_eq!(inspect(&bytes[..], &small), Err(ArchiveError::ArchiveTooLarge { limit: 100 }));
+        let few = Limits {
+            max_entries: 10,
+            ..Limits::default()
+        };
+        assert_eq!(
+            inspect(&bytes[..], &few),
+            Err(ArchiveError::TooManyEntries { limit: 10 })
+        );
+        let small = Limits {
+            max_archive_bytes: 100,
+            ..Limits::default()
+        };
+        assert_eq!(
+            inspect(&bytes[..], &small),
+            Err(ArchiveError::ArchiveTooLarge { limit: 100 })
+        );
     }
 }

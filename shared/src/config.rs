@@ -228,12 +228,27 @@ impl ConfigDiff {
         keys.into_iter()
             .map(|k| {
                 if let Some(v) = self.added.get(k) {
-                    DiffEntry { key: k.clone(), change: "added", old: None, new: show(v) }
+                    DiffEntry {
+                        key: k.clone(),
+                        change: "added",
+                        old: None,
+                        new: show(v),
+                    }
                 } else if let Some(v) = self.removed.get(k) {
-                    DiffEntry { key: k.clone(), change: "removed", old: show(v), new: None }
+                    DiffEntry {
+                        key: k.clone(),
+                        change: "removed",
+                        old: show(v),
+                        new: None,
+                    }
                 } else {
                     let (o, n) = &self.changed[k];
-                    DiffEntry { key: k.clone(), change: "changed", old: show(o), new: show(n) }
+                    DiffEntry {
+                        key: k.clone(),
+                        change: "changed",
+                        old: show(o),
+                        new: show(n),
+                    }
                 }
             })
             .collect()
@@ -248,11 +263,17 @@ struct Parser<'a> {
 impl<'a> Parser<'a> {
     fn new(text: &'a str) -> Self {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        Self { chars: text.chars().peekable(), line: 1 }
+        Self {
+            chars: text.chars().peekable(),
+            line: 1,
+        }
     }
 
     fn err(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError::Syntax { line: self.line, message: message.into() }
+        ConfigError::Syntax {
+            line: self.line,
+            message: message.into(),
+        }
     }
 
     fn bump(&mut self) -> Option<char> {
@@ -323,7 +344,10 @@ impl<'a> Parser<'a> {
                 self.skip_blanks();
                 key = self.word();
             }
-            check_key(&key).map_err(|e| ConfigError::Syntax { line, message: e.to_string() })?;
+            check_key(&key).map_err(|e| ConfigError::Syntax {
+                line,
+                message: e.to_string(),
+            })?;
             self.skip_blanks();
             if self.bump() != Some('=') {
                 return Err(ConfigError::Syntax {
@@ -351,7 +375,10 @@ impl<'a> Parser<'a> {
                 return Err(ConfigError::Nul { key });
             }
             if vars.insert(key.clone(), value).is_some() {
-                return Err(ConfigError::Syntax { line, message: format!("{key} is set twice") });
+                return Err(ConfigError::Syntax {
+                    line,
+                    message: format!("{key} is set twice"),
+                });
             }
         }
         Ok(vars)
@@ -452,7 +479,10 @@ mod tests {
         assert_eq!(c.get("HASH_IN_VALUE"), Some("a#b"));
         assert_eq!(c.get("EMPTY"), Some(""));
         assert_eq!(c.get("SPACED"), Some("spaced out"));
-        assert_eq!(c.get("URL"), Some("postgres://u:p@db:5432/app?sslmode=require"));
+        assert_eq!(
+            c.get("URL"),
+            Some("postgres://u:p@db:5432/app?sslmode=require")
+        );
         assert_eq!(c.get("_UNDERSCORE"), Some("1"));
         assert_eq!(c.len(), 12);
     }
@@ -490,7 +520,10 @@ mod tests {
 
     #[test]
     fn a_nul_byte_in_a_value_is_refused_by_key() {
-        assert_eq!(Config::parse("A=\"x\0y\""), Err(ConfigError::Nul { key: "A".into() }));
+        assert_eq!(
+            Config::parse("A=\"x\0y\""),
+            Err(ConfigError::Nul { key: "A".into() })
+        );
     }
 
     #[test]
@@ -506,9 +539,23 @@ mod tests {
     fn rendering_then_parsing_gives_back_the_same_config() {
         let mut set = BTreeMap::new();
         for (i, v) in [
-            "", "plain", "with space", "quote\"s", "back\\slash", "$dollar", "new\nline",
-            "cr\rlf", "tab\t", "'single'", "#hash", "a #b", "ünïcödé ✓", " lead", "trail ",
-            "=eq", "`tick`",
+            "",
+            "plain",
+            "with space",
+            "quote\"s",
+            "back\\slash",
+            "$dollar",
+            "new\nline",
+            "cr\rlf",
+            "tab\t",
+            "'single'",
+            "#hash",
+            "a #b",
+            "ünïcödé ✓",
+            " lead",
+            "trail ",
+            "=eq",
+            "`tick`",
         ]
         .iter()
         .enumerate()
@@ -527,16 +574,30 @@ mod tests {
         assert_eq!(next.render(), "A=9\nC=3\n");
 
         let bad = BTreeMap::from([("NO-DASH".to_string(), "x".to_string())]);
-        assert!(matches!(c.with_changes(&bad, &[]), Err(ConfigError::Key { .. })));
-        assert!(matches!(c.with_changes(&BTreeMap::new(), &["../x".into()]), Err(ConfigError::Key { .. })));
+        assert!(matches!(
+            c.with_changes(&bad, &[]),
+            Err(ConfigError::Key { .. })
+        ));
+        assert!(matches!(
+            c.with_changes(&BTreeMap::new(), &["../x".into()]),
+            Err(ConfigError::Key { .. })
+        ));
         let both = BTreeMap::from([("A".to_string(), "1".to_string())]);
-        assert!(c.with_changes(&both, &["A".into()]).unwrap_err().to_string().contains("both set and unset"));
+        assert!(
+            c.with_changes(&both, &["A".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("both set and unset")
+        );
     }
 
     #[test]
     fn a_config_over_the_size_limit_is_refused() {
         let set = BTreeMap::from([("BIG".to_string(), "x".repeat(MAX_CONFIG_BYTES))]);
-        assert!(matches!(Config::new().with_changes(&set, &[]), Err(ConfigError::TooLarge { .. })));
+        assert!(matches!(
+            Config::new().with_changes(&set, &[]),
+            Err(ConfigError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -548,9 +609,24 @@ mod tests {
         assert_eq!(
             masked,
             vec![
-                DiffEntry { key: "CHANGE".into(), change: "changed", old: Some(MASK.into()), new: Some(MASK.into()) },
-                DiffEntry { key: "GONE".into(), change: "removed", old: Some(MASK.into()), new: None },
-                DiffEntry { key: "NEW".into(), change: "added", old: None, new: Some(MASK.into()) },
+                DiffEntry {
+                    key: "CHANGE".into(),
+                    change: "changed",
+                    old: Some(MASK.into()),
+                    new: Some(MASK.into())
+                },
+                DiffEntry {
+                    key: "GONE".into(),
+                    change: "removed",
+                    old: Some(MASK.into()),
+                    new: None
+                },
+                DiffEntry {
+                    key: "NEW".into(),
+                    change: "added",
+                    old: None,
+                    new: Some(MASK.into())
+                },
             ]
         );
         let text = serde_json::to_string(&masked).unwrap();

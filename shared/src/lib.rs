@@ -7,7 +7,13 @@ pub mod config;
 pub mod names;
 pub mod procfile;
 
+pub mod api;
+pub mod auth;
+pub mod aws;
+pub mod events;
+pub mod lambda;
+pub mod settings;
+pub mod store;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod aws;
-pub mod store;

@@ -22,8 +22,14 @@ pub enum NameError {
     #[error(
         "{app}-{env} is {len} characters long; an app and environment name together may have at most {MAX_QUALIFIED_LEN}"
     )]
-    TooLong { app: String, env: String, len: usize },
-    #[error("invalid release id {shown:?}: use r<N> with N a whole number from 1, such as r1 or r42")]
+    TooLong {
+        app: String,
+        env: String,
+        len: usize,
+    },
+    #[error(
+        "invalid release id {shown:?}: use r<N> with N a whole number from 1, such as r1 or r42"
+    )]
     Release { shown: String },
 }
 
@@ -234,7 +240,8 @@ mod tests {
         ] {
             let err = AppName::parse(bad).unwrap_err();
             assert!(
-                err.to_string().contains("lowercase letters, digits and single hyphens"),
+                err.to_string()
+                    .contains("lowercase letters, digits and single hyphens"),
                 "{bad:?}: {err}"
             );
         }
@@ -268,7 +275,18 @@ mod tests {
     fn release_ids_are_r_followed_by_a_number_from_one() {
         assert_eq!(ReleaseId::parse("r1").unwrap().number(), 1);
         assert_eq!(ReleaseId::parse("r42").unwrap().to_string(), "r42");
-        for bad in ["r0", "r01", "1", "r", "R1", "r-1", "r+1", "r1 ", "r1.0", "r99999999999999999999"] {
+        for bad in [
+            "r0",
+            "r01",
+            "1",
+            "r",
+            "R1",
+            "r-1",
+            "r+1",
+            "r1 ",
+            "r1.0",
+            "r99999999999999999999",
+        ] {
             let err = ReleaseId::parse(bad).unwrap_err();
             assert!(err.to_string().contains("use r<N>"), "{bad:?}: {err}");
         }

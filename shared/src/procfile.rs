@@ -180,7 +180,10 @@ mod tests {
 
     #[test]
     fn binary_or_huge_procfiles_are_refused() {
-        assert_eq!(Procfile::parse_bytes(&[0xff, 0xfe, b'w']), Err(ProcfileError::NotText));
+        assert_eq!(
+            Procfile::parse_bytes(&[0xff, 0xfe, b'w']),
+            Err(ProcfileError::NotText)
+        );
         let huge = vec![b'#'; MAX_PROCFILE_BYTES + 1];
         assert_eq!(Procfile::parse_bytes(&huge), Err(ProcfileError::TooLarge));
     }

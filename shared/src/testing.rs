@@ -12,17 +12,29 @@ pub struct TarBuilder {
 }
 
 fn set_bytes(field: &mut [u8], value: &[u8]) {
-    assert!(value.len() < field.len(), "test path too long for a ustar field");
+    assert!(
+        value.len() < field.len(),
+        "test path too long for a ustar field"
+    );
     field.fill(0);
     field[..value.len()].copy_from_slice(value);
 }
 
 impl TarBuilder {
     pub fn new() -> Self {
-        Self { builder: Some(tar::Builder::new(Vec::new())) }
+        Self {
+            builder: Some(tar::Builder::new(Vec::new())),
+        }
     }
 
-    fn append(&mut self, path: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8], mode: u32) {
+    fn append(
+        &mut self,
+        path: &str,
+        kind: tar::EntryType,
+        link: Option<&str>,
+        data: &[u8],
+        mode: u32,
+    ) {
         let mut header = tar::Header::new_old();
         set_bytes(&mut header.as_old_mut().name, path.as_bytes());
         if let Some(link) = link {
@@ -33,7 +45,11 @@ impl TarBuilder {
         header.set_mode(mode);
         header.set_mtime(1_700_000_000);
         header.set_cksum();
-        self.builder.as_mut().expect("finished").append(&header, data).expect("append to memory");
+        self.builder
+            .as_mut()
+            .expect("finished")
+            .append(&header, data)
+            .expect("append to memory");
     }
 
     pub fn file(&mut self, path: &str, data: &[u8]) -> &mut Self {
@@ -78,7 +94,11 @@ impl TarBuilder {
     }
 
     pub fn finish(&mut self) -> Vec<u8> {
-        self.builder.take().expect("finished once").into_inner().expect("tar to memory")
+        self.builder
+            .take()
+            .expect("finished once")
+            .into_inner()
+            .expect("tar to memory")
     }
 }
 

@@ -68,7 +68,9 @@ pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region("us-east-1")
         .endpoint_url(&emulator().endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "emulator"))
+        .credentials_provider(Credentials::new(
+            "testing", "testing", None, None, "emulator",
+        ))
         .load()
         .await
 }
@@ -76,7 +78,11 @@ pub async fn sdk_config() -> SdkConfig {
 /// A bucket no other test uses.
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A fresh bucket and clients for it.
@@ -96,9 +102,18 @@ impl World {
         let config = sdk_config().await;
         let s3 = slipway::aws::s3_client(&config);
         let bucket = unique_name("slipway");
-        s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create bucket");
         let store = ReleaseStore::new(S3Objects::new(s3.clone(), &bucket), limits);
-        Self { config, s3, bucket, store }
+        Self {
+            config,
+            s3,
+            bucket,
+            store,
+        }
     }
 
     pub async fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
@@ -113,7 +128,14 @@ impl World {
     }
 
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Some(out.body.collect().await.expect("read body").to_vec()),
             Err(_) => None,
         }
@@ -128,6 +150,9 @@ impl World {
             .send()
             .await
             .expect("list");
-        out.contents().iter().filter_map(|o| o.key.clone()).collect()
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key.clone())
+            .collect()
     }
 }

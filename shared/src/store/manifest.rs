@@ -103,9 +103,14 @@ mod tests {
             procfile: Procfile::parse("web: x").unwrap(),
             git_ref: Some("main".into()),
             description: None,
-            created_at: DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().into(),
+            created_at: DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
+                .unwrap()
+                .into(),
             created_by: "alice".into(),
-            origin: Origin::Upload { key: "hello/prod/uploads/a.tar.gz".into(), etag: "\"e\"".into() },
+            origin: Origin::Upload {
+                key: "hello/prod/uploads/a.tar.gz".into(),
+                etag: "\"e\"".into(),
+            },
         };
         let json = serde_json::to_value(ReleaseFile::Ready(m.clone())).unwrap();
         assert_eq!(json["state"], "ready");

@@ -20,7 +20,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 pub use manifest::{Claim, Manifest, Origin, ReleaseFile, Source};
 pub use objects::{Head, Object, ObjectError, PresignedPut, S3Objects, Write};
-pub use uploads::{UploadOutcome, UploadTicket};
+pub use uploads::{MAX_DESCRIPTION, UploadOutcome, UploadTicket, parse_upload_key};
 
 use crate::archive::{ArchiveFormat, Limits};
 use crate::config::{Config, ConfigDiff, ConfigError};
@@ -90,7 +90,10 @@ pub(crate) fn release_key(env: &EnvRef, id: ReleaseId, file: &str) -> String {
 }
 
 fn corrupt(what: impl Into<String>, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt { what: what.into(), detail: detail.to_string() }
+    StoreError::Corrupt {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -145,20 +148,35 @@ impl ReleaseStore {
             let (old, etag) = self.config_with_etag(env).await?;
             let new = old.with_changes(set, unset)?;
             if new == old {
-                return Ok(ConfigChange { config: new, diff: ConfigDiff::default(), release: None });
+                return Ok(ConfigChange {
+                    config: new,
+                    diff: ConfigDiff::default(),
+                    release: None,
+                });
             }
             let guard = etag.as_deref().map_or(Write::IfAbsent, Write::IfMatch);
-            match self.objects.put(&key, new.render(), "text/plain; charset=utf-8", guard).await {
+            match self
+                .objects
+                .put(&key, new.render(), "text/plain; charset=utf-8", guard)
+                .await
+            {
                 Ok(_) => break (old, new),
                 Err(ObjectError::Precondition { .. }) if attempt < MAX_CONFIG_ATTEMPTS => continue,
-                Err(ObjectError::Precondition { .. }) => return Err(StoreError::Contention(attempt)),
+                Err(ObjectError::Precondition { .. }) => {
+                    return Err(StoreError::Contention(attempt));
+                }
                 Err(e) => return Err(e.into()),
             }
         };
         let diff = old.diff(&new);
         let base = match self.current(env).await? {
             Some(id) => Some(self.release(env, id).await?),
-            None => self.list_releases(env, None, 1).await?.releases.into_iter().next(),
+            None => self
+                .list_releases(env, None, 1)
+                .await?
+                .releases
+                .into_iter()
+                .next(),
         };
         let release = match base {
             None => None,
@@ -181,7 +199,11 @@ impl ReleaseStore {
                 Some(self.create_release(new).await?)
             }
         };
-        Ok(ConfigChange { config: new, diff, release })
+        Ok(ConfigChange {
+            config: new,
+            diff,
+            release,
+        })
     }
 
     /// A release of `from` becomes a new release of `to`, with `to`'s config.
@@ -192,7 +214,8 @@ impl ReleaseStore {
         to: &EnvName,
         user: &str,
     ) -> Result<Manifest, StoreError> {
-        let target = EnvRef::new(from.app.clone(), to.clone()).map_err(|e| corrupt("environment", e))?;
+        let target =
+            EnvRef::new(from.app.clone(), to.clone()).map_err(|e| corrupt("environment", e))?;
         let base = self.release(from, id).await?;
         let new = NewRelease {
             env: &target,
@@ -205,7 +228,10 @@ impl ReleaseStore {
             git_ref: base.git_ref.clone(),
             description: base.description.clone(),
             created_by: user,
-            origin: Origin::Promote { env: from.env.clone(), release: id },
+            origin: Origin::Promote {
+                env: from.env.clone(),
+                release: id,
+            },
         };
         self.create_release(new).await
     }
@@ -215,7 +241,10 @@ impl ReleaseStore {
         self.release_file(env, id)
             .await?
             .and_then(|(file, _)| file.ready())
-            .ok_or_else(|| StoreError::ReleaseNotFound { env: env.to_string(), id })
+            .ok_or_else(|| StoreError::ReleaseNotFound {
+                env: env.to_string(),
+                id,
+            })
     }
 
     async fn release_file(
@@ -227,7 +256,8 @@ impl ReleaseStore {
         match self.objects.get(&key).await? {
             None => Ok(None),
             Some(obj) => {
-                let file: ReleaseFile = serde_json::from_slice(&obj.body).map_err(|e| corrupt(&key, e))?;
+                let file: ReleaseFile =
+                    serde_json::from_slice(&obj.body).map_err(|e| corrupt(&key, e))?;
                 Ok(Some((file, obj.etag)))
             }
         }
@@ -286,7 +316,9 @@ impl ReleaseStore {
             None => Ok(None),
             Some(obj) => {
                 let text = std::str::from_utf8(&obj.body).map_err(|e| corrupt(&key, e))?;
-                ReleaseId::parse(text.trim()).map(Some).map_err(|e| corrupt(&key, e))
+                ReleaseId::parse(text.trim())
+                    .map(Some)
+                    .map_err(|e| corrupt(&key, e))
             }
         }
     }
@@ -295,14 +327,20 @@ impl ReleaseStore {
     pub async fn set_current(&self, env: &EnvRef, id: ReleaseId) -> Result<(), StoreError> {
         self.release(env, id).await?;
         let key = format!("{}current", env.prefix());
-        self.objects.put(&key, format!("{id}\n"), "text/plain", Write::Always).await?;
+        self.objects
+            .put(&key, format!("{id}\n"), "text/plain", Write::Always)
+            .await?;
         Ok(())
     }
 
     /// Takes the next release number: a conditional create of its
     /// `release.json` as a pending claim. Returns the number and the claim's
     /// ETag, which the final write must match.
-    async fn claim_number(&self, env: &EnvRef, claim: &Claim) -> Result<(ReleaseId, String), StoreError> {
+    async fn claim_number(
+        &self,
+        env: &EnvRef,
+        claim: &Claim,
+    ) -> Result<(ReleaseId, String), StoreError> {
         let ids = self.release_ids(env).await?;
         let mut candidate = match ids.first() {
             None => ReleaseId::FIRST,
@@ -312,7 +350,11 @@ impl ReleaseStore {
                 Some((ReleaseFile::Pending(old), etag)) if is_stale(&old) => {
                     let body = claim_body(claim, top)?;
                     let key = release_key(env, top, "release.json");
-                    match self.objects.put(&key, body, "application/json", Write::IfMatch(&etag)).await {
+                    match self
+                        .objects
+                        .put(&key, body, "application/json", Write::IfMatch(&etag))
+                        .await
+                    {
                         Ok(etag) => {
                             tracing::warn!(env = %env, release = %top, stale_since = %old.claimed_at, "took over a stale release claim");
                             return Ok((top, etag));
@@ -327,7 +369,11 @@ impl ReleaseStore {
         for _ in 0..MAX_NUMBERING_ATTEMPTS {
             let key = release_key(env, candidate, "release.json");
             let body = claim_body(claim, candidate)?;
-            match self.objects.put(&key, body, "application/json", Write::IfAbsent).await {
+            match self
+                .objects
+                .put(&key, body, "application/json", Write::IfAbsent)
+                .await
+            {
                 Ok(etag) => return Ok((candidate, etag)),
                 Err(ObjectError::Precondition { .. }) => candidate = candidate.next(),
                 Err(e) => return Err(e.into()),
@@ -373,14 +419,28 @@ impl ReleaseStore {
     ) -> Result<Manifest, StoreError> {
         let env = new.env;
         let source_key = release_key(env, id, &new.format.source_file_name());
-        self.objects.copy(new.copy_from, new.copy_etag, &source_key).await?;
+        self.objects
+            .copy(new.copy_from, new.copy_etag, &source_key)
+            .await?;
         let env_key = release_key(env, id, "env");
-        self.objects.put(&env_key, config.render(), "text/plain; charset=utf-8", Write::Always).await?;
+        self.objects
+            .put(
+                &env_key,
+                config.render(),
+                "text/plain; charset=utf-8",
+                Write::Always,
+            )
+            .await?;
         let manifest = Manifest {
             id,
             app: env.app.clone(),
             env: env.env.clone(),
-            source: Source { key: source_key, format: new.format, sha256: new.sha256, size: new.size },
+            source: Source {
+                key: source_key,
+                format: new.format,
+                sha256: new.sha256,
+                size: new.size,
+            },
             config_sha256: config.sha256(),
             procfile: new.procfile,
             git_ref: new.git_ref,
@@ -389,9 +449,14 @@ impl ReleaseStore {
             created_by: new.created_by.to_owned(),
             origin: new.origin,
         };
-        let body = serde_json::to_vec_pretty(&ReleaseFile::Ready(manifest.clone())).map_err(|e| corrupt("manifest", e))?;
+        let body = serde_json::to_vec_pretty(&ReleaseFile::Ready(manifest.clone()))
+            .map_err(|e| corrupt("manifest", e))?;
         let key = release_key(env, id, "release.json");
-        match self.objects.put(&key, body, "application/json", Write::IfMatch(claim_etag)).await {
+        match self
+            .objects
+            .put(&key, body, "application/json", Write::IfMatch(claim_etag))
+            .await
+        {
             Ok(_) => Ok(manifest),
             Err(ObjectError::Precondition { .. }) => Err(StoreError::ClaimLost(id)),
             Err(e) => Err(e.into()),
@@ -405,6 +470,9 @@ fn is_stale(claim: &Claim) -> bool {
 }
 
 fn claim_body(claim: &Claim, id: ReleaseId) -> Result<Vec<u8>, StoreError> {
-    let claim = Claim { id, ..claim.clone() };
+    let claim = Claim {
+        id,
+        ..claim.clone()
+    };
     serde_json::to_vec(&ReleaseFile::Pending(claim)).map_err(|e| corrupt("claim", e))
 }

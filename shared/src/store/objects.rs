@@ -63,7 +63,11 @@ fn aws<E: std::error::Error + Send + Sync + 'static>(
     key: &str,
     err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> ObjectError {
-    ObjectError::Aws { op, key: key.to_owned(), source: Box::new(err) }
+    ObjectError::Aws {
+        op,
+        key: key.to_owned(),
+        source: Box::new(err),
+    }
 }
 
 /// 412 is a failed precondition; S3 answers 409 when a concurrent
@@ -80,7 +84,10 @@ pub struct S3Objects {
 
 impl S3Objects {
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        Self { client, bucket: bucket.into() }
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
     }
 
     pub fn bucket(&self) -> &str {
@@ -88,7 +95,14 @@ impl S3Objects {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Object>, ObjectError> {
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => {
                 let etag = out.e_tag.clone().unwrap_or_default();
                 let body = out.body.collect().await.map_err(|e| ObjectError::Aws {
@@ -96,7 +110,10 @@ impl S3Objects {
                     key: key.to_owned(),
                     source: Box::new(e),
                 })?;
-                Ok(Some(Object { body: body.into_bytes(), etag }))
+                Ok(Some(Object {
+                    body: body.into_bytes(),
+                    etag,
+                }))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) => Err(aws("GetObject", key, e)),
@@ -105,19 +122,31 @@ impl S3Objects {
 
     /// The body as a stream, only if the object is still version `etag`.
     pub async fn open(&self, key: &str, etag: &str) -> Result<Option<ByteStream>, ObjectError> {
-        let req = self.client.get_object().bucket(&self.bucket).key(key).if_match(etag);
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(etag);
         match req.send().await {
             Ok(out) => Ok(Some(out.body)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) if is_precondition(status(&e)) => {
-                Err(ObjectError::Precondition { key: key.to_owned() })
-            }
+            Err(e) if is_precondition(status(&e)) => Err(ObjectError::Precondition {
+                key: key.to_owned(),
+            }),
             Err(e) => Err(aws("GetObject", key, e)),
         }
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<Head>, ObjectError> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(Head {
                 etag: out.e_tag.unwrap_or_default(),
                 size: out.content_length.unwrap_or(0).max(0) as u64,
@@ -151,7 +180,9 @@ impl S3Objects {
         match req.send().await {
             Ok(out) => Ok(out.e_tag.unwrap_or_default()),
             Err(e) if guard != Write::Always && is_precondition(status(&e)) => {
-                Err(ObjectError::Precondition { key: key.to_owned() })
+                Err(ObjectError::Precondition {
+                    key: key.to_owned(),
+                })
             }
             Err(e) => Err(aws("PutObject", key, e)),
         }
@@ -173,7 +204,9 @@ impl S3Objects {
             .set_copy_source_if_match(etag.map(str::to_owned));
         match req.send().await {
             Ok(_) => Ok(()),
-            Err(e) if is_precondition(status(&e)) => Err(ObjectError::Precondition { key: from.to_owned() }),
+            Err(e) if is_precondition(status(&e)) => Err(ObjectError::Precondition {
+                key: from.to_owned(),
+            }),
             Err(e) => Err(aws("CopyObject", from, e)),
         }
     }
@@ -203,7 +236,11 @@ impl S3Objects {
         let mut folders = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| aws("ListObjectsV2", prefix, e))?;
-            folders.extend(page.common_prefixes().iter().filter_map(|p| p.prefix.clone()));
+            folders.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix.clone()),
+            );
         }
         Ok(folders)
     }
@@ -225,7 +262,10 @@ impl S3Objects {
             key: key.to_owned(),
             source: Box::new(e),
         })?;
-        let signed = req.presigned(config).await.map_err(|e| aws("presign PutObject", key, e))?;
+        let signed = req
+            .presigned(config)
+            .await
+            .map_err(|e| aws("presign PutObject", key, e))?;
         Ok(PresignedPut {
             url: signed.uri().to_owned(),
             headers: signed

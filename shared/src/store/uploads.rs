@@ -36,7 +36,10 @@ pub enum UploadOutcome {
     /// Already made into this release by an earlier delivery.
     Duplicate(ReleaseId),
     /// Refused and moved aside; it never becomes a release.
-    Rejected { reason: String, moved_to: String },
+    Rejected {
+        reason: String,
+        moved_to: String,
+    },
     /// Nothing to do: processed earlier, or replaced by a newer upload
     /// (which has an event of its own).
     Gone,
@@ -70,7 +73,12 @@ fn decode_meta(value: &str) -> Option<String> {
     percent_encoding::percent_decode_str(value)
         .decode_utf8()
         .ok()
-        .map(|s| s.chars().filter(|c| !c.is_control()).take(MAX_DESCRIPTION).collect())
+        .map(|s| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_DESCRIPTION)
+                .collect()
+        })
 }
 
 impl ReleaseStore {
@@ -99,7 +107,10 @@ impl ReleaseStore {
         if let Some(r) = git_ref {
             metadata.push((META_GIT_REF.to_owned(), encode_meta(r)));
         }
-        let signed = self.objects.presign_put(&key, &metadata, UPLOAD_URL_TTL).await?;
+        let signed = self
+            .objects
+            .presign_put(&key, &metadata, UPLOAD_URL_TTL)
+            .await?;
         Ok(UploadTicket {
             upload_url: signed.url,
             key,
@@ -128,7 +139,9 @@ impl ReleaseStore {
             return Ok(UploadOutcome::Duplicate(id));
         }
         if head.size > self.limits.max_archive_bytes {
-            let err = ArchiveError::ArchiveTooLarge { limit: self.limits.max_archive_bytes };
+            let err = ArchiveError::ArchiveTooLarge {
+                limit: self.limits.max_archive_bytes,
+            };
             return self.reject(env, key, &head.etag, &err).await;
         }
         let stream = match self.objects.open(key, &head.etag).await {
@@ -147,7 +160,12 @@ impl ReleaseStore {
             Err(ArchiveError::Read(detail)) => return Err(StoreError::Read(detail)),
             Err(err) => return self.reject(env, key, &head.etag, &err).await,
         };
-        let meta = |k: &str| head.metadata.get(k).and_then(|v| decode_meta(v)).filter(|v| !v.is_empty());
+        let meta = |k: &str| {
+            head.metadata
+                .get(k)
+                .and_then(|v| decode_meta(v))
+                .filter(|v| !v.is_empty())
+        };
         let created_by = meta(META_USER).unwrap_or_else(|| uploader.to_owned());
         let new = NewRelease {
             env,
@@ -160,7 +178,10 @@ impl ReleaseStore {
             git_ref: meta(META_GIT_REF),
             description: meta(META_DESCRIPTION),
             created_by: &created_by,
-            origin: Origin::Upload { key: key.to_owned(), etag: head.etag.clone() },
+            origin: Origin::Upload {
+                key: key.to_owned(),
+                etag: head.etag.clone(),
+            },
         };
         let manifest = self.create_release(new).await?;
         self.objects.delete(key).await?;
@@ -168,7 +189,12 @@ impl ReleaseStore {
     }
 
     /// A release (ready or still being made) of this exact upload version.
-    async fn find_upload(&self, env: &EnvRef, key: &str, etag: &str) -> Result<Option<ReleaseId>, StoreError> {
+    async fn find_upload(
+        &self,
+        env: &EnvRef,
+        key: &str,
+        etag: &str,
+    ) -> Result<Option<ReleaseId>, StoreError> {
         let ids = self.release_ids(env).await?;
         let files: Vec<_> = stream::iter(ids.into_iter().take(DUPLICATE_WINDOW))
             .map(|id| async move { self.release_file(env, id).await.map(|f| (id, f)) })
@@ -196,7 +222,9 @@ impl ReleaseStore {
         etag: &str,
         err: &ArchiveError,
     ) -> Result<UploadOutcome, StoreError> {
-        let name = key.strip_prefix(&format!("{}uploads/", env.prefix())).unwrap_or(key);
+        let name = key
+            .strip_prefix(&format!("{}uploads/", env.prefix()))
+            .unwrap_or(key);
         let moved_to = format!("{}rejected/{name}", env.prefix());
         let reason = err.to_string();
         match self.objects.copy(key, Some(etag), &moved_to).await {
@@ -210,9 +238,15 @@ impl ReleaseStore {
             "reason": reason,
             "rejected_at": Utc::now(),
         });
-        let body = serde_json::to_vec_pretty(&record).map_err(|e| super::corrupt("rejection", e))?;
+        let body =
+            serde_json::to_vec_pretty(&record).map_err(|e| super::corrupt("rejection", e))?;
         self.objects
-            .put(&format!("{moved_to}.reason.json"), body, "application/json", Write::Always)
+            .put(
+                &format!("{moved_to}.reason.json"),
+                body,
+                "application/json",
+                Write::Always,
+            )
             .await?;
         self.objects.delete(key).await?;
         tracing::warn!(env = %env, upload = key, reason = %reason, "upload rejected");
@@ -253,6 +287,9 @@ mod tests {
     fn metadata_values_survive_any_text_and_lose_control_characters() {
         let text = "Fix: naïve café\nline";
         assert!(encode_meta(text).is_ascii());
-        assert_eq!(decode_meta(&encode_meta(text)).unwrap(), "Fix: naïve caféline");
+        assert_eq!(
+            decode_meta(&encode_meta(text)).unwrap(),
+            "Fix: naïve caféline"
+        );
     }
 }

@@ -1,3 +1,5 @@
 //! Integration tests against the AWS emulator: one binary, one emulator.
 
+mod api;
+mod events;
 mod store;

@@ -20,7 +20,11 @@ fn r(n: u64) -> ReleaseId {
 async fn upload(world: &World, e: &EnvRef, name: &str, body: Vec<u8>) -> UploadOutcome {
     let key = format!("{}uploads/{name}", e.prefix());
     world.put(&key, body).await;
-    world.store.release_upload(e, &key, "s3:tester").await.unwrap()
+    world
+        .store
+        .release_upload(e, &key, "s3:tester")
+        .await
+        .unwrap()
 }
 
 fn created(outcome: UploadOutcome) -> slipway::store::Manifest {
@@ -46,26 +50,48 @@ async fn an_upload_becomes_r1_with_source_config_snapshot_and_manifest_written()
     assert_eq!(m.source.sha256, hex::encode(Sha256::digest(&archive)));
     assert_eq!(m.procfile.web(), "python3 app.py");
     assert_eq!(m.created_by, "s3:tester");
-    assert_eq!(world.get("hello/prod/releases/r1/source.tar.gz").await.unwrap(), archive);
+    assert_eq!(
+        world
+            .get("hello/prod/releases/r1/source.tar.gz")
+            .await
+            .unwrap(),
+        archive
+    );
     let snapshot = world.get("hello/prod/releases/r1/env").await.unwrap();
     assert_eq!(snapshot, b"A=one\nB=2\n");
     assert_eq!(m.config_sha256, hex::encode(Sha256::digest(&snapshot)));
-    let json: serde_json::Value =
-        serde_json::from_slice(&world.get("hello/prod/releases/r1/release.json").await.unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(
+        &world
+            .get("hello/prod/releases/r1/release.json")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(json["state"], "ready");
     assert_eq!(json["id"], "r1");
-    assert!(world.keys("hello/prod/uploads/").await.is_empty(), "the upload is consumed");
+    assert!(
+        world.keys("hello/prod/uploads/").await.is_empty(),
+        "the upload is consumed"
+    );
 }
 
 #[tokio::test]
 async fn an_environment_without_an_env_file_snapshots_an_empty_config() {
     let world = World::new().await;
     let e = env("hello", "dev");
-    let m = created(upload(&world, &e, "a.tar.zst", zstd_compress(&{
-        let mut t = TarBuilder::new();
-        t.file("Procfile", b"web: ./serve\n");
-        t.finish()
-    })).await);
+    let m = created(
+        upload(
+            &world,
+            &e,
+            "a.tar.zst",
+            zstd_compress(&{
+                let mut t = TarBuilder::new();
+                t.file("Procfile", b"web: ./serve\n");
+                t.finish()
+            }),
+        )
+        .await,
+    );
     assert_eq!(m.source.format, ArchiveFormat::Zstd);
     assert_eq!(m.source.key, "hello/dev/releases/r1/source.tar.zst");
     assert_eq!(world.get("hello/dev/releases/r1/env").await.unwrap(), b"");
@@ -114,7 +140,16 @@ async fn the_same_upload_delivered_twice_makes_one_release() {
 
     assert_eq!(created(first).id, r(1));
     assert!(matches!(second, UploadOutcome::Gone), "{second:?}");
-    assert_eq!(world.store.list_releases(&e, None, 10).await.unwrap().releases.len(), 1);
+    assert_eq!(
+        world
+            .store
+            .list_releases(&e, None, 10)
+            .await
+            .unwrap()
+            .releases
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -131,9 +166,21 @@ async fn a_redelivery_after_a_crash_before_the_upload_was_deleted_finds_the_rele
 
     let again = world.store.release_upload(&e, key, "s3").await.unwrap();
 
-    assert!(matches!(again, UploadOutcome::Duplicate(id) if id == r(1)), "{again:?}");
+    assert!(
+        matches!(again, UploadOutcome::Duplicate(id) if id == r(1)),
+        "{again:?}"
+    );
     assert!(world.keys("dup/crash/uploads/").await.is_empty());
-    assert_eq!(world.store.list_releases(&e, None, 10).await.unwrap().releases.len(), 1);
+    assert_eq!(
+        world
+            .store
+            .list_releases(&e, None, 10)
+            .await
+            .unwrap()
+            .releases
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -151,29 +198,68 @@ async fn hostile_archives_are_moved_to_rejected_with_a_reason_and_never_become_r
         gzip(&t.finish())
     };
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("traversal.tar.gz", gzip(&base().raw_file("../../etc/cron.d/x", b"x").finish()), "climbs out"),
-        ("absolute.tar.gz", gzip(&base().raw_file("/etc/passwd", b"x").finish()), "absolute path"),
-        ("symlink.tar.gz", gzip(&base().symlink("escape", "../../../root").finish()), "points outside"),
-        ("device.tar.gz", gzip(&base().special("null", tar::EntryType::Char).finish()), "character device"),
+        (
+            "traversal.tar.gz",
+            gzip(&base().raw_file("../../etc/cron.d/x", b"x").finish()),
+            "climbs out",
+        ),
+        (
+            "absolute.tar.gz",
+            gzip(&base().raw_file("/etc/passwd", b"x").finish()),
+            "absolute path",
+        ),
+        (
+            "symlink.tar.gz",
+            gzip(&base().symlink("escape", "../../../root").finish()),
+            "points outside",
+        ),
+        (
+            "device.tar.gz",
+            gzip(&base().special("null", tar::EntryType::Char).finish()),
+            "character device",
+        ),
         ("bomb.tar.gz", bomb, "expands to more than"),
-        ("noprocfile.tar.gz", gzip(&TarBuilder::new().file("a", b"b").finish()), "no Procfile"),
-        ("noweb.tar.gz", gzip(&TarBuilder::new().file("Procfile", b"worker: x").finish()), "no web process"),
-        ("notar.tar.gz", b"just some text".to_vec(), "not a gzip or zstd"),
+        (
+            "noprocfile.tar.gz",
+            gzip(&TarBuilder::new().file("a", b"b").finish()),
+            "no Procfile",
+        ),
+        (
+            "noweb.tar.gz",
+            gzip(&TarBuilder::new().file("Procfile", b"worker: x").finish()),
+            "no web process",
+        ),
+        (
+            "notar.tar.gz",
+            b"just some text".to_vec(),
+            "not a gzip or zstd",
+        ),
     ];
-    let world = World { store: slipway::store::ReleaseStore::new(
-        slipway::store::S3Objects::new(world.s3.clone(), &world.bucket),
-        Limits { max_expanded_bytes: 4 << 20, ..Limits::default() },
-    ), ..world };
+    let world = World {
+        store: slipway::store::ReleaseStore::new(
+            slipway::store::S3Objects::new(world.s3.clone(), &world.bucket),
+            Limits {
+                max_expanded_bytes: 4 << 20,
+                ..Limits::default()
+            },
+        ),
+        ..world
+    };
 
     for (name, body, needle) in cases {
         match upload(&world, &e, name, body).await {
             UploadOutcome::Rejected { reason, moved_to } => {
                 assert!(reason.contains(needle), "{name}: {reason}");
                 assert_eq!(moved_to, format!("evil/prod/rejected/{name}"));
-                let why: serde_json::Value =
-                    serde_json::from_slice(&world.get(&format!("{moved_to}.reason.json")).await.unwrap()).unwrap();
+                let why: serde_json::Value = serde_json::from_slice(
+                    &world.get(&format!("{moved_to}.reason.json")).await.unwrap(),
+                )
+                .unwrap();
                 assert_eq!(why["reason"], reason);
-                assert!(world.get(&moved_to).await.is_some(), "{name}: archive kept for inspection");
+                assert!(
+                    world.get(&moved_to).await.is_some(),
+                    "{name}: archive kept for inspection"
+                );
             }
             other => panic!("{name}: expected a rejection, got {other:?}"),
         }
@@ -191,20 +277,40 @@ async fn setting_config_makes_a_new_release_of_the_current_source_with_a_masked_
     world.store.set_current(&e, r1.id).await.unwrap();
 
     let set = BTreeMap::from([("SECRET".to_string(), "hunter2".to_string())]);
-    let change = world.store.change_config(&e, &set, &["OLD".to_string()], "alice").await.unwrap();
+    let change = world
+        .store
+        .change_config(&e, &set, &["OLD".to_string()], "alice")
+        .await
+        .unwrap();
 
     let r2 = change.release.expect("a new release");
     assert_eq!(r2.id, r(2));
     assert_eq!(r2.origin, Origin::Config { from: r(1) });
     assert_eq!(r2.source.sha256, r1.source.sha256);
     assert_eq!(r2.source.key, "cfg/prod/releases/r2/source.tar.gz");
-    assert_eq!(world.get(&r2.source.key).await, world.get(&r1.source.key).await);
+    assert_eq!(
+        world.get(&r2.source.key).await,
+        world.get(&r1.source.key).await
+    );
     assert_eq!(r2.created_by, "alice");
-    assert_eq!(world.get("cfg/prod/releases/r2/env").await.unwrap(), b"KEEP=1\nSECRET=hunter2\n");
-    assert_eq!(world.get("cfg/prod/env").await.unwrap(), b"KEEP=1\nSECRET=hunter2\n");
-    assert_eq!(world.get("cfg/prod/releases/r1/env").await.unwrap(), b"KEEP=1\nOLD=gone\n", "r1 is immutable");
+    assert_eq!(
+        world.get("cfg/prod/releases/r2/env").await.unwrap(),
+        b"KEEP=1\nSECRET=hunter2\n"
+    );
+    assert_eq!(
+        world.get("cfg/prod/env").await.unwrap(),
+        b"KEEP=1\nSECRET=hunter2\n"
+    );
+    assert_eq!(
+        world.get("cfg/prod/releases/r1/env").await.unwrap(),
+        b"KEEP=1\nOLD=gone\n",
+        "r1 is immutable"
+    );
     let diff = serde_json::to_string(&change.diff.entries(false)).unwrap();
-    assert!(diff.contains("SECRET") && diff.contains("OLD") && !diff.contains("hunter2"), "{diff}");
+    assert!(
+        diff.contains("SECRET") && diff.contains("OLD") && !diff.contains("hunter2"),
+        "{diff}"
+    );
     assert!(!r2.description.unwrap_or_default().contains("hunter2"));
 }
 
@@ -215,7 +321,11 @@ async fn a_config_change_that_changes_nothing_makes_no_release() {
     world.put("cfg/same/env", "A=1\n").await;
     created(upload(&world, &e, "a.tar.gz", app_archive("x")).await);
     let set = BTreeMap::from([("A".to_string(), "1".to_string())]);
-    let change = world.store.change_config(&e, &set, &[], "alice").await.unwrap();
+    let change = world
+        .store
+        .change_config(&e, &set, &[], "alice")
+        .await
+        .unwrap();
     assert!(change.release.is_none() && change.diff.is_empty());
 }
 
@@ -225,7 +335,11 @@ async fn a_bad_config_key_is_refused_and_changes_nothing() {
     let e = env("cfg", "bad");
     world.put("cfg/bad/env", "A=1\n").await;
     let set = BTreeMap::from([("BAD-KEY".to_string(), "x".to_string())]);
-    let err = world.store.change_config(&e, &set, &[], "alice").await.unwrap_err();
+    let err = world
+        .store
+        .change_config(&e, &set, &[], "alice")
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Config(_)), "{err:?}");
     assert_eq!(world.get("cfg/bad/env").await.unwrap(), b"A=1\n");
 }
@@ -266,10 +380,22 @@ async fn promoting_a_release_copies_its_source_into_the_target_env_with_the_targ
 
     assert_eq!(p1.id, r(1));
     assert_eq!(p1.env.as_str(), "prod");
-    assert_eq!(p1.origin, Origin::Promote { env: EnvName::parse("staging").unwrap(), release: r(1) });
+    assert_eq!(
+        p1.origin,
+        Origin::Promote {
+            env: EnvName::parse("staging").unwrap(),
+            release: r(1)
+        }
+    );
     assert_eq!(p1.source.sha256, s1.source.sha256);
-    assert_eq!(world.get("shop/prod/releases/r1/env").await.unwrap(), b"MODE=prod\n");
-    assert_eq!(world.get(&p1.source.key).await, world.get(&s1.source.key).await);
+    assert_eq!(
+        world.get("shop/prod/releases/r1/env").await.unwrap(),
+        b"MODE=prod\n"
+    );
+    assert_eq!(
+        world.get(&p1.source.key).await,
+        world.get(&s1.source.key).await
+    );
 }
 
 #[tokio::test]
@@ -313,13 +439,29 @@ async fn a_stale_claim_left_by_a_crashed_writer_is_taken_over() {
         "state": "pending", "id": "r2", "claimed_at": "2020-01-01T00:00:00Z",
         "claimed_by": "dead", "origin": {"kind": "config", "from": "r1"}
     });
-    world.put("stale/prod/releases/r2/release.json", serde_json::to_vec(&claim).unwrap()).await;
+    world
+        .put(
+            "stale/prod/releases/r2/release.json",
+            serde_json::to_vec(&claim).unwrap(),
+        )
+        .await;
 
     let m = created(upload(&world, &e, "b.tar.gz", app_archive("y")).await);
 
-    assert_eq!(m.id, r(2), "the crashed writer's number is reused, leaving no gap");
-    let ids: Vec<u64> =
-        world.store.list_releases(&e, None, 10).await.unwrap().releases.iter().map(|m| m.id.number()).collect();
+    assert_eq!(
+        m.id,
+        r(2),
+        "the crashed writer's number is reused, leaving no gap"
+    );
+    let ids: Vec<u64> = world
+        .store
+        .list_releases(&e, None, 10)
+        .await
+        .unwrap()
+        .releases
+        .iter()
+        .map(|m| m.id.number())
+        .collect();
     assert_eq!(ids, [2, 1]);
 }
 
@@ -331,8 +473,21 @@ async fn a_fresh_claim_is_skipped_and_not_listed_as_a_release() {
         "state": "pending", "id": "r1", "claimed_at": chrono::Utc::now(),
         "claimed_by": "busy", "origin": {"kind": "config", "from": "r1"}
     });
-    world.put("fresh/prod/releases/r1/release.json", serde_json::to_vec(&claim).unwrap()).await;
-    assert!(world.store.list_releases(&e, None, 10).await.unwrap().releases.is_empty());
+    world
+        .put(
+            "fresh/prod/releases/r1/release.json",
+            serde_json::to_vec(&claim).unwrap(),
+        )
+        .await;
+    assert!(
+        world
+            .store
+            .list_releases(&e, None, 10)
+            .await
+            .unwrap()
+            .releases
+            .is_empty()
+    );
     let m = created(upload(&world, &e, "b.tar.gz", app_archive("y")).await);
     assert_eq!(m.id, r(2));
 }

@@ -1,0 +1,109 @@
+//! Every API error, mapped in one place to a status and a plain message.
+//!
+//! Clients get `{"error": "...", "code": "..."}`. Internal failures (AWS,
+//! unreadable stored data) are logged with their full chain and reach the
+//! client only as "internal error", never with their detail.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::config::ConfigError;
+use crate::names::NameError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the store is busy; try again")]
+    Busy,
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ReleaseNotFound { .. } => Self::NotFound(e.to_string()),
+            StoreError::Config(c) => c.into(),
+            StoreError::Contention(_) | StoreError::ClaimLost(_) => Self::Busy,
+            StoreError::Corrupt { .. } | StoreError::Read(_) | StoreError::Objects(_) => {
+                Self::internal(e)
+            }
+        }
+    }
+}
+
+/// The full chain of causes, for the log.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            Self::Internal(source) => {
+                tracing::error!(error = %chain(source.as_ref()), "request failed")
+            }
+            Self::Busy => tracing::warn!(error = %self, "request refused: busy"),
+            _ => tracing::info!(status = status.as_u16(), error = %self, "request refused"),
+        }
+        let mut response = (
+            status,
+            Json(json!({ "error": self.to_string(), "code": code })),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"slipway\", charset=\"UTF-8\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,152 @@
+//! The HTTP API: axum routers shared by the Lambda functions and the local
+//! platform, Basic auth on every route but `/healthz`, and the extractors
+//! that parse hostile path segments and bodies into domain types.
+
+mod error;
+pub mod releases;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+pub use error::{ApiError, chain};
+
+use crate::auth::Users;
+use crate::names::{EnvRef, ReleaseId};
+use crate::store::ReleaseStore;
+
+/// What every handler may use; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: ReleaseStore,
+    pub users: Arc<Users>,
+}
+
+/// The authenticated user, put in the request by the auth layer.
+#[derive(Debug, Clone)]
+pub struct User(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for User {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<User>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+async fn require_basic_auth(
+    State(users): State<Arc<Users>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let users = users.clone();
+    // argon2 is deliberately slow: keep it off the async workers.
+    let user = tokio::task::spawn_blocking(move || users.authenticate(header.as_deref()))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ApiError::Unauthorized)?;
+    tracing::Span::current().record("user", user.as_str());
+    request.extensions_mut().insert(User(user));
+    Ok(next.run(request).await)
+}
+
+/// The app and environment of a `/apps/{app}/envs/{env}/…` route, parsed.
+pub struct EnvPath(pub EnvRef);
+
+/// An environment and a release id from `…/releases/{id}`, parsed.
+pub struct ReleasePath(pub EnvRef, pub ReleaseId);
+
+async fn path_params<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<HashMap<String, String>, ApiError> {
+    Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map(|Path(p)| p)
+        .map_err(|_| ApiError::BadRequest("the path is not valid UTF-8".into()))
+}
+
+fn env_of(params: &HashMap<String, String>) -> Result<EnvRef, ApiError> {
+    let app = params.get("app").map_or("", String::as_str);
+    let env = params.get("env").map_or("", String::as_str);
+    Ok(EnvRef::parse(app, env)?)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for EnvPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Ok(Self(env_of(&path_params(parts, state).await?)?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ReleasePath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = path_params(parts, state).await?;
+        let id = ReleaseId::parse(params.get("id").map_or("", String::as_str))?;
+        Ok(Self(env_of(&params)?, id))
+    }
+}
+
+/// A JSON body whose errors are API errors; an empty body is `{}`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Wraps authenticated routes: Basic auth on all of them (the fallback too,
+/// so unknown paths reveal nothing), `/healthz` open, request tracing.
+pub fn with_auth(routes: Router<AppState>, state: AppState) -> Router {
+    let authed = routes
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.users.clone(),
+            require_basic_auth,
+        ))
+        .with_state(state);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(authed)
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty)
+            }),
+        )
+}

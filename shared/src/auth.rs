@@ -1,0 +1,254 @@
+//! HTTP Basic auth against argon2 password hashes.
+//!
+//! Users are `name:<argon2 PHC hash>` lines, read once at cold start from a
+//! SecureString SSM parameter (`SLIPWAY_USERS_PARAM`) or, in local runs,
+//! straight from `SLIPWAY_USERS`. Checks take the same time whether or not
+//! the user exists: an unknown name is verified against a dummy hash.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("users line {line}: expected `name:<argon2 hash>`")]
+    Line { line: usize },
+    #[error("users line {line}: invalid user name (letters, digits, . _ @ - only)")]
+    Name { line: usize },
+    #[error("users line {line}: the password hash is not an argon2 PHC string")]
+    Hash { line: usize },
+    #[error("users line {line}: {name} is listed twice")]
+    Duplicate { line: usize, name: String },
+    #[error("no users are configured: set SLIPWAY_USERS_PARAM (or SLIPWAY_USERS for local runs)")]
+    NoneConfigured,
+    #[error("could not read the users parameter {name}: {source}")]
+    Parameter {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The users allowed in, by name.
+#[derive(Clone)]
+pub struct Users(HashMap<String, String>);
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the hashes.
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("slipway-dummy-password"))
+}
+
+/// An argon2id PHC string for `password` with a random salt, as stored in
+/// the users parameter.
+pub fn hash_password(password: &str) -> String {
+    let salt =
+        SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes()).expect("16 bytes is a valid salt");
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default parameters")
+        .to_string()
+}
+
+impl Users {
+    pub fn parse(text: &str) -> Result<Self, UsersError> {
+        let mut users = HashMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let raw = raw.trim();
+            if raw.is_empty() || raw.starts_with('#') {
+                continue;
+            }
+            let (name, hash) = raw.split_once(':').ok_or(UsersError::Line { line })?;
+            if !valid_user_name(name) {
+                return Err(UsersError::Name { line });
+            }
+            let parsed = PasswordHash::new(hash).map_err(|_| UsersError::Hash { line })?;
+            if !parsed.algorithm.as_str().starts_with("argon2") {
+                return Err(UsersError::Hash { line });
+            }
+            if users.insert(name.to_owned(), hash.to_owned()).is_some() {
+                return Err(UsersError::Duplicate {
+                    line,
+                    name: name.to_owned(),
+                });
+            }
+        }
+        if users.is_empty() {
+            return Err(UsersError::NoneConfigured);
+        }
+        Ok(Self(users))
+    }
+
+    /// Reads users from the SSM parameter named by `param`, or from `inline`.
+    pub async fn load(
+        ssm: &aws_sdk_ssm::Client,
+        param: Option<&str>,
+        inline: Option<&str>,
+    ) -> Result<Self, UsersError> {
+        match (param, inline) {
+            (Some(name), _) => {
+                let out = ssm
+                    .get_parameter()
+                    .name(name)
+                    .with_decryption(true)
+                    .send()
+                    .await
+                    .map_err(|e| UsersError::Parameter {
+                        name: name.to_owned(),
+                        source: Box::new(e),
+                    })?;
+                let value = out.parameter.and_then(|p| p.value).unwrap_or_default();
+                Self::parse(&value)
+            }
+            (None, Some(text)) => Self::parse(text),
+            (None, None) => Err(UsersError::NoneConfigured),
+        }
+    }
+
+    /// The user's name if the `Authorization` header holds valid credentials.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Option<String> {
+        let (name, password) = parse_basic(authorization?)?;
+        let hash = self.0.get(&name);
+        let phc = PasswordHash::new(hash.map_or(dummy_hash(), String::as_str)).ok()?;
+        let ok = Argon2::default()
+            .verify_password(password.as_bytes(), &phc)
+            .is_ok();
+        (ok && hash.is_some()).then_some(name)
+    }
+}
+
+/// `Basic base64(name:password)` → (name, password).
+fn parse_basic(header: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") || encoded.len() > 4096 {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (name, password) = text.split_once(':')?;
+    Some((name.to_owned(), password.to_owned()))
+}
+
+/// A Basic `Authorization` header value, for clients and tests.
+pub fn basic_header(name: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> Users {
+        Users::parse(&format!(
+            "# team\nalice:{}\n\nbob:{}\n",
+            hash_password("wonderland"),
+            hash_password("builder")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_right_password_authenticates_its_user() {
+        let u = users();
+        assert_eq!(
+            u.authenticate(Some(&basic_header("alice", "wonderland")))
+                .as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            u.authenticate(Some(&basic_header("bob", "builder")))
+                .as_deref(),
+            Some("bob")
+        );
+    }
+
+    #[test]
+    fn wrong_passwords_unknown_users_and_malformed_headers_are_refused() {
+        let u = users();
+        for header in [
+            basic_header("alice", "builder"),
+            basic_header("mallory", "wonderland"),
+            basic_header("alice", ""),
+            "Bearer abc".to_string(),
+            "Basic !!!not-base64".to_string(),
+            "Basic".to_string(),
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("no-colon")
+            ),
+            String::new(),
+        ] {
+            assert_eq!(u.authenticate(Some(&header)), None, "{header}");
+        }
+        assert_eq!(u.authenticate(None), None);
+    }
+
+    #[test]
+    fn a_password_may_contain_colons() {
+        let u = Users::parse(&format!("carol:{}", hash_password("a:b:c"))).unwrap();
+        assert_eq!(
+            u.authenticate(Some(&basic_header("carol", "a:b:c")))
+                .as_deref(),
+            Some("carol")
+        );
+    }
+
+    #[test]
+    fn malformed_user_lists_are_errors_that_name_the_line_not_the_hash() {
+        let h = hash_password("x");
+        let cases = [
+            ("nocolon".to_string(), "line 1: expected"),
+            (format!("bad name:{h}"), "line 1: invalid user name"),
+            (
+                "alice:plaintext-password".to_string(),
+                "line 1: the password hash",
+            ),
+            (
+                "alice:$pbkdf2-sha256$i=1000$c2FsdA$aGFzaA".to_string(),
+                "line 1: the password hash",
+            ),
+            (
+                format!("alice:{h}\nalice:{h}"),
+                "line 2: alice is listed twice",
+            ),
+            ("# only comments\n".to_string(), "no users are configured"),
+        ];
+        for (text, needle) in cases {
+            let err = Users::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+            assert!(!err.contains("plaintext-password"));
+        }
+    }
+
+    #[test]
+    fn debug_output_lists_names_only() {
+        let shown = format!("{:?}", users());
+        assert!(
+            shown.contains("alice") && !shown.contains("argon2"),
+            "{shown}"
+        );
+    }
+}
