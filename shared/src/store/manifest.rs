@@ -60,6 +60,8 @@ pub struct Claim {
     pub origin: Origin,
 }
 
+// Short-lived values, one at a time: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ReleaseFile {

@@ -30,6 +30,8 @@ const META_GIT_REF: &str = "slipway-git-ref";
 pub const MAX_DESCRIPTION: usize = 500;
 
 /// What happened to one upload.
+// Short-lived values, one at a time: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum UploadOutcome {
     Created(Manifest),

@@ -576,3 +576,31 @@ async fn an_api_gateway_v2_request_reaches_the_router_through_the_lambda_handler
     .unwrap();
     assert_eq!(out["statusCode"], 401);
 }
+
+#[tokio::test]
+async fn users_load_from_a_securestring_parameter_at_cold_start() {
+    let world = World::new().await;
+    let ssm = slipway::aws::ssm_client(&world.config);
+    let name = format!("/{}/users", slipway_tests::unique_name("slipway"));
+    let text = format!("carol:{}\n", hash_password("s3cret"));
+    ssm.put_parameter()
+        .name(&name)
+        .value(&text)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+
+    let users = Users::load(&ssm, Some(&name), None).await.unwrap();
+
+    assert_eq!(
+        users
+            .authenticate(Some(&basic_header("carol", "s3cret")))
+            .as_deref(),
+        Some("carol")
+    );
+    let missing = Users::load(&ssm, Some("/no/such/param"), None)
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("/no/such/param"));
+}

@@ -2,4 +2,5 @@
 
 mod api;
 mod events;
+mod example;
 mod store;

@@ -1,0 +1,48 @@
+"""A tiny web app for Slipway's demo and end-to-end tests.
+
+Serves `/` and `/health` on $PORT with Python's standard library only, and
+says which release it is (SLIPWAY_RELEASE, set by the agent).
+"""
+
+import json
+import os
+import signal
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+RELEASE = os.environ.get("SLIPWAY_RELEASE", "unknown")
+GREETING = os.environ.get("GREETING", "Hello from Slipway")
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/health":
+            body = json.dumps({"status": "ok", "release": RELEASE}).encode()
+            content_type = "application/json"
+        elif self.path == "/":
+            body = f"{GREETING}! This is release {RELEASE}.\n".encode()
+            content_type = "text/plain; charset=utf-8"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        # One line per request on stdout, where the supervisor collects it.
+        print(f"{self.address_string()} {fmt % args}", flush=True)
+
+
+def main():
+    port = int(os.environ.get("PORT", "8000"))
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"release {RELEASE} listening on port {port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
