@@ -117,10 +117,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+        serde_json::from_slice(bytes).map(JsonBody).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "invalid JSON body: {}",
+                json_error_without_values(&e)
+            ))
+        })
     }
+}
+
+/// serde_json quotes the offending value in type errors (``invalid type:
+/// integer `123`, expected a string``). A body may carry config values, so
+/// the message keeps what was expected and where, never the value.
+fn json_error_without_values(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    for prefix in ["invalid type", "invalid value", "invalid length"] {
+        if text.starts_with(prefix) {
+            let expected = text.find(", expected").map_or("", |i| &text[i + 2..]);
+            return format!("{prefix}: {expected}");
+        }
+    }
+    text
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -149,4 +166,23 @@ pub fn with_auth(routes: Router<AppState>, state: AppState) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty)
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_never_repeat_the_value_that_was_sent() {
+        let e = serde_json::from_str::<std::collections::BTreeMap<String, String>>(
+            r#"{"TOKEN": 987654321}"#,
+        )
+        .unwrap_err();
+        let shown = json_error_without_values(&e);
+        assert!(!shown.contains("987654321"), "{shown}");
+        assert!(
+            shown.starts_with("invalid type: expected a string"),
+            "{shown}"
+        );
+    }
 }

@@ -85,6 +85,31 @@ struct NewRelease<'a> {
     origin: Origin,
 }
 
+impl<'a> NewRelease<'a> {
+    /// A new release of `env` with the same source as `base`.
+    fn reusing(
+        env: &'a EnvRef,
+        base: &'a Manifest,
+        created_by: &'a str,
+        origin: Origin,
+        description: Option<String>,
+    ) -> Self {
+        Self {
+            env,
+            copy_from: &base.source.key,
+            copy_etag: None,
+            format: base.source.format,
+            sha256: base.source.sha256.clone(),
+            size: base.source.size,
+            procfile: base.procfile.clone(),
+            git_ref: base.git_ref.clone(),
+            description,
+            created_by,
+            origin,
+        }
+    }
+}
+
 pub(crate) fn release_key(env: &EnvRef, id: ReleaseId, file: &str) -> String {
     format!("{}releases/{id}/{file}", env.prefix())
 }
@@ -183,19 +208,13 @@ impl ReleaseStore {
             Some(base) => {
                 let changed: Vec<String> = diff.entries(false).into_iter().map(|e| e.key).collect();
                 let description = Some(format!("config: {}", changed.join(", ")));
-                let new = NewRelease {
+                let new = NewRelease::reusing(
                     env,
-                    copy_from: &base.source.key,
-                    copy_etag: None,
-                    format: base.source.format,
-                    sha256: base.source.sha256.clone(),
-                    size: base.source.size,
-                    procfile: base.procfile.clone(),
-                    git_ref: base.git_ref.clone(),
+                    &base,
+                    user,
+                    Origin::Config { from: base.id },
                     description,
-                    created_by: user,
-                    origin: Origin::Config { from: base.id },
-                };
+                );
                 Some(self.create_release(new).await?)
             }
         };
@@ -217,22 +236,11 @@ impl ReleaseStore {
         let target =
             EnvRef::new(from.app.clone(), to.clone()).map_err(|e| corrupt("environment", e))?;
         let base = self.release(from, id).await?;
-        let new = NewRelease {
-            env: &target,
-            copy_from: &base.source.key,
-            copy_etag: None,
-            format: base.source.format,
-            sha256: base.source.sha256.clone(),
-            size: base.source.size,
-            procfile: base.procfile.clone(),
-            git_ref: base.git_ref.clone(),
-            description: base.description.clone(),
-            created_by: user,
-            origin: Origin::Promote {
-                env: from.env.clone(),
-                release: id,
-            },
+        let origin = Origin::Promote {
+            env: from.env.clone(),
+            release: id,
         };
+        let new = NewRelease::reusing(&target, &base, user, origin, base.description.clone());
         self.create_release(new).await
     }
 

@@ -283,3 +283,125 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+#[cfg(test)]
+mod tests {
+    //! Error paths the emulator cannot produce: S3's 409 for a lost
+    //! conditional-write race, server errors, and multi-page listings.
+
+    use super::*;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+    use aws_sdk_s3::types::CommonPrefix;
+    use aws_sdk_s3::types::error::NoSuchKey;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    fn objects(client: aws_sdk_s3::Client) -> S3Objects {
+        S3Objects::new(client, "bucket")
+    }
+
+    #[tokio::test]
+    async fn a_409_on_a_conditional_write_is_a_lost_race_not_a_failure() {
+        let rule = mock!(aws_sdk_s3::Client::put_object)
+            .sequence()
+            .http_status(409, None)
+            .build();
+        let s3 = objects(mock_client!(aws_sdk_s3, [&rule]));
+        let got = s3.put("k", "v", "text/plain", Write::IfAbsent).await;
+        assert!(
+            matches!(got, Err(ObjectError::Precondition { ref key }) if key == "k"),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_412_on_if_match_is_a_precondition_failure() {
+        let rule = mock!(aws_sdk_s3::Client::put_object)
+            .sequence()
+            .http_status(412, None)
+            .build();
+        let s3 = objects(mock_client!(aws_sdk_s3, [&rule]));
+        let got = s3
+            .put("k", "v", "text/plain", Write::IfMatch("\"e\""))
+            .await;
+        assert!(
+            matches!(got, Err(ObjectError::Precondition { .. })),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_409_on_an_unconditional_write_is_an_error() {
+        let rule = mock!(aws_sdk_s3::Client::put_object)
+            .sequence()
+            .http_status(409, None)
+            .build();
+        let s3 = objects(mock_client!(aws_sdk_s3, [&rule]));
+        let got = s3.put("k", "v", "text/plain", Write::Always).await;
+        assert!(
+            matches!(
+                got,
+                Err(ObjectError::Aws {
+                    op: "PutObject",
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_object_is_none_and_a_server_error_is_an_error() {
+        let missing = mock!(aws_sdk_s3::Client::get_object)
+            .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
+        let s3 = objects(mock_client!(aws_sdk_s3, [&missing]));
+        assert!(s3.get("k").await.unwrap().is_none());
+
+        let broken = mock!(aws_sdk_s3::Client::get_object)
+            .sequence()
+            .http_status(500, None)
+            .repeatedly()
+            .build();
+        let s3 = objects(mock_client!(aws_sdk_s3, [&broken]));
+        assert!(matches!(
+            s3.get("k").await,
+            Err(ObjectError::Aws {
+                op: "GetObject",
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn folders_are_collected_across_every_page() {
+        let page = |prefixes: &[&str], next: Option<&str>| {
+            ListObjectsV2Output::builder()
+                .set_common_prefixes(Some(
+                    prefixes
+                        .iter()
+                        .map(|p| CommonPrefix::builder().prefix(*p).build())
+                        .collect(),
+                ))
+                .is_truncated(next.is_some())
+                .set_next_continuation_token(next.map(str::to_owned))
+                .build()
+        };
+        let first = mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| r.continuation_token().is_none())
+            .then_output(move || page(&["a/b/releases/r1/", "a/b/releases/r2/"], Some("t2")));
+        let second = mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| r.continuation_token() == Some("t2"))
+            .then_output(move || page(&["a/b/releases/r10/"], None));
+        let s3 = objects(mock_client!(
+            aws_sdk_s3,
+            RuleMode::MatchAny,
+            [&first, &second]
+        ));
+        let folders = s3.list_folders("a/b/releases/").await.unwrap();
+        assert_eq!(
+            folders,
+            ["a/b/releases/r1/", "a/b/releases/r2/", "a/b/releases/r10/"]
+        );
+        assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+    }
+}
