@@ -80,6 +80,9 @@ pub enum ArchiveError {
     TooManyEntries { limit: u64 },
     #[error("archive is damaged: {0}")]
     Corrupt(String),
+    /// Writing an entry to disk failed (extraction only).
+    #[error("could not write {path}: {detail}")]
+    Write { path: String, detail: String },
     /// Reading the archive's bytes failed (the network, not the archive).
     #[error("could not read the archive: {0}")]
     Read(String),
@@ -311,22 +314,25 @@ impl<R: Read> Read for ExpandedReader<R> {
     }
 }
 
-struct Walk {
-    entries: u64,
-    expanded_bytes: u64,
-    procfile: Option<Result<Procfile, ArchiveError>>,
+/// Counts of one pass over an archive.
+pub(crate) struct Walk {
+    pub(crate) entries: u64,
+    pub(crate) expanded_bytes: u64,
 }
+
+/// Called for every accepted entry, with the entry's data to read.
+pub(crate) type Visit<'v> =
+    dyn FnMut(&CheckedEntry, &mut dyn Read) -> Result<(), ArchiveError> + 'v;
 
 fn walk<D: Read>(
     decoded: D,
     limits: &Limits,
     tripped: &Tripped,
+    visit: &mut Visit<'_>,
 ) -> Result<(Walk, D), ArchiveError> {
-    let fail = |e: io::Error| {
-        tripped
-            .take()
-            .unwrap_or_else(|| ArchiveError::Corrupt(e.to_string()))
-    };
+    // An error seen while a limit tripped is that limit's error.
+    let blame = |e: ArchiveError| tripped.take().unwrap_or(e);
+    let fail = |e: io::Error| blame(ArchiveError::Corrupt(e.to_string()));
     let counted = ExpandedReader {
         inner: decoded,
         count: 0,
@@ -337,10 +343,11 @@ fn walk<D: Read>(
     let mut walk = Walk {
         entries: 0,
         expanded_bytes: 0,
-        procfile: None,
     };
     let mut declared: u64 = 0;
     let mut links = Vec::new();
+    // Hard links may only point at regular files earlier in the archive.
+    let mut files = std::collections::HashSet::new();
     for entry in archive.entries().map_err(fail)? {
         let mut entry = entry.map_err(fail)?;
         walk.entries += 1;
@@ -356,24 +363,19 @@ fn walk<D: Read>(
             });
         }
         let checked = check_entry(&entry, &mut links)?;
-        let is_procfile = match &checked {
-            CheckedEntry::File { path, .. } => path == Path::new("Procfile"),
-            CheckedEntry::Symlink { path, .. } | CheckedEntry::HardLink { path, .. } => {
-                if path == Path::new("Procfile") {
-                    walk.procfile = Some(Err(ArchiveError::ProcfileNotFile));
-                }
-                false
+        match &checked {
+            CheckedEntry::File { path, .. } => {
+                files.insert(path.clone());
             }
-            _ => false,
-        };
-        if is_procfile {
-            let mut bytes = Vec::new();
-            (&mut entry)
-                .take(MAX_PROCFILE_BYTES as u64 + 1)
-                .read_to_end(&mut bytes)
-                .map_err(fail)?;
-            walk.procfile = Some(Procfile::parse_bytes(&bytes).map_err(ArchiveError::from));
+            CheckedEntry::HardLink { path, target } if !files.contains(target) => {
+                return Err(ArchiveError::LinkEscapes {
+                    path: path.display().to_string(),
+                    target: target.display().to_string(),
+                });
+            }
+            _ => {}
         }
+        visit(&checked, &mut entry).map_err(blame)?;
     }
     // Read what follows the end-of-archive marker, so the decompressor
     // reaches its own end and every compressed byte is hashed.
@@ -383,8 +385,21 @@ fn walk<D: Read>(
     Ok((walk, counted.inner))
 }
 
-/// Reads a whole archive once: format, sha256, size, entry checks, Procfile.
-pub fn inspect<R: Read>(source: R, limits: &Limits) -> Result<Inspection, ArchiveError> {
+/// What one streaming pass measured: format, hash, size and counts.
+pub(crate) struct Scan {
+    pub(crate) format: ArchiveFormat,
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
+    pub(crate) walk: Walk,
+}
+
+/// Reads a whole archive once through the hash, the decompressor and the
+/// entry policy, handing each accepted entry to `visit`.
+pub(crate) fn scan<R: Read>(
+    source: R,
+    limits: &Limits,
+    visit: &mut Visit<'_>,
+) -> Result<Scan, ArchiveError> {
     let tripped: Tripped = Rc::new(Cell::new(None));
     let fail = |e: io::Error| {
         tripped
@@ -405,25 +420,59 @@ pub fn inspect<R: Read>(source: R, limits: &Limits) -> Result<Inspection, Archiv
 
     let (walk, mut rest) = match format {
         ArchiveFormat::Gzip => {
-            let (walk, decoder) = walk(flate2::read::GzDecoder::new(stream), limits, &tripped)?;
+            let (walk, decoder) = walk(
+                flate2::read::GzDecoder::new(stream),
+                limits,
+                &tripped,
+                visit,
+            )?;
             (walk, decoder.into_inner())
         }
         ArchiveFormat::Zstd => {
             let decoder = zstd::stream::read::Decoder::new(stream).map_err(fail)?;
-            let (walk, decoder) = walk(decoder, limits, &tripped)?;
+            let (walk, decoder) = walk(decoder, limits, &tripped, visit)?;
             (walk, decoder.finish().into_inner())
         }
     };
     // Bytes after the compressed stream still belong to the object's hash.
     io::copy(&mut rest, &mut io::sink()).map_err(fail)?;
     let (_, raw) = rest.into_inner();
-    let procfile = walk.procfile.ok_or(ArchiveError::NoProcfile)??;
-    Ok(Inspection {
+    Ok(Scan {
         format,
         sha256: hex::encode(raw.hasher.finalize()),
         size: raw.size,
-        entries: walk.entries,
-        expanded_bytes: walk.expanded_bytes,
+        walk,
+    })
+}
+
+/// Reads a whole archive once: format, sha256, size, entry checks, Procfile.
+pub fn inspect<R: Read>(source: R, limits: &Limits) -> Result<Inspection, ArchiveError> {
+    let mut procfile = None;
+    let scan = scan(source, limits, &mut |checked, data| {
+        match checked {
+            CheckedEntry::File { path, .. } if path == Path::new("Procfile") => {
+                let mut bytes = Vec::new();
+                data.take(MAX_PROCFILE_BYTES as u64 + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+                procfile = Some(Procfile::parse_bytes(&bytes).map_err(ArchiveError::from));
+            }
+            CheckedEntry::Symlink { path, .. } | CheckedEntry::HardLink { path, .. }
+                if path == Path::new("Procfile") =>
+            {
+                procfile = Some(Err(ArchiveError::ProcfileNotFile));
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let procfile = procfile.ok_or(ArchiveError::NoProcfile)??;
+    Ok(Inspection {
+        format: scan.format,
+        sha256: scan.sha256,
+        size: scan.size,
+        entries: scan.walk.entries,
+        expanded_bytes: scan.walk.expanded_bytes,
         procfile,
     })
 }
@@ -633,6 +682,17 @@ mod tests {
                 ArchiveError::SpecialFile {
                     path: "fifo".into(),
                     kind: "FIFO",
+                },
+            ),
+            (
+                {
+                    let mut t = procfile_tar();
+                    t.hardlink("h", "not-in-archive");
+                    t
+                },
+                ArchiveError::LinkEscapes {
+                    path: "h".into(),
+                    target: "not-in-archive".into(),
                 },
             ),
             (

@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod aws;
 pub mod events;
+pub mod extract;
 pub mod lambda;
 pub mod settings;
 pub mod store;
