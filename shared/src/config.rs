@@ -218,25 +218,30 @@ impl ConfigDiff {
         self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
 
+    /// Every key that changed, in key order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        let mut keys: BTreeSet<&str> = BTreeSet::new();
+        keys.extend(self.added.keys().map(String::as_str));
+        keys.extend(self.removed.keys().map(String::as_str));
+        keys.extend(self.changed.keys().map(String::as_str));
+        keys.into_iter()
+    }
+
     /// The diff in key order, values masked unless `reveal`.
     pub fn entries(&self, reveal: bool) -> Vec<DiffEntry> {
         let show = |v: &String| Some(if reveal { v.clone() } else { MASK.to_owned() });
-        let mut keys: BTreeSet<&String> = BTreeSet::new();
-        keys.extend(self.added.keys());
-        keys.extend(self.removed.keys());
-        keys.extend(self.changed.keys());
-        keys.into_iter()
+        self.keys()
             .map(|k| {
                 if let Some(v) = self.added.get(k) {
                     DiffEntry {
-                        key: k.clone(),
+                        key: k.to_owned(),
                         change: "added",
                         old: None,
                         new: show(v),
                     }
                 } else if let Some(v) = self.removed.get(k) {
                     DiffEntry {
-                        key: k.clone(),
+                        key: k.to_owned(),
                         change: "removed",
                         old: show(v),
                         new: None,
@@ -244,7 +249,7 @@ impl ConfigDiff {
                 } else {
                     let (o, n) = &self.changed[k];
                     DiffEntry {
-                        key: k.clone(),
+                        key: k.to_owned(),
                         change: "changed",
                         old: show(o),
                         new: show(n),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState, EnvPath, JsonBody, ReleasePath, User};
 use crate::archive::ArchiveFormat;
-use crate::names::{EnvName, ReleaseId};
+use crate::names::{EnvName, EnvRef, ReleaseId};
 use crate::store::{MAX_DESCRIPTION, MAX_PAGE};
 
 pub fn routes() -> Router<AppState> {
@@ -191,8 +191,8 @@ async fn promote(
             "promote to a different environment".into(),
         ));
     }
-    crate::names::EnvRef::new(env.app.clone(), to.clone())?;
-    let manifest = state.store.promote(&env, id, &to, &user).await?;
+    let target = EnvRef::new(env.app.clone(), to)?;
+    let manifest = state.store.promote(&env, id, &target, &user).await?;
     Ok((StatusCode::CREATED, Json(json!(manifest))))
 }
 

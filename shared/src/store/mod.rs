@@ -24,7 +24,7 @@ pub use uploads::{MAX_DESCRIPTION, UploadOutcome, UploadTicket, parse_upload_key
 
 use crate::archive::{ArchiveFormat, Limits};
 use crate::config::{Config, ConfigDiff, ConfigError};
-use crate::names::{EnvName, EnvRef, ReleaseId};
+use crate::names::{EnvRef, ReleaseId};
 use crate::procfile::Procfile;
 
 /// A pending claim older than this belongs to a writer that died; the next
@@ -110,6 +110,16 @@ impl<'a> NewRelease<'a> {
     }
 }
 
+/// `<app>/<env>/env`: the environment's canonical config vars.
+fn config_key(env: &EnvRef) -> String {
+    format!("{}env", env.prefix())
+}
+
+/// `<app>/<env>/current`: the release new instances boot with.
+fn current_key(env: &EnvRef) -> String {
+    format!("{}current", env.prefix())
+}
+
 pub(crate) fn release_key(env: &EnvRef, id: ReleaseId, file: &str) -> String {
     format!("{}releases/{id}/{file}", env.prefix())
 }
@@ -136,17 +146,13 @@ impl ReleaseStore {
         &self.objects
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// The environment's config vars; no `env` object is an empty config.
     pub async fn config(&self, env: &EnvRef) -> Result<Config, StoreError> {
         Ok(self.config_with_etag(env).await?.0)
     }
 
     async fn config_with_etag(&self, env: &EnvRef) -> Result<(Config, Option<String>), StoreError> {
-        let key = format!("{}env", env.prefix());
+        let key = config_key(env);
         match self.objects.get(&key).await? {
             None => Ok((Config::new(), None)),
             Some(obj) => {
@@ -166,7 +172,7 @@ impl ReleaseStore {
         unset: &[String],
         user: &str,
     ) -> Result<ConfigChange, StoreError> {
-        let key = format!("{}env", env.prefix());
+        let key = config_key(env);
         let mut attempt = 0;
         let (old, new) = loop {
             attempt += 1;
@@ -206,7 +212,7 @@ impl ReleaseStore {
         let release = match base {
             None => None,
             Some(base) => {
-                let changed: Vec<String> = diff.entries(false).into_iter().map(|e| e.key).collect();
+                let changed: Vec<&str> = diff.keys().collect();
                 let description = Some(format!("config: {}", changed.join(", ")));
                 let new = NewRelease::reusing(
                     env,
@@ -225,22 +231,21 @@ impl ReleaseStore {
         })
     }
 
-    /// A release of `from` becomes a new release of `to`, with `to`'s config.
+    /// A release of `from` becomes a new release of `to` (another
+    /// environment of the same app), with `to`'s config.
     pub async fn promote(
         &self,
         from: &EnvRef,
         id: ReleaseId,
-        to: &EnvName,
+        to: &EnvRef,
         user: &str,
     ) -> Result<Manifest, StoreError> {
-        let target =
-            EnvRef::new(from.app.clone(), to.clone()).map_err(|e| corrupt("environment", e))?;
         let base = self.release(from, id).await?;
         let origin = Origin::Promote {
             env: from.env.clone(),
             release: id,
         };
-        let new = NewRelease::reusing(&target, &base, user, origin, base.description.clone());
+        let new = NewRelease::reusing(to, &base, user, origin, base.description.clone());
         self.create_release(new).await
     }
 
@@ -319,7 +324,7 @@ impl ReleaseStore {
 
     /// The release new instances boot with, if any.
     pub async fn current(&self, env: &EnvRef) -> Result<Option<ReleaseId>, StoreError> {
-        let key = format!("{}current", env.prefix());
+        let key = current_key(env);
         match self.objects.get(&key).await? {
             None => Ok(None),
             Some(obj) => {
@@ -334,7 +339,7 @@ impl ReleaseStore {
     /// Points `current` at a ready release.
     pub async fn set_current(&self, env: &EnvRef, id: ReleaseId) -> Result<(), StoreError> {
         self.release(env, id).await?;
-        let key = format!("{}current", env.prefix());
+        let key = current_key(env);
         self.objects
             .put(&key, format!("{id}\n"), "text/plain", Write::Always)
             .await?;

@@ -374,7 +374,7 @@ async fn promoting_a_release_copies_its_source_into_the_target_env_with_the_targ
 
     let p1 = world
         .store
-        .promote(&staging, s1.id, &EnvName::parse("prod").unwrap(), "bob")
+        .promote(&staging, s1.id, &env("shop", "prod"), "bob")
         .await
         .unwrap();
 
