@@ -20,3 +20,7 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
 pub fn ssm_client(config: &SdkConfig) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::new(config)
 }
+
+pub fn ec2_client(config: &SdkConfig) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(config)
+}

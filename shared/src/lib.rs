@@ -4,6 +4,8 @@
 
 pub mod archive;
 pub mod config;
+pub mod deploys;
+pub mod env_settings;
 pub mod names;
 pub mod procfile;
 

@@ -28,30 +28,35 @@ impl ReleaseSettings {
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let number = |name: &'static str, default: u64| -> Result<u64, SettingsError> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| SettingsError::NotANumber { name, value: v }),
-            }
-        };
-        let defaults = Limits::default();
         Ok(Self {
             bucket: get("SLIPWAY_BUCKET").ok_or(SettingsError::Missing("SLIPWAY_BUCKET"))?,
-            limits: Limits {
-                max_archive_bytes: number("SLIPWAY_MAX_ARCHIVE_BYTES", defaults.max_archive_bytes)?,
-                max_expanded_bytes: number(
-                    "SLIPWAY_MAX_EXPANDED_BYTES",
-                    defaults.max_expanded_bytes,
-                )?,
-                max_entries: number("SLIPWAY_MAX_ARCHIVE_ENTRIES", defaults.max_entries)?,
-            },
+            limits: limits_from_lookup(get)?,
             users_param: get("SLIPWAY_USERS_PARAM"),
             users_inline: get("SLIPWAY_USERS"),
         })
     }
+}
+
+/// Archive limits from `SLIPWAY_MAX_ARCHIVE_BYTES`,
+/// `SLIPWAY_MAX_EXPANDED_BYTES` and `SLIPWAY_MAX_ARCHIVE_ENTRIES`, each
+/// defaulting to [`Limits::default`]'s. The release function and the agent
+/// read the same names.
+pub fn limits_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Limits, SettingsError> {
+    let number = |name: &'static str, default: u64| -> Result<u64, SettingsError> {
+        match get(name).filter(|v| !v.trim().is_empty()) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| SettingsError::NotANumber { name, value: v }),
+        }
+    };
+    let defaults = Limits::default();
+    Ok(Limits {
+        max_archive_bytes: number("SLIPWAY_MAX_ARCHIVE_BYTES", defaults.max_archive_bytes)?,
+        max_expanded_bytes: number("SLIPWAY_MAX_EXPANDED_BYTES", defaults.max_expanded_bytes)?,
+        max_entries: number("SLIPWAY_MAX_ARCHIVE_ENTRIES", defaults.max_entries)?,
+    })
 }
 
 #[cfg(test)]

@@ -111,17 +111,28 @@ impl<'a> NewRelease<'a> {
 }
 
 /// `<app>/<env>/env`: the environment's canonical config vars.
-fn config_key(env: &EnvRef) -> String {
+pub fn config_key(env: &EnvRef) -> String {
     format!("{}env", env.prefix())
 }
 
 /// `<app>/<env>/current`: the release new instances boot with.
-fn current_key(env: &EnvRef) -> String {
+pub fn current_key(env: &EnvRef) -> String {
     format!("{}current", env.prefix())
 }
 
-pub(crate) fn release_key(env: &EnvRef, id: ReleaseId, file: &str) -> String {
+/// `<app>/<env>/releases/r<N>/<file>`.
+pub fn release_key(env: &EnvRef, id: ReleaseId, file: &str) -> String {
     format!("{}releases/{id}/{file}", env.prefix())
+}
+
+/// `<app>/<env>/settings.json`: the environment's settings.
+pub fn settings_key(env: &EnvRef) -> String {
+    format!("{}settings.json", env.prefix())
+}
+
+/// `<app>/<env>/deploys/`: one `<id>.json` record per deploy.
+pub fn deploys_prefix(env: &EnvRef) -> String {
+    format!("{}deploys/", env.prefix())
 }
 
 fn corrupt(what: impl Into<String>, detail: impl ToString) -> StoreError {

@@ -120,14 +120,19 @@ impl S3Objects {
         }
     }
 
-    /// The body as a stream, only if the object is still version `etag`.
-    pub async fn open(&self, key: &str, etag: &str) -> Result<Option<ByteStream>, ObjectError> {
+    /// The body as a stream; with `etag`, only if the object is still that
+    /// version.
+    pub async fn open(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<ByteStream>, ObjectError> {
         let req = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
-            .if_match(etag);
+            .set_if_match(etag.map(str::to_owned));
         match req.send().await {
             Ok(out) => Ok(Some(out.body)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
@@ -243,6 +248,23 @@ impl S3Objects {
             );
         }
         Ok(folders)
+    }
+
+    /// Every object key under `prefix` (ListObjectsV2, every page).
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("ListObjectsV2", prefix, e))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key.clone()));
+        }
+        Ok(keys)
     }
 
     /// A URL that lets its holder PUT exactly this key, with exactly these

@@ -146,7 +146,7 @@ impl ReleaseStore {
             };
             return self.reject(env, key, &head.etag, &err).await;
         }
-        let stream = match self.objects.open(key, &head.etag).await {
+        let stream = match self.objects.open(key, Some(&head.etag)).await {
             Ok(Some(stream)) => stream,
             Ok(None) | Err(ObjectError::Precondition { .. }) => return Ok(UploadOutcome::Gone),
             Err(e) => return Err(e.into()),

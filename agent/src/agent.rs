@@ -1,0 +1,942 @@
+//! The agent's commands: deploy, rollback, release-phase, boot, status.
+//!
+//! A deploy installs the release beside the running one (download, verify,
+//! unpack, config, build: nothing running is touched), then switches
+//! `current`, restarts the processes and waits for the health check. Any
+//! failure after the switch switches back and restarts the release that
+//! last passed its health check here, and waits for it to be healthy
+//! again. The state file records a release as serving only after its
+//! health check, so re-running an interrupted deploy converges.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use chrono::Utc;
+use serde::Serialize;
+use slipway::archive::Limits;
+use slipway::config::Config;
+use slipway::deploys::{DeploySummary, is_record_key, last_succeeded};
+use slipway::env_settings::EnvSettings;
+use slipway::names::{AppName, EnvRef, ReleaseId};
+use slipway::procfile::Procfile;
+use slipway::store::{current_key, deploys_prefix};
+use tokio::sync::OnceCell;
+
+use crate::command::{self, RunAs, process_env};
+use crate::health::Probe;
+use crate::install::{self, chown_tree};
+use crate::layout::{Layout, remove_tree_if_exists, write_atomic};
+use crate::lock::AppLock;
+use crate::secrets::{self, ParameterStore};
+use crate::source::{Location, ReleaseUrl, Store};
+use crate::state::State;
+use crate::story::Story;
+use crate::supervisor::{Plan, ProcessStatus, Supervisor};
+use crate::tag;
+
+/// Why a command failed, and what serves now.
+#[derive(Debug)]
+pub struct Failure {
+    pub step: &'static str,
+    pub reason: String,
+    /// The release that serves after the failure, if any.
+    pub serving: Option<ReleaseId>,
+    /// True when the instance is left without a healthy release that
+    /// was healthy before.
+    pub degraded: bool,
+}
+
+impl Failure {
+    fn at(step: &'static str, reason: impl ToString) -> Self {
+        Self {
+            step,
+            reason: reason.to_string(),
+            serving: None,
+            degraded: false,
+        }
+    }
+
+    fn serving(mut self, serving: Option<ReleaseId>) -> Self {
+        self.serving = serving;
+        self
+    }
+}
+
+/// Everything the commands share, built once by `main`.
+pub struct Agent {
+    pub root: PathBuf,
+    pub supervisor: Supervisor,
+    pub instance_id: Option<String>,
+    pub port: Option<u16>,
+    pub lock_wait: Duration,
+    pub limits: Limits,
+    pub run_as: Option<RunAs>,
+    pub story: Story,
+    aws: OnceCell<SdkConfig>,
+}
+
+impl Agent {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        root: PathBuf,
+        supervisor: Supervisor,
+        instance_id: Option<String>,
+        port: Option<u16>,
+        lock_wait: Duration,
+        limits: Limits,
+        run_as: Option<RunAs>,
+    ) -> Self {
+        Self {
+            root,
+            supervisor,
+            instance_id,
+            port,
+            lock_wait,
+            limits,
+            run_as,
+            story: Story::new(),
+            aws: OnceCell::new(),
+        }
+    }
+
+    async fn aws(&self) -> &SdkConfig {
+        self.aws.get_or_init(slipway::aws::load_config).await
+    }
+
+    pub async fn store(&self, location: &Location) -> Store {
+        match location {
+            Location::S3 { .. } => {
+                let client = slipway::aws::s3_client(self.aws().await);
+                Store::new(location, || client)
+            }
+            Location::Dir(_) => Store::new(location, || unreachable!("a directory needs no S3")),
+        }
+    }
+
+    fn lock(&self, layout: &Layout) -> Result<AppLock, Failure> {
+        let started = Instant::now();
+        layout.create().map_err(|e| {
+            Failure::at("lock", format!("creating {}: {e}", layout.dir().display()))
+        })?;
+        let lock = AppLock::acquire(layout, self.lock_wait, |holder| {
+            self.story.say(
+                self.story
+                    .line("lock")
+                    .kv("waiting", "true")
+                    .kv("holder_pid", holder),
+            );
+        })
+        .map_err(|e| Failure::at("lock", e))?;
+        self.story.say(
+            self.story
+                .line("lock")
+                .kv("ms", started.elapsed().as_millis()),
+        );
+        Ok(lock)
+    }
+
+    /// `slipway-agent deploy <release-url>`.
+    pub async fn deploy(&self, url: &ReleaseUrl) -> Result<ReleaseId, Failure> {
+        let id = url.id;
+        let layout = Layout::new(&self.root, &url.env.app);
+        self.story.say(
+            self.story
+                .line("deploy")
+                .kv("app", &url.env.app)
+                .kv("env", &url.env.env)
+                .kv("release", id)
+                .kv("supervisor", self.supervisor.name()),
+        );
+        self.story.checkpoint("lock");
+        let _lock = self.lock(&layout)?;
+        let swept = layout.sweep().map_err(|e| Failure::at("sweep", e))?;
+        if !swept.is_empty() {
+            self.story
+                .say(self.story.line("sweep").kv("removed", swept.join(",")));
+        }
+        let mut state = State::load(&layout).map_err(|e| Failure::at("state", e))?;
+        if let Some(env) = &state.env
+            && *env != url.env.env
+        {
+            return Err(Failure::at(
+                "deploy",
+                format!(
+                    "this instance runs {}/{env}; it does not take releases of {}",
+                    url.env.app, url.env
+                ),
+            )
+            .serving(state.current));
+        }
+        let store = self.store(&url.location).await;
+        let settings = install::env_settings(&store, url)
+            .await
+            .map_err(|e| Failure::at("settings", e).serving(state.current))?;
+        let port = self.port.unwrap_or(settings.port);
+        let probe = Probe::new(port, &settings.health_path);
+
+        if layout.current_release() == Some(id)
+            && state.current == Some(id)
+            && self.supervisor.check(&layout).await.is_ok()
+            && probe.once().await.is_ok()
+        {
+            self.tag_release(id, None).await;
+            self.story.say(
+                self.story
+                    .line("done")
+                    .kv("release", id)
+                    .kv("already", "serving")
+                    .kv("ms", self.story.elapsed_ms()),
+            );
+            return Ok(id);
+        }
+
+        let installed = self
+            .prepare(&store, url, &layout, &settings, &mut state)
+            .await
+            .map_err(|f| f.serving(state.current))?;
+        debug_assert_eq!(installed, id);
+
+        let plan = self.plan(&layout, url.env.clone(), id, &settings, port)?;
+        let good = state
+            .current
+            .filter(|r| *r != id && layout.is_installed(*r));
+        self.activate(&layout, &mut state, plan, good, &probe, &settings)
+            .await?;
+        self.prune(&layout, &state, &settings);
+        self.tag_release(id, None).await;
+        self.story.say(
+            self.story
+                .line("done")
+                .kv("release", id)
+                .opt("previous", state.previous)
+                .kv("ms", self.story.elapsed_ms()),
+        );
+        Ok(id)
+    }
+
+    /// Download, verify, unpack, write config, build: everything before the
+    /// switch, none of which touches what runs.
+    async fn prepare(
+        &self,
+        store: &Store,
+        url: &ReleaseUrl,
+        layout: &Layout,
+        settings: &EnvSettings,
+        state: &mut State,
+    ) -> Result<ReleaseId, Failure> {
+        let id = url.id;
+        self.story.checkpoint("fetch");
+        let started = Instant::now();
+        let manifest = install::manifest(store, url)
+            .await
+            .map_err(|e| Failure::at("fetch", e))?;
+        let config = install::config(store, url, &manifest)
+            .await
+            .map_err(|e| Failure::at("fetch", e))?;
+        self.story.say(
+            self.story
+                .line("fetch")
+                .kv("release", id)
+                .kv("format", manifest.source.format.extension())
+                .kv("bytes", manifest.source.size)
+                .kv("ms", started.elapsed().as_millis()),
+        );
+        let fresh = !layout.is_installed(id);
+        if fresh {
+            self.story.checkpoint("download");
+            let unpacked = install::install_source(store, &manifest, layout, self.limits)
+                .await
+                .map_err(|e| Failure::at("download", e))?;
+            if let Some(user) = self.run_as {
+                chown_tree(&layout.release(id), user.uid, user.gid)
+                    .map_err(|e| Failure::at("download", format!("chown: {e}")))?;
+            }
+            self.story.say(
+                self.story
+                    .line("download")
+                    .kv("release", id)
+                    .kv("bytes", unpacked.extracted.size)
+                    .kv("entries", unpacked.extracted.entries)
+                    .kv("sha256", &unpacked.extracted.sha256[..12])
+                    .kv("ms", unpacked.millis),
+            );
+        } else {
+            self.story.say(
+                self.story
+                    .line("download")
+                    .kv("release", id)
+                    .kv("cached", "true"),
+            );
+        }
+
+        self.story.checkpoint("config");
+        let started = Instant::now();
+        let vars = self.resolve(&config).await.map_err(|e| {
+            if fresh {
+                let _ = layout.remove_release(id);
+            }
+            Failure::at("config", e)
+        })?;
+        let env_file = layout.env_file(id);
+        write_atomic(&env_file, crate::envfile::render(&vars).as_bytes(), 0o600)
+            .map_err(|e| Failure::at("config", format!("writing {}: {e}", env_file.display())))?;
+        self.story.say(
+            self.story
+                .line("config")
+                .kv("vars", vars.len())
+                .kv("ms", started.elapsed().as_millis()),
+        );
+
+        if fresh {
+            if let Some(build) = manifest.procfile.build() {
+                self.story.checkpoint("build");
+                let started = Instant::now();
+                let mut env = process_env(&vars);
+                env.extend(self.identity(&url.env, id));
+                let result = command::run(command::Run {
+                    what: "build",
+                    command: build,
+                    dir: &layout.release(id),
+                    env: &env,
+                    timeout: Duration::from_secs(settings.build_timeout_secs),
+                    run_as: self.run_as,
+                })
+                .await;
+                if let Err(e) = result {
+                    let _ = layout.remove_release(id);
+                    return Err(Failure::at("build", e));
+                }
+                self.story.say(
+                    self.story
+                        .line("build")
+                        .kv("release", id)
+                        .kv("ms", started.elapsed().as_millis()),
+                );
+            }
+            layout
+                .mark_installed(id)
+                .map_err(|e| Failure::at("build", e))?;
+        }
+        state.env.get_or_insert_with(|| url.env.env.clone());
+        Ok(id)
+    }
+
+    fn identity(&self, env: &EnvRef, id: ReleaseId) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("SLIPWAY_APP".to_owned(), env.app.to_string()),
+            ("SLIPWAY_ENV".to_owned(), env.env.to_string()),
+            ("SLIPWAY_RELEASE".to_owned(), id.to_string()),
+        ])
+    }
+
+    /// The config with `ssm:` references replaced by their values.
+    async fn resolve(&self, config: &Config) -> Result<BTreeMap<String, String>, String> {
+        let vars: BTreeMap<String, String> = config
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let names = secrets::references(&vars).map_err(|e| e.to_string())?;
+        if names.is_empty() {
+            return Ok(vars);
+        }
+        let ssm = ParameterStore::new(slipway::aws::ssm_client(self.aws().await));
+        let values = ssm.get_all(&names).await.map_err(|e| e.to_string())?;
+        Ok(secrets::substitute(&vars, &values))
+    }
+
+    /// What to run for an installed release (its Procfile as unpacked).
+    fn plan(
+        &self,
+        layout: &Layout,
+        env: EnvRef,
+        id: ReleaseId,
+        settings: &EnvSettings,
+        port: u16,
+    ) -> Result<Plan, Failure> {
+        let path = layout.release(id).join("Procfile");
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Failure::at("start", format!("reading {}: {e}", path.display())))?;
+        let procfile = Procfile::parse_bytes(&bytes).map_err(|e| Failure::at("start", e))?;
+        Ok(Plan {
+            app: env.app,
+            env: env.env,
+            release: id,
+            procfile,
+            settings: settings.clone(),
+            port,
+            env_file: layout.env_file(id),
+        })
+    }
+
+    /// Switches to `plan`'s release, starts it and waits for its health
+    /// check; on failure goes back to `good` (if any) and waits for it.
+    async fn activate(
+        &self,
+        layout: &Layout,
+        state: &mut State,
+        plan: Plan,
+        good: Option<ReleaseId>,
+        probe: &Probe,
+        settings: &EnvSettings,
+    ) -> Result<(), Failure> {
+        let id = plan.release;
+        let from = layout.current_release();
+        self.story.checkpoint("switch");
+        let started = Instant::now();
+        self.supervisor
+            .stop(layout)
+            .await
+            .map_err(|e| Failure::at("stop", e).serving(None))?;
+        self.story.checkpoint("stopped");
+        layout
+            .switch_current(id)
+            .map_err(|e| Failure::at("switch", e))?;
+        self.story.say(
+            self.story
+                .line("switch")
+                .opt("from", from)
+                .kv("to", id)
+                .kv("ms", started.elapsed().as_millis()),
+        );
+        self.story.checkpoint("start");
+        let outcome = match self.supervisor.start(layout, &plan).await {
+            Err(e) => Err(("start", e.to_string())),
+            Ok(()) => {
+                let names: Vec<String> = plan.processes().iter().map(|p| p.name()).collect();
+                self.story.say(
+                    self.story
+                        .line("start")
+                        .kv("release", id)
+                        .kv("processes", names.join(",")),
+                );
+                self.story.checkpoint("health");
+                probe
+                    .wait(Duration::from_secs(settings.health_timeout_secs), || {
+                        self.supervisor.check(layout)
+                    })
+                    .await
+                    .map_err(|e| ("health", e))
+            }
+        };
+        match outcome {
+            Ok(took) => {
+                self.story.say(
+                    self.story
+                        .line("health")
+                        .kv("release", id)
+                        .kv("url", probe.url())
+                        .kv("ms", took.as_millis()),
+                );
+                self.story.checkpoint("record");
+                state.served(id, Utc::now());
+                state.port = Some(plan.port);
+                state.settings = Some(settings.clone());
+                state.save(layout).map_err(|e| Failure::at("record", e))?;
+                Ok(())
+            }
+            Err((step, reason)) => {
+                self.story
+                    .say(self.story.line(step).kv("release", id).kv("error", &reason));
+                Err(self
+                    .go_back(layout, plan, good, probe, settings, step, reason)
+                    .await)
+            }
+        }
+    }
+
+    /// After a failed start: back to the release that was healthy.
+    #[allow(clippy::too_many_arguments)]
+    async fn go_back(
+        &self,
+        layout: &Layout,
+        failed: Plan,
+        good: Option<ReleaseId>,
+        probe: &Probe,
+        settings: &EnvSettings,
+        step: &'static str,
+        reason: String,
+    ) -> Failure {
+        let stopped = self.supervisor.stop(layout).await;
+        let Some(good) = good else {
+            let cleared = layout.clear_current();
+            let note = match (stopped, cleared) {
+                (Ok(()), Ok(())) => {
+                    "nothing was serving before: no process left running".to_owned()
+                }
+                (Err(e), _) => format!("and stopping its processes failed: {e}"),
+                (_, Err(e)) => format!("and removing current failed: {e}"),
+            };
+            self.story.say(
+                self.story
+                    .line("rollback")
+                    .kv("to", "none")
+                    .kv("note", &note),
+            );
+            return Failure {
+                step,
+                reason: format!("{reason}; {note}"),
+                serving: None,
+                degraded: false,
+            };
+        };
+        let env = EnvRef {
+            app: failed.app.clone(),
+            env: failed.env.clone(),
+        };
+        let restored = async {
+            layout.switch_current(good).map_err(|e| e.to_string())?;
+            let plan = self
+                .plan(layout, env, good, settings, failed.port)
+                .map_err(|f| f.reason)?;
+            self.supervisor
+                .start(layout, &plan)
+                .await
+                .map_err(|e| e.to_string())?;
+            probe
+                .wait(Duration::from_secs(settings.health_timeout_secs), || {
+                    self.supervisor.check(layout)
+                })
+                .await
+        }
+        .await;
+        match restored {
+            Ok(took) => {
+                self.story.say(
+                    self.story
+                        .line("rollback")
+                        .kv("to", good)
+                        .kv("healthy", "true")
+                        .kv("ms", took.as_millis()),
+                );
+                Failure {
+                    step,
+                    reason: format!("{reason}; rolled back to {good}, which serves"),
+                    serving: Some(good),
+                    degraded: false,
+                }
+            }
+            Err(e) => {
+                self.story.say(
+                    self.story
+                        .line("rollback")
+                        .kv("to", good)
+                        .kv("healthy", "false")
+                        .kv("error", &e),
+                );
+                Failure {
+                    step,
+                    reason: format!("{reason}; rolling back to {good} failed too: {e}"),
+                    serving: None,
+                    degraded: true,
+                }
+            }
+        }
+    }
+
+    /// Keeps the newest `releases_kept` releases, and always the current
+    /// and previous ones.
+    fn prune(&self, layout: &Layout, state: &State, settings: &EnvSettings) {
+        let installed = layout.installed();
+        let keep = settings.releases_kept as usize;
+        let mut removed = Vec::new();
+        let excess = installed.len().saturating_sub(keep);
+        for id in installed.into_iter().take(excess) {
+            if Some(id) == state.current || Some(id) == state.previous {
+                continue;
+            }
+            match layout.remove_release(id) {
+                Ok(()) => removed.push(id.to_string()),
+                Err(e) => self
+                    .story
+                    .say(self.story.line("prune").kv("release", id).kv("error", e)),
+            }
+        }
+        if !removed.is_empty() {
+            self.story
+                .say(self.story.line("prune").kv("removed", removed.join(",")));
+        }
+    }
+
+    async fn tag_release(&self, id: ReleaseId, fallback_from: Option<ReleaseId>) {
+        let instance = match tag::instance_id(self.instance_id.as_deref()).await {
+            Ok(Some(instance)) => instance,
+            Ok(None) => {
+                self.story.say(
+                    self.story
+                        .line("tag")
+                        .kv("skipped", "not on EC2 and no --instance-id"),
+                );
+                return;
+            }
+            Err(e) => {
+                self.story.say(self.story.line("tag").kv("error", e));
+                return;
+            }
+        };
+        let mut set = vec![(tag::RELEASE_TAG, id.to_string())];
+        let mut remove = vec![];
+        match fallback_from {
+            Some(failed) => set.push((
+                tag::FALLBACK_TAG,
+                format!("{failed} failed at boot; serving {id}"),
+            )),
+            None => remove.push(tag::FALLBACK_TAG),
+        }
+        match tag::tag(self.aws().await, &instance, &set, &remove).await {
+            Ok(()) => self.story.say(
+                self.story
+                    .line("tag")
+                    .kv("instance", &instance)
+                    .kv(tag::RELEASE_TAG, id),
+            ),
+            Err(e) => self.story.say(
+                self.story
+                    .line("tag")
+                    .kv("instance", &instance)
+                    .kv("error", e),
+            ),
+        }
+    }
+
+    /// The single app under the root, when `--app` is not given.
+    pub fn only_app(&self) -> Result<AppName, Failure> {
+        let apps = self.apps();
+        match apps.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Failure::at(
+                "app",
+                format!("no app is installed under {}", self.root.display()),
+            )),
+            _ => Err(Failure::at(
+                "app",
+                "several apps are installed here; say which with --app",
+            )),
+        }
+    }
+
+    fn apps(&self) -> Vec<AppName> {
+        let mut apps: Vec<AppName> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join("releases").is_dir())
+            .filter_map(|e| AppName::parse(e.file_name().to_str()?).ok())
+            .collect();
+        apps.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        apps
+    }
+
+    /// `slipway-agent rollback`: back to the previous release here.
+    pub async fn rollback(&self, app: &AppName) -> Result<ReleaseId, Failure> {
+        let layout = Layout::new(&self.root, app);
+        self.story.say(self.story.line("rollback").kv("app", app));
+        let _lock = self.lock(&layout)?;
+        let mut state = State::load(&layout).map_err(|e| Failure::at("state", e))?;
+        let (Some(env), Some(current)) = (state.env.clone(), state.current) else {
+            return Err(Failure::at("rollback", "nothing has been deployed here"));
+        };
+        let target = state
+            .previous
+            .filter(|p| layout.is_installed(*p))
+            .ok_or_else(|| {
+                Failure::at("rollback", "there is no previous release installed here")
+                    .serving(Some(current))
+            })?;
+        let settings = state.settings.clone().unwrap_or_default();
+        let port = self.port.or(state.port).unwrap_or(settings.port);
+        let probe = Probe::new(port, &settings.health_path);
+        let env = EnvRef {
+            app: app.clone(),
+            env,
+        };
+        let plan = self.plan(&layout, env, target, &settings, port)?;
+        self.activate(&layout, &mut state, plan, Some(current), &probe, &settings)
+            .await?;
+        self.tag_release(target, None).await;
+        self.story.say(
+            self.story
+                .line("done")
+                .kv("release", target)
+                .kv("previous", current)
+                .kv("ms", self.story.elapsed_ms()),
+        );
+        Ok(target)
+    }
+
+    /// `slipway-agent release-phase <url>`: the Procfile's `release:`
+    /// command, once, in a scratch copy of the (built) release.
+    pub async fn release_phase(&self, url: &ReleaseUrl) -> Result<(), Failure> {
+        let id = url.id;
+        let layout = Layout::new(&self.root, &url.env.app);
+        self.story.say(
+            self.story
+                .line("release-phase")
+                .kv("app", &url.env.app)
+                .kv("release", id),
+        );
+        let _lock = self.lock(&layout)?;
+        let store = self.store(&url.location).await;
+        let settings = install::env_settings(&store, url)
+            .await
+            .map_err(|e| Failure::at("settings", e))?;
+        let manifest = install::manifest(&store, url)
+            .await
+            .map_err(|e| Failure::at("fetch", e))?;
+        let Some(release_cmd) = manifest.procfile.release() else {
+            self.story.say(
+                self.story
+                    .line("done")
+                    .kv("release", id)
+                    .kv("skipped", "no release: command"),
+            );
+            return Ok(());
+        };
+        let config = install::config(&store, url, &manifest)
+            .await
+            .map_err(|e| Failure::at("fetch", e))?;
+        let vars = self
+            .resolve(&config)
+            .await
+            .map_err(|e| Failure::at("config", e))?;
+        let scratch = layout
+            .scratch()
+            .join(format!("{id}-{}", std::process::id()));
+        std::fs::create_dir_all(layout.scratch()).map_err(|e| Failure::at("download", e))?;
+        let result = async {
+            let unpacked = install::unpack(&store, &manifest, scratch.clone(), self.limits)
+                .await
+                .map_err(|e| Failure::at("download", e))?;
+            if let Some(user) = self.run_as {
+                chown_tree(&scratch, user.uid, user.gid).map_err(|e| Failure::at("download", e))?;
+            }
+            self.story.say(
+                self.story
+                    .line("download")
+                    .kv("release", id)
+                    .kv("bytes", unpacked.extracted.size)
+                    .kv("ms", unpacked.millis),
+            );
+            let mut env = process_env(&vars);
+            env.extend(self.identity(&url.env, id));
+            let timeout = Duration::from_secs(settings.build_timeout_secs);
+            for (what, cmd) in [
+                ("build", manifest.procfile.build()),
+                ("release", Some(release_cmd)),
+            ] {
+                let Some(cmd) = cmd else { continue };
+                let started = Instant::now();
+                command::run(command::Run {
+                    what,
+                    command: cmd,
+                    dir: &scratch,
+                    env: &env,
+                    timeout,
+                    run_as: self.run_as,
+                })
+                .await
+                .map_err(|e| Failure::at(if what == "build" { "build" } else { "release" }, e))?;
+                self.story.say(
+                    self.story
+                        .line(what)
+                        .kv("release", id)
+                        .kv("ms", started.elapsed().as_millis()),
+                );
+            }
+            Ok(())
+        }
+        .await;
+        let _ = remove_tree_if_exists(&scratch);
+        let _ = std::fs::remove_dir(layout.scratch());
+        result?;
+        self.story.say(
+            self.story
+                .line("done")
+                .kv("release", id)
+                .kv("ms", self.story.elapsed_ms()),
+        );
+        Ok(())
+    }
+
+    /// `slipway-agent boot`: deploy the environment's `current` release;
+    /// if it cannot become healthy, the newest release a deploy succeeded
+    /// with, loudly.
+    pub async fn boot(&self, location: &Location, env: &EnvRef) -> Result<ReleaseId, Failure> {
+        self.story.say(
+            self.story
+                .line("boot")
+                .kv("app", &env.app)
+                .kv("env", &env.env),
+        );
+        let store = self.store(location).await;
+        let current = store
+            .get(&current_key(env))
+            .await
+            .map_err(|e| Failure::at("boot", e))?;
+        let Some(current) = current else {
+            self.story.say(
+                self.story
+                    .line("done")
+                    .kv("skipped", "the environment has no current release yet"),
+            );
+            return Err(Failure::at(
+                "boot",
+                "the environment has no current release yet",
+            ));
+        };
+        let current = std::str::from_utf8(&current)
+            .ok()
+            .and_then(|s| ReleaseId::parse(s.trim()).ok())
+            .ok_or_else(|| Failure::at("boot", "the environment's current pointer is damaged"))?;
+        let url = ReleaseUrl {
+            location: location.clone(),
+            env: env.clone(),
+            id: current,
+        };
+        let failure = match self.deploy(&url).await {
+            Ok(id) => return Ok(id),
+            Err(f) => f,
+        };
+        let records = self.deploy_records(&store, env).await;
+        let Some(good) = last_succeeded(&records, Some(current)) else {
+            self.story.say(
+                self.story
+                    .line("boot")
+                    .kv("fallback", "none")
+                    .kv("error", "no earlier release was ever deployed successfully"),
+            );
+            return Err(failure);
+        };
+        self.story.say(
+            self.story
+                .line("boot")
+                .kv(
+                    "WARNING",
+                    format!("current release {current} failed; falling back to {good}"),
+                )
+                .kv("failed", current)
+                .kv("fallback", good)
+                .kv("reason", &failure.reason),
+        );
+        let url = ReleaseUrl { id: good, ..url };
+        let id = self.deploy(&url).await?;
+        let layout = Layout::new(&self.root, &env.app);
+        if let Ok(mut state) = State::load(&layout) {
+            state.fallback_from = Some(current);
+            let _ = state.save(&layout);
+        }
+        self.tag_release(id, Some(current)).await;
+        self.story.say(
+            self.story
+                .line("boot")
+                .kv(
+                    "WARNING",
+                    format!("serving {good} instead of current {current}"),
+                )
+                .kv("release", good)
+                .kv("fallback_from", current),
+        );
+        Ok(id)
+    }
+
+    async fn deploy_records(&self, store: &Store, env: &EnvRef) -> Vec<DeploySummary> {
+        let prefix = deploys_prefix(env);
+        let keys = match store.list(&prefix).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.story.say(self.story.line("boot").kv("error", e));
+                return Vec::new();
+            }
+        };
+        let mut records = Vec::new();
+        for key in keys.iter().filter(|k| is_record_key(&prefix, k)) {
+            match store.get(key).await {
+                Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                    Ok(r) => records.push(r),
+                    Err(e) => self
+                        .story
+                        .say(self.story.line("boot").kv("skipped", key).kv("error", e)),
+                },
+                Ok(None) => {}
+                Err(e) => self.story.say(self.story.line("boot").kv("error", e)),
+            }
+        }
+        records
+    }
+
+    /// `slipway-agent status`: what runs, per app.
+    pub async fn status(&self, app: Option<&AppName>) -> StatusReport {
+        let apps = match app {
+            Some(a) => vec![a.clone()],
+            None => self.apps(),
+        };
+        let mut report = StatusReport { apps: Vec::new() };
+        for app in apps {
+            let layout = Layout::new(&self.root, &app);
+            let state = State::load(&layout).unwrap_or_default();
+            let health = match state.port {
+                Some(port) => {
+                    let probe = Probe::new(
+                        self.port.unwrap_or(port),
+                        state
+                            .settings
+                            .as_ref()
+                            .map_or("/health", |s| s.health_path.as_str()),
+                    );
+                    let result = probe.once().await;
+                    Some(Health {
+                        url: probe.url().to_owned(),
+                        ok: result.is_ok(),
+                        detail: match result {
+                            Ok(status) => format!("answered {status}"),
+                            Err(e) => e,
+                        },
+                    })
+                }
+                None => None,
+            };
+            report.apps.push(AppStatus {
+                serving: layout.current_release(),
+                processes: self.supervisor.processes(&layout).await,
+                supervisor: self.supervisor.name(),
+                app,
+                env: state.env.map(|e| e.to_string()),
+                release: state.current,
+                previous: state.previous,
+                since: state.since.map(|s| s.to_rfc3339()),
+                fallback_from: state.fallback_from,
+                health,
+            });
+        }
+        report
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub apps: Vec<AppStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppStatus {
+    pub app: AppName,
+    pub env: Option<String>,
+    /// The release that last passed its health check here.
+    pub release: Option<ReleaseId>,
+    /// The release `current` points at (differs while a deploy runs).
+    pub serving: Option<ReleaseId>,
+    pub previous: Option<ReleaseId>,
+    pub since: Option<String>,
+    pub fallback_from: Option<ReleaseId>,
+    pub supervisor: &'static str,
+    pub health: Option<Health>,
+    pub processes: Vec<ProcessStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub url: String,
+    pub ok: bool,
+    pub detail: String,
+}

@@ -1,0 +1,182 @@
+//! Running a Procfile command that must finish: `build:` on each instance
+//! before the switch, `release:` once per deploy. The command runs through
+//! `sh -c` in its own process group, with only the release's config and a
+//! minimal base environment (never the agent's own, which may hold AWS
+//! credentials), its output relayed line by line, and a timeout after
+//! which the whole group is killed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{what} could not start: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} exited with {status}")]
+    Failed { what: String, status: String },
+    #[error("{what} did not finish within {secs} s and was killed")]
+    TimedOut { what: String, secs: u64 },
+}
+
+/// The environment every app process starts from: a fixed `PATH`, `HOME`
+/// and `LANG` (as a systemd unit would give it), then the config vars.
+pub fn process_env(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert(
+        "PATH".to_owned(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
+    );
+    env.insert("LANG".to_owned(), "C.UTF-8".to_owned());
+    if let Ok(home) = std::env::var("HOME") {
+        env.insert("HOME".to_owned(), home);
+    }
+    env.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+/// Who a command runs as (root starts app commands as the app's user).
+#[derive(Debug, Clone, Copy)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct Run<'a> {
+    pub what: &'a str,
+    pub command: &'a str,
+    pub dir: &'a Path,
+    pub env: &'a BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub run_as: Option<RunAs>,
+}
+
+/// Runs the command to completion, relaying its output prefixed with
+/// `what`; `Ok` only for exit status 0 within the timeout.
+pub async fn run(run: Run<'_>) -> Result<(), CommandError> {
+    let what = run.what.to_owned();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(run.command)
+        .current_dir(run.dir)
+        .env_clear()
+        .envs(run.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(user) = run.run_as {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
+        what: what.clone(),
+        source,
+    })?;
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let out = relay(child.stdout.take(), what.clone());
+    let err = relay(child.stderr.take(), what.clone());
+    let waited = tokio::time::timeout(run.timeout, child.wait()).await;
+    // Nothing a build starts may outlive it.
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    let _ = child.wait().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = out.await;
+        let _ = err.await;
+    })
+    .await;
+    match waited {
+        Err(_) => Err(CommandError::TimedOut {
+            what,
+            secs: run.timeout.as_secs(),
+        }),
+        Ok(Err(source)) => Err(CommandError::Spawn { what, source }),
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(CommandError::Failed {
+            what,
+            status: status.to_string(),
+        }),
+    }
+}
+
+fn relay<R: AsyncRead + Unpin + Send + 'static>(
+    stream: Option<R>,
+    what: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(stream) = stream else { return };
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("{what}| {line}");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> BTreeMap<String, String> {
+        process_env(&BTreeMap::from([("GREETING".into(), "hi $HOME".into())]))
+    }
+
+    #[tokio::test]
+    async fn a_command_sees_its_config_and_not_the_agents_environment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = env();
+        let result = run(Run {
+            what: "build",
+            command: r#"test "$GREETING" = 'hi $HOME' && test -z "$CARGO" && echo ok > built"#,
+            dir: tmp.path(),
+            env: &env,
+            timeout: Duration::from_secs(10),
+            run_as: None,
+        })
+        .await;
+        result.unwrap();
+        assert!(tmp.path().join("built").exists());
+    }
+
+    #[tokio::test]
+    async fn failure_and_timeout_are_told_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = env();
+        let fail = run(Run {
+            what: "build",
+            command: "exit 3",
+            dir: tmp.path(),
+            env: &env,
+            timeout: Duration::from_secs(10),
+            run_as: None,
+        })
+        .await
+        .unwrap_err();
+        assert!(fail.to_string().contains("exit status: 3"), "{fail}");
+
+        let started = std::time::Instant::now();
+        let slow = run(Run {
+            what: "build",
+            command: "sleep 30 & sleep 30",
+            dir: tmp.path(),
+            env: &env,
+            timeout: Duration::from_millis(300),
+            run_as: None,
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(slow, CommandError::TimedOut { .. }), "{slow}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

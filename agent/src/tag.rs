@@ -1,0 +1,72 @@
+//! Telling EC2 what this instance runs: the `slipway:release` tag (and
+//! `slipway:fallback` after a boot that fell back), so the formation view
+//! reads each instance's release from one `DescribeInstances`.
+//!
+//! The instance id comes from `--instance-id` / `SLIPWAY_INSTANCE_ID`
+//! (the local platform), or from IMDSv2 when the machine is an EC2
+//! instance. Off EC2 without an id there is nothing to tag. Tagging is
+//! reported, never fatal: the release already serves.
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+
+pub const RELEASE_TAG: &str = "slipway:release";
+pub const FALLBACK_TAG: &str = "slipway:fallback";
+
+/// Does the hardware say this is EC2? (Nitro exposes the instance id as
+/// the board asset tag; Xen instances have an `ec2…` hypervisor uuid.)
+fn on_ec2() -> bool {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    read("/sys/devices/virtual/dmi/id/board_asset_tag")
+        .trim()
+        .starts_with("i-")
+        || read("/sys/hypervisor/uuid").trim().starts_with("ec2")
+}
+
+/// This instance's id, if it has one.
+pub async fn instance_id(given: Option<&str>) -> Result<Option<String>, String> {
+    if let Some(id) = given {
+        return Ok(Some(id.to_owned()));
+    }
+    if !on_ec2() {
+        return Ok(None);
+    }
+    let imds = aws_config::imds::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .read_timeout(Duration::from_secs(2))
+        .build();
+    let id = imds
+        .get("/latest/meta-data/instance-id")
+        .await
+        .map_err(|e| format!("IMDSv2 did not give the instance id: {e}"))?;
+    Ok(Some(id.as_ref().to_owned()))
+}
+
+/// Sets `set` and removes `remove` on the instance.
+pub async fn tag(
+    config: &SdkConfig,
+    instance_id: &str,
+    set: &[(&str, String)],
+    remove: &[&str],
+) -> Result<(), String> {
+    let ec2 = slipway::aws::ec2_client(config);
+    let describe = |e: &dyn std::fmt::Display| e.to_string();
+    let mut req = ec2.create_tags().resources(instance_id);
+    for (k, v) in set {
+        req = req.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(v).build());
+    }
+    req.send()
+        .await
+        .map_err(|e| describe(&aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+    if !remove.is_empty() {
+        let mut req = ec2.delete_tags().resources(instance_id);
+        for k in remove {
+            req = req.tags(aws_sdk_ec2::types::Tag::builder().key(*k).build());
+        }
+        req.send()
+            .await
+            .map_err(|e| describe(&aws_sdk_ec2::error::DisplayErrorContext(e)))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! `<app>/<env>/settings.json`: how an environment's instances run its app.
+//!
+//! The agent reads these on every deploy (port, health check, process
+//! counts, timeouts, releases kept); the rollout engine adds its own fields.
+//! Unknown fields are ignored so an older agent keeps working when the
+//! control plane learns new settings; every known field has a default, so an
+//! environment without the file runs with the original article's defaults
+//! (port 8000, `/health`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A settings file larger than this is not a settings file.
+pub const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvSettingsError {
+    #[error("settings.json is not valid: {0}")]
+    Json(String),
+    #[error("settings.json: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EnvSettings {
+    /// The port the web process listens on (`$PORT`).
+    pub port: u16,
+    /// The path the health check requests; a 2xx answer means healthy.
+    pub health_path: String,
+    /// How long a new release has to become healthy.
+    pub health_timeout_secs: u64,
+    /// How long the Procfile's `build:` (and `release:`) command may run.
+    pub build_timeout_secs: u64,
+    /// How long a process has between SIGTERM and SIGKILL.
+    pub stop_grace_secs: u64,
+    /// Processes per instance by type, for types other than `web` (always
+    /// one per instance: scale web by instances). Types not listed run one.
+    pub processes: BTreeMap<String, u32>,
+    /// Releases kept on each instance (at least 2: current and previous).
+    pub releases_kept: u32,
+}
+
+impl Default for EnvSettings {
+    fn default() -> Self {
+        Self {
+            port: 8000,
+            health_path: "/health".into(),
+            health_timeout_secs: 60,
+            build_timeout_secs: 600,
+            stop_grace_secs: 10,
+            processes: BTreeMap::new(),
+            releases_kept: 5,
+        }
+    }
+}
+
+/// At most this many processes of one type on one instance.
+pub const MAX_PROCESSES_PER_TYPE: u32 = 32;
+
+impl EnvSettings {
+    pub fn parse(bytes: &[u8]) -> Result<Self, EnvSettingsError> {
+        if bytes.len() > MAX_SETTINGS_BYTES {
+            return Err(EnvSettingsError::Invalid(format!(
+                "larger than {MAX_SETTINGS_BYTES} bytes"
+            )));
+        }
+        let json = |e: serde_json::Error| EnvSettingsError::Json(e.to_string());
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(json)?;
+        if !value.is_object() {
+            return Err(EnvSettingsError::Json("expected a JSON object".into()));
+        }
+        let settings: Self = serde_json::from_value(value).map_err(json)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), EnvSettingsError> {
+        let bad = |m: String| Err(EnvSettingsError::Invalid(m));
+        if self.port == 0 {
+            return bad("port must be between 1 and 65535".into());
+        }
+        let path = &self.health_path;
+        if !path.starts_with('/') || path.len() > 256 || !path.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return bad(
+                "health_path must start with / and be at most 256 printable characters".into(),
+            );
+        }
+        for (name, secs) in [
+            ("health_timeout_secs", self.health_timeout_secs),
+            ("build_timeout_secs", self.build_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return bad(format!("{name} must be between 1 and 3600"));
+            }
+        }
+        if self.stop_grace_secs > 600 {
+            return bad("stop_grace_secs must be at most 600".into());
+        }
+        if self.releases_kept < 2 {
+            return bad("releases_kept must be at least 2 (current and previous)".into());
+        }
+        for (name, count) in &self.processes {
+            if name == "web" && *count != 1 {
+                return bad("web runs once per instance: scale it with instances".into());
+            }
+            if *count > MAX_PROCESSES_PER_TYPE {
+                return bad(format!(
+                    "processes.{name} must be at most {MAX_PROCESSES_PER_TYPE}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many processes of `process_type` run on one instance.
+    pub fn count(&self, process_type: &str) -> u32 {
+        if process_type == "web" {
+            return 1;
+        }
+        self.processes.get(process_type).copied().unwrap_or(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_object_means_the_original_articles_defaults() {
+        let s = EnvSettings::parse(b"{}").unwrap();
+        assert_eq!(s.port, 8000);
+        assert_eq!(s.health_path, "/health");
+        assert_eq!(s.count("web"), 1);
+        assert_eq!(s.count("worker"), 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_known_ones_read() {
+        let s = EnvSettings::parse(
+            br#"{"port": 9000, "health_path": "/up", "processes": {"worker": 3, "clock": 0}, "strategy": "rolling"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.port, 9000);
+        assert_eq!(s.health_path, "/up");
+        assert_eq!(s.count("worker"), 3);
+        assert_eq!(s.count("clock"), 0, "a type can be switched off");
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        for (json, needle) in [
+            (r#"{"port": 0}"#, "port"),
+            (r#"{"port": 70000}"#, "not valid"),
+            (r#"{"health_path": "health"}"#, "health_path"),
+            (r#"{"health_path": "/a b"}"#, "health_path"),
+            (r#"{"health_timeout_secs": 0}"#, "health_timeout_secs"),
+            (r#"{"releases_kept": 1}"#, "releases_kept"),
+            (r#"{"processes": {"web": 2}}"#, "web runs once"),
+            (r#"{"processes": {"worker": 1000}}"#, "processes.worker"),
+            ("[]", "not valid"),
+        ] {
+            let err = EnvSettings::parse(json.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+}
