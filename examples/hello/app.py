@@ -2,6 +2,9 @@
 
 Serves `/` and `/health` on $PORT with Python's standard library only, and
 says which release it is (SLIPWAY_RELEASE, set by the agent).
+
+Set the config var BREAK to see a bad deploy fail safely: `BREAK=start`
+exits at start-up, `BREAK=health` answers 503 on /health.
 """
 
 import json
@@ -12,10 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 RELEASE = os.environ.get("SLIPWAY_RELEASE", "unknown")
 GREETING = os.environ.get("GREETING", "Hello from Slipway")
+BREAK = os.environ.get("BREAK", "")
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/health" and BREAK == "health":
+            self.send_error(503, "broken on purpose (BREAK=health)")
+            return
         if self.path == "/health":
             body = json.dumps({"status": "ok", "release": RELEASE}).encode()
             content_type = "application/json"
@@ -37,6 +44,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    if BREAK == "start":
+        print("exiting at start-up on purpose (BREAK=start)", flush=True)
+        sys.exit(1)
     port = int(os.environ.get("PORT", "8000"))
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
