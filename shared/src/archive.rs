@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 
 use crate::procfile::{MAX_PROCFILE_BYTES, Procfile, ProcfileError};
 
+mod pipeline;
+pub(crate) use pipeline::scan_pipelined;
+
 /// How a source archive is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ArchiveFormat {
@@ -124,6 +127,8 @@ pub enum CheckedEntry {
     File {
         path: PathBuf,
         mode: u32,
+        /// The entry's data size in bytes.
+        size: u64,
     },
     Symlink {
         path: PathBuf,
@@ -236,6 +241,7 @@ pub fn check_entry<R: Read>(
         T::Directory => Ok(CheckedEntry::Dir(path)),
         T::Regular | T::Continuous => Ok(CheckedEntry::File {
             mode: header.mode().unwrap_or(0o644),
+            size: entry.size(),
             path,
         }),
         T::Symlink => {
@@ -266,10 +272,10 @@ pub fn check_entry<R: Read>(
 }
 
 /// Which limit a reader ran into, if any: read back after an I/O error.
-type Tripped = Rc<Cell<Option<ArchiveError>>>;
+pub(crate) type Tripped = Rc<Cell<Option<ArchiveError>>>;
 
 /// The bottom of the stack: hashes and counts every raw byte, once.
-struct HashingReader<R> {
+pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     size: u64,
@@ -324,7 +330,7 @@ pub(crate) struct Walk {
 pub(crate) type Visit<'v> =
     dyn FnMut(&CheckedEntry, &mut dyn Read) -> Result<(), ArchiveError> + 'v;
 
-fn walk<D: Read>(
+pub(crate) fn walk<D: Read>(
     decoded: D,
     limits: &Limits,
     tripped: &Tripped,
@@ -393,14 +399,31 @@ pub(crate) struct Scan {
     pub(crate) walk: Walk,
 }
 
-/// Reads a whole archive once through the hash, the decompressor and the
-/// entry policy, handing each accepted entry to `visit`.
-pub(crate) fn scan<R: Read>(
+/// The raw bytes after format detection: the magic bytes read so far,
+/// then the rest, all through the hash.
+type Raw<R> = io::Chain<Cursor<Vec<u8>>, HashingReader<R>>;
+
+/// The decompressed stream over the hashed raw bytes.
+pub(crate) enum Decoded<R: Read> {
+    Gzip(flate2::read::GzDecoder<Raw<R>>),
+    Zstd(zstd::stream::read::Decoder<'static, io::BufReader<Raw<R>>>),
+}
+
+impl<R: Read> Read for Decoded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Gzip(d) => d.read(buf),
+            Self::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
+/// Puts the hash at the bottom and the right decompressor on top.
+pub(crate) fn open<R: Read>(
     source: R,
     limits: &Limits,
-    visit: &mut Visit<'_>,
-) -> Result<Scan, ArchiveError> {
-    let tripped: Tripped = Rc::new(Cell::new(None));
+    tripped: &Tripped,
+) -> Result<(ArchiveFormat, Decoded<R>), ArchiveError> {
     let fail = |e: io::Error| {
         tripped
             .take()
@@ -417,30 +440,49 @@ pub(crate) fn scan<R: Read>(
     (&mut raw).take(4).read_to_end(&mut magic).map_err(fail)?;
     let format = ArchiveFormat::detect(&magic).ok_or(ArchiveError::UnknownFormat)?;
     let stream = Cursor::new(magic).chain(raw);
-
-    let (walk, mut rest) = match format {
-        ArchiveFormat::Gzip => {
-            let (walk, decoder) = walk(
-                flate2::read::GzDecoder::new(stream),
-                limits,
-                &tripped,
-                visit,
-            )?;
-            (walk, decoder.into_inner())
-        }
+    let decoded = match format {
+        ArchiveFormat::Gzip => Decoded::Gzip(flate2::read::GzDecoder::new(stream)),
         ArchiveFormat::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(stream).map_err(fail)?;
-            let (walk, decoder) = walk(decoder, limits, &tripped, visit)?;
-            (walk, decoder.finish().into_inner())
+            Decoded::Zstd(zstd::stream::read::Decoder::new(stream).map_err(fail)?)
         }
     };
-    // Bytes after the compressed stream still belong to the object's hash.
-    io::copy(&mut rest, &mut io::sink()).map_err(fail)?;
+    Ok((format, decoded))
+}
+
+/// After the decompressed stream has ended: hashes whatever follows it
+/// (it still belongs to the object) and returns the sha256 and size.
+pub(crate) fn finish<R: Read>(
+    decoded: Decoded<R>,
+    tripped: &Tripped,
+) -> Result<(String, u64), ArchiveError> {
+    let mut rest = match decoded {
+        Decoded::Gzip(d) => d.into_inner(),
+        Decoded::Zstd(d) => d.finish().into_inner(),
+    };
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| {
+        tripped
+            .take()
+            .unwrap_or_else(|| ArchiveError::Corrupt(e.to_string()))
+    })?;
     let (_, raw) = rest.into_inner();
+    Ok((hex::encode(raw.hasher.finalize()), raw.size))
+}
+
+/// Reads a whole archive once through the hash, the decompressor and the
+/// entry policy, handing each accepted entry to `visit`.
+pub(crate) fn scan<R: Read>(
+    source: R,
+    limits: &Limits,
+    visit: &mut Visit<'_>,
+) -> Result<Scan, ArchiveError> {
+    let tripped: Tripped = Rc::new(Cell::new(None));
+    let (format, decoded) = open(source, limits, &tripped)?;
+    let (walk, decoded) = walk(decoded, limits, &tripped, visit)?;
+    let (sha256, size) = finish(decoded, &tripped)?;
     Ok(Scan {
         format,
-        sha256: hex::encode(raw.hasher.finalize()),
-        size: raw.size,
+        sha256,
+        size,
         walk,
     })
 }

@@ -3,18 +3,20 @@
 //!
 //! The archive is read once, through the same hash, decompressor and entry
 //! policy as [`archive::inspect`](crate::archive::inspect), straight into a
-//! new directory (the caller's `r<N>.partial`). Files lose setuid, setgid and
+//! new directory (the caller's `r<N>.partial`). Decompression runs on one
+//! thread, entries are checked in order on another, and regular files are
+//! written by a small pool, so on two cores the decompressor and the file
+//! system's work overlap (see [`unpack`]). Files lose setuid, setgid and
 //! sticky bits; links are created only as the policy allows; nothing is ever
 //! written through a link. The sha256 and size are compared with the
 //! manifest's at the end, and on any failure the directory is removed, so a
 //! directory that survives holds exactly the archive the manifest names.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::path::Path;
 
-use crate::archive::{ArchiveError, CheckedEntry, Limits, scan};
+use crate::archive::{ArchiveError, Limits, scan_pipelined};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -44,86 +46,12 @@ pub struct Extracted {
     pub entries: u64,
 }
 
-fn write_err(path: &Path, e: io::Error) -> ArchiveError {
-    ArchiveError::Write {
-        path: path.display().to_string(),
-        detail: e.to_string(),
-    }
-}
-
-/// Removes whatever is at `path`, unless it is a directory; never follows a
-/// link.
-fn clear(path: &Path) -> Result<(), ArchiveError> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Err(write_err(
-            path,
-            io::Error::other("a directory is in the way"),
-        )),
-        Ok(_) => fs::remove_file(path).map_err(|e| write_err(path, e)),
-        Err(_) => Ok(()),
-    }
-}
-
-fn parent_dirs(dest: &Path, path: &Path) -> Result<(), ArchiveError> {
-    match dest.join(path).parent() {
-        Some(parent) => fs::create_dir_all(parent).map_err(|e| write_err(parent, e)),
-        None => Ok(()),
-    }
-}
-
-fn unpack_entry(
-    dest: &Path,
-    entry: &CheckedEntry,
-    data: &mut dyn Read,
-) -> Result<(), ArchiveError> {
-    match entry {
-        CheckedEntry::Skip => Ok(()),
-        CheckedEntry::Dir(path) => {
-            let full = dest.join(path);
-            fs::create_dir_all(&full).map_err(|e| write_err(&full, e))
-        }
-        CheckedEntry::File { path, mode } => {
-            parent_dirs(dest, path)?;
-            let full = dest.join(path);
-            clear(&full)?;
-            let mode = mode & 0o777; // no setuid, setgid or sticky bit
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&full)
-                .map_err(|e| write_err(&full, e))?;
-            io::copy(data, &mut file).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
-            // The umask may have taken bits the archive asked for.
-            fs::set_permissions(&full, fs::Permissions::from_mode(mode))
-                .map_err(|e| write_err(&full, e))
-        }
-        CheckedEntry::Symlink { path, target } => {
-            parent_dirs(dest, path)?;
-            let full = dest.join(path);
-            clear(&full)?;
-            symlink(target, &full).map_err(|e| write_err(&full, e))
-        }
-        CheckedEntry::HardLink { path, target } => {
-            let source = dest.join(target);
-            let is_file = fs::symlink_metadata(&source).is_ok_and(|m| m.is_file());
-            if !is_file {
-                return Err(ArchiveError::LinkEscapes {
-                    path: path.display().to_string(),
-                    target: target.display().to_string(),
-                });
-            }
-            parent_dirs(dest, path)?;
-            let full = dest.join(path);
-            clear(&full)?;
-            fs::hard_link(&source, &full).map_err(|e| write_err(&full, e))
-        }
-    }
-}
+mod unpack;
+use unpack::Unpacker;
 
 /// Unpacks `source` into the new directory `dest` and checks it against the
 /// manifest's sha256 and size. On any error `dest` is gone.
-pub fn extract_verified<R: Read>(
+pub fn extract_verified<R: Read + Send>(
     source: R,
     dest: &Path,
     limits: &Limits,
@@ -144,8 +72,14 @@ pub fn extract_verified<R: Read>(
             });
         }
     }
-    let result = scan(source, limits, &mut |entry, data| {
-        unpack_entry(dest, entry, data)
+    let result = std::thread::scope(|scope| {
+        let mut unpacker = Unpacker::new(dest, scope);
+        let scanned = scan_pipelined(source, limits, &mut |entry, data| {
+            unpacker.entry(entry, data)
+        });
+        let written = unpacker.finish();
+        let scanned = scanned?;
+        written.map(|()| scanned)
     })
     .map_err(ExtractError::from)
     .and_then(|scan| {
@@ -180,6 +114,7 @@ mod tests {
     use super::*;
     use crate::testing::{TarBuilder, gzip, zstd_compress};
     use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
 
     fn sha(bytes: &[u8]) -> String {
         hex::encode(Sha256::digest(bytes))
@@ -237,6 +172,42 @@ mod tests {
             dest.join("lib/current/serve").exists(),
             "the link resolves inside the tree"
         );
+    }
+
+    #[test]
+    fn archive_order_holds_while_writes_are_in_flight() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("r1.partial");
+        let mut t = TarBuilder::new();
+        t.file("Procfile", b"web: x\n");
+        for i in 0..300 {
+            t.file(&format!("d{}/f{i}", i % 7), format!("first {i}").as_bytes());
+        }
+        t.file("d5/f299", b"second");
+        t.hardlink("link", "d4/f298");
+        t.file("big", &vec![1u8; 3 * 1024 * 1024]);
+        t.file("d4/f298", b"replaced after the link");
+        let bytes = gzip(&t.finish());
+
+        unpack(&bytes, &dest).unwrap();
+
+        let read = |p: &str| fs::read_to_string(dest.join(p)).unwrap();
+        assert_eq!(read("d5/f299"), "second");
+        assert_eq!(
+            read("link"),
+            "first 298",
+            "the link was made from the first f298"
+        );
+        assert_eq!(read("d4/f298"), "replaced after the link");
+        assert_eq!(read("d0/f0"), "first 0");
+        assert_eq!(
+            fs::metadata(dest.join("big")).unwrap().len(),
+            3 * 1024 * 1024
+        );
+        let files = (0..7)
+            .map(|d| fs::read_dir(dest.join(format!("d{d}"))).unwrap().count())
+            .sum::<usize>();
+        assert_eq!(files, 300);
     }
 
     #[test]

@@ -402,3 +402,23 @@ fn first_pid_line(out: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+#[test]
+fn when_the_previous_release_cannot_come_back_either_the_exit_status_says_so() {
+    let f = Fixture::new();
+    f.publish(1, Spec::default());
+    f.publish(2, Spec::config("BREAK=start\n"));
+    assert!(f.deploy(1).ok());
+    // Something outside the agent damages the installed r1.
+    std::fs::remove_file(f.app_dir().join("releases/r1/app.py")).unwrap();
+
+    let run = f.deploy(2);
+
+    assert_eq!(run.code, 3, "{}", run.all);
+    assert!(
+        run.last().contains("rolling back to r1 failed too"),
+        "{}",
+        run.all
+    );
+    assert!(f.get("/").is_none());
+}
