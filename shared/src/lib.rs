@@ -8,6 +8,7 @@ pub mod deploys;
 pub mod env_settings;
 pub mod names;
 pub mod procfile;
+pub mod rollout;
 
 pub mod api;
 pub mod auth;

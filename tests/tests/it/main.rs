@@ -3,4 +3,5 @@
 mod api;
 mod events;
 mod example;
+mod lock;
 mod store;

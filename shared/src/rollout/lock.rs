@@ -1,0 +1,162 @@
+//! The environment lock, `<app>/<env>/lock`: one deploy at a time.
+//!
+//! Taking it is a conditional create (`If-None-Match: *`), so of any number
+//! of concurrent deploys exactly one wins. The lock carries the deploy id,
+//! who started it and an expiry: a lock whose holder crashed is taken over
+//! once expired, with an `If-Match` write on the version that was read, so
+//! two deploys taking over the same stale lock cannot both win. A running
+//! deploy renews its lock (again `If-Match`), and releases it only if it
+//! still holds it.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::names::EnvRef;
+use crate::store::{ObjectError, S3Objects, Write};
+
+/// A deploy that has not renewed its lock for this long is presumed dead.
+pub const LOCK_TTL: Duration = Duration::minutes(20);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub deploy_id: String,
+    pub user: String,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lock {
+    pub fn new(deploy_id: &str, user: &str, now: DateTime<Utc>) -> Self {
+        Self {
+            deploy_id: deploy_id.to_owned(),
+            user: user.to_owned(),
+            acquired_at: now,
+            expires_at: now + LOCK_TTL,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "deploy {} by {} holds the environment since {}",
+        .0.deploy_id, .0.user, .0.acquired_at.to_rfc3339()
+    )]
+    Held(Lock),
+    #[error("the lock is no longer held by this deploy")]
+    Lost,
+    #[error("the lock object is damaged: {0}")]
+    Damaged(String),
+    #[error(transparent)]
+    Store(#[from] ObjectError),
+}
+
+/// A lock this process holds, with the version it wrote.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub lock: Lock,
+    etag: String,
+}
+
+pub fn lock_key(env: &EnvRef) -> String {
+    format!("{}lock", env.prefix())
+}
+
+fn body(lock: &Lock) -> Vec<u8> {
+    serde_json::to_vec_pretty(lock).expect("a lock always serialises")
+}
+
+/// The current lock, if any, with its version.
+pub async fn read(objects: &S3Objects, env: &EnvRef) -> Result<Option<(Lock, String)>, LockError> {
+    let Some(object) = objects.get(&lock_key(env)).await? else {
+        return Ok(None);
+    };
+    let lock =
+        serde_json::from_slice(&object.body).map_err(|e| LockError::Damaged(e.to_string()))?;
+    Ok(Some((lock, object.etag)))
+}
+
+/// Takes the lock for `lock.deploy_id`, or says who holds it.
+pub async fn acquire(
+    objects: &S3Objects,
+    env: &EnvRef,
+    lock: Lock,
+    now: DateTime<Utc>,
+) -> Result<Held, LockError> {
+    let key = lock_key(env);
+    match objects
+        .put(&key, body(&lock), "application/json", Write::IfAbsent)
+        .await
+    {
+        Ok(etag) => return Ok(Held { lock, etag }),
+        Err(ObjectError::Precondition { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let Some((holder, etag)) = read(objects, env).await? else {
+        // Released between our write and our read: one more try.
+        return match objects
+            .put(&key, body(&lock), "application/json", Write::IfAbsent)
+            .await
+        {
+            Ok(etag) => Ok(Held { lock, etag }),
+            Err(ObjectError::Precondition { .. }) => match read(objects, env).await? {
+                Some((holder, _)) => Err(LockError::Held(holder)),
+                None => Err(LockError::Lost),
+            },
+            Err(e) => Err(e.into()),
+        };
+    };
+    if holder.expires_at > now {
+        return Err(LockError::Held(holder));
+    }
+    match objects
+        .put(&key, body(&lock), "application/json", Write::IfMatch(&etag))
+        .await
+    {
+        Ok(etag) => Ok(Held { lock, etag }),
+        Err(ObjectError::Precondition { .. }) => match read(objects, env).await? {
+            Some((holder, _)) => Err(LockError::Held(holder)),
+            None => Err(LockError::Lost),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Pushes the expiry forward; fails if the lock was taken over meanwhile.
+pub async fn renew(
+    objects: &S3Objects,
+    env: &EnvRef,
+    held: &mut Held,
+    now: DateTime<Utc>,
+) -> Result<(), LockError> {
+    let mut lock = held.lock.clone();
+    lock.expires_at = now + LOCK_TTL;
+    match objects
+        .put(
+            &lock_key(env),
+            body(&lock),
+            "application/json",
+            Write::IfMatch(&held.etag),
+        )
+        .await
+    {
+        Ok(etag) => {
+            *held = Held { lock, etag };
+            Ok(())
+        }
+        Err(ObjectError::Precondition { .. }) => Err(LockError::Lost),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Releases the lock if this deploy still holds it.
+pub async fn release(objects: &S3Objects, env: &EnvRef, held: &Held) -> Result<(), LockError> {
+    match read(objects, env).await? {
+        Some((lock, etag)) if lock.deploy_id == held.lock.deploy_id && etag == held.etag => {
+            objects.delete(&lock_key(env)).await?;
+            Ok(())
+        }
+        Some(_) => Err(LockError::Lost),
+        None => Ok(()),
+    }
+}

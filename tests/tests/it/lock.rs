@@ -1,0 +1,117 @@
+//! The environment lock against the emulator's conditional writes.
+
+use chrono::{Duration, Utc};
+use slipway::names::EnvRef;
+use slipway::rollout::lock::{self, Lock, LockError};
+use slipway::store::S3Objects;
+use slipway_tests::World;
+
+fn env() -> EnvRef {
+    EnvRef::parse("hello", "prod").unwrap()
+}
+
+#[tokio::test]
+async fn of_twenty_concurrent_deploys_exactly_one_takes_the_lock() {
+    let world = World::new().await;
+    let objects = S3Objects::new(world.s3.clone(), &world.bucket);
+    let now = Utc::now();
+
+    let attempts = (0..20).map(|i| {
+        let objects = objects.clone();
+        async move {
+            lock::acquire(
+                &objects,
+                &env(),
+                Lock::new(&format!("d{i}"), "alice", now),
+                now,
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+
+    let winners: Vec<&lock::Held> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1);
+    let winner = &winners[0].lock.deploy_id;
+    for r in &results {
+        match r {
+            Ok(_) => {}
+            Err(LockError::Held(holder)) => assert_eq!(&holder.deploy_id, winner),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stale_lock_is_taken_over_once_and_its_old_holder_loses_it() {
+    let world = World::new().await;
+    let objects = S3Objects::new(world.s3.clone(), &world.bucket);
+    let long_ago = Utc::now() - Duration::hours(2);
+    let stale = lock::acquire(
+        &objects,
+        &env(),
+        Lock::new("d-old", "bob", long_ago),
+        long_ago,
+    )
+    .await
+    .unwrap();
+    let now = Utc::now();
+
+    let attempts = (0..5).map(|i| {
+        let objects = objects.clone();
+        async move {
+            lock::acquire(
+                &objects,
+                &env(),
+                Lock::new(&format!("d{i}"), "alice", now),
+                now,
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    let mut old = stale;
+    assert!(matches!(
+        lock::renew(&objects, &env(), &mut old, now).await,
+        Err(LockError::Lost)
+    ));
+    assert!(matches!(
+        lock::release(&objects, &env(), &old).await,
+        Err(LockError::Lost)
+    ));
+    let (holder, _) = lock::read(&objects, &env()).await.unwrap().unwrap();
+    assert_ne!(holder.deploy_id, "d-old");
+}
+
+#[tokio::test]
+async fn a_live_lock_is_renewed_released_and_then_free_again() {
+    let world = World::new().await;
+    let objects = S3Objects::new(world.s3.clone(), &world.bucket);
+    let now = Utc::now();
+    let mut held = lock::acquire(&objects, &env(), Lock::new("d1", "alice", now), now)
+        .await
+        .unwrap();
+
+    let later = now + Duration::minutes(15);
+    lock::renew(&objects, &env(), &mut held, later)
+        .await
+        .unwrap();
+    // Not expired at the first expiry, thanks to the renewal.
+    let err = lock::acquire(
+        &objects,
+        &env(),
+        Lock::new("d2", "bob", now + Duration::minutes(25)),
+        now + Duration::minutes(25),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("deploy d1 by alice"), "{err}");
+
+    lock::release(&objects, &env(), &held).await.unwrap();
+    assert!(lock::read(&objects, &env()).await.unwrap().is_none());
+    lock::acquire(&objects, &env(), Lock::new("d2", "bob", now), now)
+        .await
+        .unwrap();
+}
