@@ -1,8 +1,12 @@
-//! The rollout engine's building blocks: batch plans and the environment
-//! lock. The engine itself, written against the fleet and runner ports,
-//! builds on these.
+//! The rollout engine and its building blocks: batch plans, the
+//! environment lock, the deploy record, and the engine itself, written
+//! against the fleet, runner and deploy-log ports.
 
+pub mod engine;
 pub mod lock;
 pub mod plan;
+pub mod record;
 
+pub use engine::{DeployLog, Engine, Options};
 pub use plan::{PlanError, Strategy, plan};
+pub use record::{Batch, BatchStatus, DeployRecord};

@@ -1,0 +1,122 @@
+//! The fleet port: an environment's instances as the rollout engine needs
+//! them. In AWS this is the Auto Scaling group, its target groups' health
+//! and EC2; on the local platform the same APIs on the emulator with an
+//! HTTP probe for health. The engine only sees this trait.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::EnvRef;
+
+/// An EC2 instance id (`i-` and up to 17 hex digits in AWS; the emulator
+/// uses the same shape).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InstanceId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{shown:?} is not an instance id (i- followed by letters and digits)")]
+pub struct BadInstanceId {
+    shown: String,
+}
+
+impl InstanceId {
+    pub fn parse(raw: &str) -> Result<Self, BadInstanceId> {
+        let ok = raw.strip_prefix("i-").is_some_and(|rest| {
+            (1..=32).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(BadInstanceId {
+                shown: raw.chars().take(40).collect(),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for InstanceId {
+    type Error = BadInstanceId;
+    fn try_from(s: String) -> Result<Self, BadInstanceId> {
+        Self::parse(&s)
+    }
+}
+
+impl From<InstanceId> for String {
+    fn from(id: InstanceId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("no Auto Scaling group for {0}")]
+    NoGroup(String),
+    #[error("{op} failed: {detail}")]
+    Aws { op: &'static str, detail: String },
+}
+
+/// What the rollout engine does with an environment's instances.
+pub trait Fleet: Sync {
+    /// The group's instances that are InService, in a stable order.
+    fn in_service(
+        &self,
+        env: &EnvRef,
+    ) -> impl Future<Output = Result<Vec<InstanceId>, FleetError>> + Send;
+
+    /// Takes instances out of the load balancer (ASG standby).
+    fn enter_standby(
+        &self,
+        env: &EnvRef,
+        ids: &[InstanceId],
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Puts them back in service.
+    fn exit_standby(
+        &self,
+        env: &EnvRef,
+        ids: &[InstanceId],
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Waits until every target group reports `ids` healthy; returns the
+    /// ones that were not by `timeout`.
+    fn wait_healthy(
+        &self,
+        env: &EnvRef,
+        ids: &[InstanceId],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<InstanceId>, FleetError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_checked() {
+        assert!(InstanceId::parse("i-0123456789abcdef0").is_ok());
+        for bad in [
+            "",
+            "i-",
+            "0123",
+            "i-01/../x",
+            "i-a b",
+            &format!("i-{}", "a".repeat(40)),
+        ] {
+            assert!(InstanceId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

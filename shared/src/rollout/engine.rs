@@ -1,0 +1,331 @@
+//! The rollout engine: one deploy, from a locked environment to a finished
+//! record. Written once against the fleet, runner and deploy-log ports, so
+//! the Lambda worker and the local platform run the very same code.
+//!
+//! Steps: move `current` to the target (instances launched meanwhile boot
+//! it); run the release phase on one instance; plan batches; for each
+//! batch, take it out of the load balancer, run the agent, put it back and
+//! wait for the load balancer to call it healthy. The first failed batch
+//! stops the deploy; with auto-rollback the instances already moved get the
+//! previous release back and `current` returns to it. The record is saved
+//! after every step; a cancel request stops before the next batch.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::plan;
+use super::record::{Batch, BatchStatus, DeployRecord};
+use crate::deploys::DeployStatus;
+use crate::fleet::{Fleet, InstanceId};
+use crate::names::{EnvRef, ReleaseId};
+use crate::runner::{AgentCommand, Runner};
+
+/// Where the engine keeps what it does: records, `current`, the lock.
+pub trait DeployLog: Sync {
+    fn save(&self, record: &DeployRecord) -> impl Future<Output = Result<(), String>> + Send;
+    fn set_current(
+        &self,
+        env: &EnvRef,
+        id: ReleaseId,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Keeps the environment lock; `Err` when it was lost.
+    fn renew_lock(&self) -> impl Future<Output = Result<(), String>> + Send;
+    fn release_lock(&self) -> impl Future<Output = ()> + Send;
+    fn cancel_requested(&self, record: &DeployRecord) -> impl Future<Output = bool> + Send;
+}
+
+/// Timeouts and what the release needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Run the Procfile's `release:` before the first batch.
+    pub release_phase: bool,
+    /// How long the agent may take on one batch.
+    pub agent_timeout: Duration,
+    /// How long the load balancer has to call a batch healthy.
+    pub health_timeout: Duration,
+}
+
+pub struct Engine<'a, F, R, L> {
+    pub fleet: &'a F,
+    pub runner: &'a R,
+    pub log: &'a L,
+    /// The release URL the agent is given for a release of this environment.
+    pub release_url: &'a (dyn Fn(ReleaseId) -> String + Sync),
+    pub options: Options,
+}
+
+/// Instances whose agent moved them to the target (a failed agent has
+/// already gone back by itself).
+fn moved(record: &DeployRecord) -> Vec<InstanceId> {
+    record
+        .batches
+        .iter()
+        .flat_map(|b| {
+            b.results
+                .iter()
+                .filter(|r| r.succeeded())
+                .map(|r| r.instance.clone())
+        })
+        .collect()
+}
+
+enum Outcome {
+    Ok,
+    Failed(String),
+}
+
+impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
+    async fn save(&self, record: &DeployRecord) {
+        if let Err(e) = self.log.save(record).await {
+            tracing::warn!(deploy = %record.id, error = %e, "could not save the deploy record");
+        }
+    }
+
+    /// Runs the deploy to its end and returns the final record.
+    pub async fn run(&self, mut record: DeployRecord) -> DeployRecord {
+        let env = EnvRef {
+            app: record.app.clone(),
+            env: record.env.clone(),
+        };
+        record.status = DeployStatus::Running;
+        self.save(&record).await;
+        let outcome = self.deploy(&env, &mut record).await;
+        match outcome {
+            Outcome::Ok if record.status == DeployStatus::Running => {
+                record.status = DeployStatus::Succeeded;
+            }
+            Outcome::Ok => {}
+            Outcome::Failed(cause) => {
+                record.cause = Some(cause);
+                record.status = DeployStatus::Failed;
+                if moved(&record).is_empty() {
+                    // Nothing changed on any instance: only `current` moved.
+                    self.restore_current(&env, &mut record).await;
+                } else if record.auto_rollback {
+                    self.roll_back(&env, &mut record).await;
+                }
+            }
+        }
+        record.finished_at = Some(Utc::now());
+        self.save(&record).await;
+        self.log.release_lock().await;
+        record
+    }
+
+    async fn deploy(&self, env: &EnvRef, record: &mut DeployRecord) -> Outcome {
+        if let Err(e) = self.log.set_current(env, record.to).await {
+            return Outcome::Failed(format!("could not move current to {}: {e}", record.to));
+        }
+        let instances = match self.fleet.in_service(env).await {
+            Ok(i) => i,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let batches = match plan(&instances, record.strategy, record.min_healthy_percent) {
+            Ok(b) => b,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        if self.options.release_phase
+            && let Some(first) = instances.first()
+        {
+            let command = AgentCommand::ReleasePhase {
+                release_url: (self.release_url)(record.to),
+            };
+            match self
+                .runner
+                .run(
+                    std::slice::from_ref(first),
+                    &command,
+                    self.options.agent_timeout,
+                )
+                .await
+            {
+                Ok(mut results) if !results.is_empty() => {
+                    let result = results.remove(0);
+                    let ok = result.succeeded();
+                    record.release_phase = Some(result);
+                    self.save(record).await;
+                    if !ok {
+                        return Outcome::Failed("the release phase failed".into());
+                    }
+                }
+                Ok(_) => return Outcome::Failed("the release phase reported nothing".into()),
+                Err(e) => return Outcome::Failed(e.to_string()),
+            }
+        }
+        let known: BTreeSet<InstanceId> = instances.iter().cloned().collect();
+        for (number, planned) in batches.into_iter().enumerate() {
+            if self.log.cancel_requested(record).await {
+                record.status = DeployStatus::Cancelled;
+                record.cause = Some(format!("cancelled before batch {}", number + 1));
+                return Outcome::Ok;
+            }
+            if let Err(e) = self.log.renew_lock().await {
+                return Outcome::Failed(format!("the environment lock was lost: {e}"));
+            }
+            // The group may have changed since the plan: skip the vanished,
+            // note the new (they boot `current`, which is the target).
+            let now: BTreeSet<InstanceId> = match self.fleet.in_service(env).await {
+                Ok(i) => i.into_iter().collect(),
+                Err(e) => return Outcome::Failed(e.to_string()),
+            };
+            for joined in now.difference(&known) {
+                let note = format!("{joined} joined during the deploy and boots {}", record.to);
+                if !record.notes.contains(&note) {
+                    record.notes.push(note);
+                }
+            }
+            let mut batch: Vec<InstanceId> = Vec::new();
+            for id in planned {
+                if now.contains(&id) {
+                    batch.push(id);
+                } else {
+                    record
+                        .notes
+                        .push(format!("{id} left the group before its batch"));
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let url = (self.release_url)(record.to);
+            let done = self.batch(env, number + 1, batch, url, record, false).await;
+            if done.status == BatchStatus::Failed {
+                return Outcome::Failed(format!("batch {} failed", number + 1));
+            }
+        }
+        Outcome::Ok
+    }
+
+    /// One batch: standby, agent, back in service, load-balancer health.
+    async fn batch(
+        &self,
+        env: &EnvRef,
+        number: usize,
+        instances: Vec<InstanceId>,
+        url: String,
+        record: &mut DeployRecord,
+        rollback: bool,
+    ) -> Batch {
+        let mut batch = Batch {
+            number,
+            instances: instances.clone(),
+            status: BatchStatus::Running,
+            results: Vec::new(),
+            unhealthy: Vec::new(),
+            started_at: Utc::now(),
+            finished_at: None,
+        };
+        self.put_batch(record, &batch, rollback).await;
+        let mut failed = None;
+        if let Err(e) = self.fleet.enter_standby(env, &instances).await {
+            failed = Some(e.to_string());
+        } else {
+            let command = AgentCommand::Deploy { release_url: url };
+            match self
+                .runner
+                .run(&instances, &command, self.options.agent_timeout)
+                .await
+            {
+                Ok(results) => {
+                    if results.len() != instances.len() || results.iter().any(|r| !r.succeeded()) {
+                        failed = Some("the agent failed".into());
+                    }
+                    batch.results = results;
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
+            // Back in service whatever happened: a failed agent leaves the
+            // previous release serving.
+            if let Err(e) = self.fleet.exit_standby(env, &instances).await {
+                failed.get_or_insert(e.to_string());
+            }
+            match self
+                .fleet
+                .wait_healthy(env, &instances, self.options.health_timeout)
+                .await
+            {
+                Ok(unhealthy) => {
+                    if !unhealthy.is_empty() {
+                        failed.get_or_insert("instances did not become healthy".into());
+                    }
+                    batch.unhealthy = unhealthy;
+                }
+                Err(e) => {
+                    failed.get_or_insert(e.to_string());
+                }
+            }
+        }
+        batch.status = if failed.is_some() {
+            BatchStatus::Failed
+        } else {
+            BatchStatus::Succeeded
+        };
+        batch.finished_at = Some(Utc::now());
+        self.put_batch(record, &batch, rollback).await;
+        batch
+    }
+
+    async fn put_batch(&self, record: &mut DeployRecord, batch: &Batch, rollback: bool) {
+        if rollback {
+            record.rollback = Some(batch.clone());
+        } else {
+            match record.batches.iter_mut().find(|b| b.number == batch.number) {
+                Some(b) => *b = batch.clone(),
+                None => record.batches.push(batch.clone()),
+            }
+        }
+        self.save(record).await;
+    }
+
+    /// Points `current` back at the previous release; true if it did.
+    async fn restore_current(&self, env: &EnvRef, record: &mut DeployRecord) -> bool {
+        let Some(previous) = record.from else {
+            record
+                .notes
+                .push("nothing to go back to: this was the first deploy".into());
+            return false;
+        };
+        match self.log.set_current(env, previous).await {
+            Ok(()) => true,
+            Err(e) => {
+                record
+                    .notes
+                    .push(format!("could not move current back to {previous}: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Puts the previous release back on every instance the deploy moved
+    /// and points `current` at it again.
+    async fn roll_back(&self, env: &EnvRef, record: &mut DeployRecord) {
+        if !self.restore_current(env, record).await {
+            return;
+        }
+        let Some(previous) = record.from else { return };
+        let moved = moved(record);
+        let present: BTreeSet<InstanceId> = match self.fleet.in_service(env).await {
+            Ok(i) => i.into_iter().collect(),
+            Err(_) => moved.iter().cloned().collect(),
+        };
+        let moved: Vec<InstanceId> = moved.into_iter().filter(|i| present.contains(i)).collect();
+        if !moved.is_empty() {
+            let url = (self.release_url)(previous);
+            let batch = self.batch(env, 1, moved, url, record, true).await;
+            if batch.status == BatchStatus::Failed {
+                record.notes.push(format!(
+                    "rolling back to {previous} failed on some instances"
+                ));
+                return;
+            }
+        }
+        record.status = DeployStatus::RolledBack;
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,412 @@
+//! The engine's state machine with fake ports.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::*;
+use crate::fleet::FleetError;
+use crate::runner::{Invocation, RunStatus, RunnerError};
+
+fn id(n: usize) -> InstanceId {
+    InstanceId::parse(&format!("i-{n:04}")).unwrap()
+}
+
+fn r(n: u64) -> ReleaseId {
+    ReleaseId::new(n).unwrap()
+}
+
+#[derive(Default)]
+struct FakeFleet {
+    instances: Mutex<Vec<InstanceId>>,
+    /// Reported unhealthy once (the new release is bad; the old one is fine).
+    unhealthy: Mutex<BTreeSet<InstanceId>>,
+    standby: Mutex<Vec<String>>,
+    /// After this many standby calls, add or remove an instance.
+    change_after: Option<(usize, Change)>,
+}
+
+#[derive(Clone)]
+enum Change {
+    Join(InstanceId),
+    Vanish(InstanceId),
+}
+
+impl Fleet for FakeFleet {
+    async fn in_service(&self, _: &EnvRef) -> Result<Vec<InstanceId>, FleetError> {
+        Ok(self.instances.lock().unwrap().clone())
+    }
+    async fn enter_standby(&self, _: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
+        let mut log = self.standby.lock().unwrap();
+        log.push(format!("in {ids:?}"));
+        if let Some((after, change)) = &self.change_after
+            && log.iter().filter(|l| l.starts_with("in")).count() == *after
+        {
+            let mut instances = self.instances.lock().unwrap();
+            match change {
+                Change::Join(i) => instances.push(i.clone()),
+                Change::Vanish(i) => instances.retain(|x| x != i),
+            }
+        }
+        Ok(())
+    }
+    async fn exit_standby(&self, _: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
+        self.standby.lock().unwrap().push(format!("out {ids:?}"));
+        Ok(())
+    }
+    async fn wait_healthy(
+        &self,
+        _: &EnvRef,
+        ids: &[InstanceId],
+        _: Duration,
+    ) -> Result<Vec<InstanceId>, FleetError> {
+        let mut unhealthy = self.unhealthy.lock().unwrap();
+        let bad: Vec<InstanceId> = ids
+            .iter()
+            .filter(|i| unhealthy.contains(*i))
+            .cloned()
+            .collect();
+        for i in &bad {
+            unhealthy.remove(i);
+        }
+        Ok(bad)
+    }
+}
+
+#[derive(Default)]
+struct FakeRunner {
+    /// (instance, url fragment) pairs whose agent fails.
+    fails: Vec<(InstanceId, &'static str)>,
+    release_phase_fails: bool,
+    calls: Mutex<Vec<(Vec<InstanceId>, AgentCommand)>>,
+}
+
+impl Runner for FakeRunner {
+    async fn run(
+        &self,
+        targets: &[InstanceId],
+        command: &AgentCommand,
+        _: Duration,
+    ) -> Result<Vec<Invocation>, RunnerError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((targets.to_vec(), command.clone()));
+        Ok(targets
+            .iter()
+            .map(|t| {
+                let ok = match command {
+                    AgentCommand::ReleasePhase { .. } => !self.release_phase_fails,
+                    AgentCommand::Deploy { release_url } => !self
+                        .fails
+                        .iter()
+                        .any(|(i, frag)| i == t && release_url.ends_with(frag)),
+                };
+                Invocation {
+                    instance: t.clone(),
+                    status: if ok {
+                        RunStatus::Success
+                    } else {
+                        RunStatus::Failed
+                    },
+                    exit_code: Some(if ok { 0 } else { 1 }),
+                    duration_ms: 5,
+                    output_tail: String::new(),
+                    output_key: None,
+                }
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+struct FakeLog {
+    saves: Mutex<usize>,
+    current: Mutex<Option<ReleaseId>>,
+    released: Mutex<bool>,
+    lock_lost: bool,
+    cancel_after_batches: Option<usize>,
+}
+
+impl DeployLog for FakeLog {
+    async fn save(&self, _: &DeployRecord) -> Result<(), String> {
+        *self.saves.lock().unwrap() += 1;
+        Ok(())
+    }
+    async fn set_current(&self, _: &EnvRef, id: ReleaseId) -> Result<(), String> {
+        *self.current.lock().unwrap() = Some(id);
+        Ok(())
+    }
+    async fn renew_lock(&self) -> Result<(), String> {
+        if self.lock_lost {
+            Err("taken over".into())
+        } else {
+            Ok(())
+        }
+    }
+    async fn release_lock(&self) {
+        *self.released.lock().unwrap() = true;
+    }
+    async fn cancel_requested(&self, record: &DeployRecord) -> bool {
+        self.cancel_after_batches
+            .is_some_and(|n| record.batches.len() >= n)
+    }
+}
+
+fn fleet(n: usize) -> FakeFleet {
+    FakeFleet {
+        instances: Mutex::new((1..=n).map(id).collect()),
+        ..FakeFleet::default()
+    }
+}
+
+fn record(strategy: &str, auto_rollback: bool) -> DeployRecord {
+    DeployRecord {
+        id: "d1".into(),
+        app: "hello".parse().unwrap(),
+        env: "prod".parse().unwrap(),
+        user: "alice".into(),
+        from: Some(r(6)),
+        to: r(7),
+        strategy: strategy.parse().unwrap(),
+        min_healthy_percent: 50,
+        auto_rollback,
+        status: DeployStatus::Queued,
+        cause: None,
+        created_at: Utc::now(),
+        finished_at: None,
+        release_phase: None,
+        batches: Vec::new(),
+        rollback: None,
+        notes: Vec::new(),
+    }
+}
+
+fn url(id: ReleaseId) -> String {
+    format!("s3://bucket/hello/prod/releases/{id}")
+}
+
+async fn run(
+    fleet: &FakeFleet,
+    runner: &FakeRunner,
+    log: &FakeLog,
+    record: DeployRecord,
+    release_phase: bool,
+) -> DeployRecord {
+    let engine = Engine {
+        fleet,
+        runner,
+        log,
+        release_url: &url,
+        options: Options {
+            release_phase,
+            agent_timeout: Duration::from_secs(60),
+            health_timeout: Duration::from_secs(60),
+        },
+    };
+    engine.run(record).await
+}
+
+fn deployed(runner: &FakeRunner) -> Vec<(Vec<InstanceId>, String)> {
+    runner
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(ids, c)| {
+            let what = match c {
+                AgentCommand::Deploy { release_url } => {
+                    release_url.rsplit('/').next().unwrap().to_owned()
+                }
+                AgentCommand::ReleasePhase { .. } => "release-phase".into(),
+            };
+            (ids.clone(), what)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deploy_visits_every_batch_and_succeeds() {
+    let (fleet, runner, log) = (fleet(4), FakeRunner::default(), FakeLog::default());
+
+    let done = run(&fleet, &runner, &log, record("50%", true), true).await;
+
+    assert_eq!(done.status, DeployStatus::Succeeded);
+    assert_eq!(done.batches.len(), 2);
+    assert!(
+        done.batches
+            .iter()
+            .all(|b| b.status == BatchStatus::Succeeded)
+    );
+    assert_eq!(
+        deployed(&runner),
+        [
+            (vec![id(1)], "release-phase".to_owned()),
+            (vec![id(1), id(2)], "r7".to_owned()),
+            (vec![id(3), id(4)], "r7".to_owned())
+        ]
+    );
+    assert_eq!(*log.current.lock().unwrap(), Some(r(7)));
+    assert!(*log.released.lock().unwrap());
+    assert!(done.finished_at.is_some());
+    assert!(*log.saves.lock().unwrap() >= 6, "saved after every step");
+    let standby = fleet.standby.lock().unwrap().clone();
+    assert_eq!(
+        standby.len(),
+        4,
+        "in and out of standby for each batch: {standby:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_middle_batch_stops_and_rolls_back_the_instances_already_moved() {
+    let fleet = fleet(4);
+    let runner = FakeRunner {
+        fails: vec![(id(2), "r7")],
+        ..FakeRunner::default()
+    };
+    let log = FakeLog::default();
+
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+
+    assert_eq!(done.status, DeployStatus::RolledBack);
+    assert_eq!(done.cause.as_deref(), Some("batch 2 failed"));
+    assert_eq!(done.batches.len(), 2, "batches 3 and 4 never ran");
+    assert_eq!(
+        deployed(&runner),
+        [
+            (vec![id(1)], "r7".to_owned()),
+            (vec![id(2)], "r7".to_owned()),
+            (vec![id(1)], "r6".to_owned())
+        ]
+    );
+    assert_eq!(done.rollback.unwrap().status, BatchStatus::Succeeded);
+    assert_eq!(*log.current.lock().unwrap(), Some(r(6)));
+}
+
+#[tokio::test]
+async fn without_auto_rollback_a_failure_leaves_the_moved_instances_and_says_failed() {
+    let fleet = fleet(4);
+    let runner = FakeRunner {
+        fails: vec![(id(2), "r7")],
+        ..FakeRunner::default()
+    };
+    let log = FakeLog::default();
+
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", false), false).await;
+
+    assert_eq!(done.status, DeployStatus::Failed);
+    assert!(done.rollback.is_none());
+    assert_eq!(deployed(&runner).len(), 2);
+    assert_eq!(*log.current.lock().unwrap(), Some(r(7)));
+}
+
+#[tokio::test]
+async fn an_instance_the_load_balancer_never_calls_healthy_fails_its_batch() {
+    let fleet = FakeFleet {
+        unhealthy: Mutex::new(BTreeSet::from([id(3)])),
+        ..fleet(4)
+    };
+    let (runner, log) = (FakeRunner::default(), FakeLog::default());
+
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+
+    assert_eq!(done.status, DeployStatus::RolledBack);
+    assert_eq!(done.batches[2].unhealthy, [id(3)]);
+    let rollback = done.rollback.unwrap();
+    assert_eq!(rollback.instances, [id(1), id(2), id(3)]);
+}
+
+#[tokio::test]
+async fn a_cancel_stops_before_the_next_batch() {
+    let (fleet, runner) = (fleet(4), FakeRunner::default());
+    let log = FakeLog {
+        cancel_after_batches: Some(1),
+        ..FakeLog::default()
+    };
+
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+
+    assert_eq!(done.status, DeployStatus::Cancelled);
+    assert_eq!(done.batches.len(), 1);
+    assert!(done.cause.unwrap().contains("before batch 2"));
+    assert!(*log.released.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_lost_lock_stops_the_deploy() {
+    let (fleet, runner) = (fleet(2), FakeRunner::default());
+    let log = FakeLog {
+        lock_lost: true,
+        ..FakeLog::default()
+    };
+
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+
+    assert_eq!(done.status, DeployStatus::Failed);
+    assert!(done.cause.unwrap().contains("lock was lost"));
+    assert!(done.batches.is_empty());
+    assert_eq!(*log.current.lock().unwrap(), Some(r(6)), "current restored");
+}
+
+#[tokio::test]
+async fn instances_that_join_or_vanish_mid_deploy_are_noted_and_handled() {
+    let fleet = FakeFleet {
+        change_after: Some((1, Change::Join(id(9)))),
+        ..fleet(2)
+    };
+    let (runner, log) = (FakeRunner::default(), FakeLog::default());
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+    assert_eq!(done.status, DeployStatus::Succeeded);
+    assert!(
+        done.notes
+            .iter()
+            .any(|n| n.contains("i-0009 joined") && n.contains("boots r7")),
+        "{:?}",
+        done.notes
+    );
+
+    let fleet = FakeFleet {
+        change_after: Some((1, Change::Vanish(id(2)))),
+        ..self::fleet(3)
+    };
+    let (runner, log) = (FakeRunner::default(), FakeLog::default());
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+    assert_eq!(done.status, DeployStatus::Succeeded);
+    assert_eq!(
+        done.batches.len(),
+        2,
+        "the vanished instance's batch is skipped"
+    );
+    assert!(
+        done.notes
+            .iter()
+            .any(|n| n.contains("i-0002 left the group")),
+        "{:?}",
+        done.notes
+    );
+}
+
+#[tokio::test]
+async fn a_failed_release_phase_or_a_refused_plan_moves_no_instance() {
+    let fleet = fleet(2);
+    let runner = FakeRunner {
+        release_phase_fails: true,
+        ..FakeRunner::default()
+    };
+    let log = FakeLog::default();
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), true).await;
+    assert_eq!(done.status, DeployStatus::Failed);
+    assert_eq!(done.cause.as_deref(), Some("the release phase failed"));
+    assert_eq!(deployed(&runner).len(), 1, "only the release phase ran");
+    assert_eq!(*log.current.lock().unwrap(), Some(r(6)));
+
+    let (fleet, runner, log) = (self::fleet(4), FakeRunner::default(), FakeLog::default());
+    let done = run(&fleet, &runner, &log, record("all-at-once", true), false).await;
+    assert_eq!(done.status, DeployStatus::Failed);
+    assert!(done.cause.unwrap().contains("minimum healthy"));
+    assert!(deployed(&runner).is_empty());
+    assert_eq!(*log.current.lock().unwrap(), Some(r(6)));
+}
