@@ -3,6 +3,8 @@
 //! local process on the local platform. Commands are typed: the runner
 //! passes a release URL as a document parameter, never a shell string.
 
+pub mod ssm;
+
 use std::future::Future;
 use std::time::Duration;
 
