@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::names::EnvRef;
 
+pub mod aws;
+
 /// An EC2 instance id (`i-` and up to 17 hex digits in AWS; the emulator
 /// uses the same shape).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,0 +1,261 @@
+//! Formation and health against mocked AWS clients, counting the calls.
+
+use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+use aws_sdk_autoscaling::types::{AutoScalingGroup, Instance, LifecycleState};
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::types::{Reservation, Tag};
+use aws_sdk_elasticloadbalancingv2::operation::describe_load_balancers::DescribeLoadBalancersOutput;
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput;
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
+use aws_sdk_elasticloadbalancingv2::types::{
+    TargetDescription, TargetGroup, TargetHealth, TargetHealthDescription, TargetHealthStateEnum,
+};
+use aws_sdk_ssm::operation::describe_instance_information::{
+    DescribeInstanceInformationError, DescribeInstanceInformationOutput,
+};
+use aws_sdk_ssm::types::{InstanceInformation, PingStatus};
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+use super::*;
+
+const TG: &str = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/hello-prod/abc";
+const LB: &str = "arn:aws:elasticloadbalancing:eu-west-1:1:loadbalancer/app/hello-prod/def";
+
+fn id(i: usize) -> String {
+    format!("i-{i:017x}")
+}
+
+fn group(n: usize, standby: &[usize]) -> AutoScalingGroup {
+    let mut g = AutoScalingGroup::builder()
+        .auto_scaling_group_name("hello-prod")
+        .min_size(1)
+        .max_size(200)
+        .desired_capacity(n as i32)
+        .availability_zones("eu-west-1a")
+        .availability_zones("eu-west-1b")
+        .target_group_arns(TG);
+    for i in 0..n {
+        let state = if standby.contains(&i) {
+            LifecycleState::Standby
+        } else {
+            LifecycleState::InService
+        };
+        g = g.instances(
+            Instance::builder()
+                .instance_id(id(i))
+                .availability_zone(if i % 2 == 0 {
+                    "eu-west-1a"
+                } else {
+                    "eu-west-1b"
+                })
+                .lifecycle_state(state)
+                .health_status("Healthy")
+                .instance_type("t4g.small")
+                .protected_from_scale_in(false)
+                .build(),
+        );
+    }
+    g.build()
+}
+
+fn asg_rule(n: usize, standby: &'static [usize]) -> Rule {
+    mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+        .match_requests(|r| r.auto_scaling_group_names() == ["hello-prod"])
+        .then_output(move || {
+            DescribeAutoScalingGroupsOutput::builder()
+                .auto_scaling_groups(group(n, standby))
+                .build()
+        })
+}
+
+fn health_rule(n: usize, unhealthy: &'static [usize]) -> Rule {
+    mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .match_requests(|r| r.target_group_arn() == Some(TG))
+        .then_output(move || {
+            let mut out = DescribeTargetHealthOutput::builder();
+            for i in 0..n {
+                let state = if unhealthy.contains(&i) {
+                    TargetHealthStateEnum::Unhealthy
+                } else {
+                    TargetHealthStateEnum::Healthy
+                };
+                out = out.target_health_descriptions(
+                    TargetHealthDescription::builder()
+                        .target(TargetDescription::builder().id(id(i)).port(8000).build())
+                        .target_health(TargetHealth::builder().state(state).build())
+                        .build(),
+                );
+            }
+            out.build()
+        })
+}
+
+struct Mocks {
+    rules: Vec<Rule>,
+    fleet: AwsFleet,
+}
+
+fn mocks(n: usize, ssm_works: bool) -> Mocks {
+    let asg = asg_rule(n, &[]);
+    let ec2 = mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(move |r| r.instance_ids().len() == n)
+        .then_output(move || {
+            let mut reservation = Reservation::builder();
+            for i in 0..n {
+                reservation = reservation.instances(
+                    aws_sdk_ec2::types::Instance::builder()
+                        .instance_id(id(i))
+                        .private_ip_address(format!("10.0.{}.{}", i / 250, i % 250 + 1))
+                        .tags(Tag::builder().key("slipway:release").value("r7").build())
+                        .build(),
+                );
+            }
+            DescribeInstancesOutput::builder()
+                .reservations(reservation.build())
+                .build()
+        });
+    let health = health_rule(n, &[3]);
+    let tgs =
+        mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_groups).then_output(|| {
+            DescribeTargetGroupsOutput::builder()
+                .target_groups(
+                    TargetGroup::builder()
+                        .target_group_arn(TG)
+                        .load_balancer_arns(LB)
+                        .build(),
+                )
+                .build()
+        });
+    let lbs =
+        mock!(aws_sdk_elasticloadbalancingv2::Client::describe_load_balancers).then_output(|| {
+            DescribeLoadBalancersOutput::builder()
+                .load_balancers(
+                    aws_sdk_elasticloadbalancingv2::types::LoadBalancer::builder()
+                        .load_balancer_name("hello-prod")
+                        .dns_name("hello-prod-123.eu-west-1.elb.amazonaws.com")
+                        .build(),
+                )
+                .build()
+        });
+    let ssm = if ssm_works {
+        mock!(aws_sdk_ssm::Client::describe_instance_information).then_output(move || {
+            let mut out = DescribeInstanceInformationOutput::builder();
+            for i in 0..n {
+                out = out.instance_information_list(
+                    InstanceInformation::builder()
+                        .instance_id(id(i))
+                        .ping_status(if i == 5 {
+                            PingStatus::ConnectionLost
+                        } else {
+                            PingStatus::Online
+                        })
+                        .build(),
+                );
+            }
+            out.build()
+        })
+    } else {
+        mock!(aws_sdk_ssm::Client::describe_instance_information).then_error(|| {
+            DescribeInstanceInformationError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("InternalFailure")
+                    .build(),
+            )
+        })
+    };
+    let fleet = AwsFleet {
+        autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&asg]),
+        ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&ec2]),
+        elb: mock_client!(
+            aws_sdk_elasticloadbalancingv2,
+            RuleMode::MatchAny,
+            [&health, &tgs, &lbs]
+        ),
+        ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&ssm]),
+        region: "eu-west-1".into(),
+        health_poll: Duration::from_millis(1),
+    };
+    Mocks {
+        rules: vec![asg, ec2, health, tgs, lbs, ssm],
+        fleet,
+    }
+}
+
+fn env() -> EnvRef {
+    EnvRef::parse("hello", "prod").unwrap()
+}
+
+#[tokio::test]
+async fn the_formation_of_a_hundred_instances_takes_six_calls() {
+    let m = mocks(100, true);
+
+    let f = m.fleet.formation(&env()).await.unwrap();
+
+    let calls: usize = m.rules.iter().map(Rule::num_calls).sum();
+    assert_eq!(
+        calls,
+        6,
+        "one call per rule: {:?}",
+        m.rules.iter().map(Rule::num_calls).collect::<Vec<_>>()
+    );
+    assert_eq!(f.instances.len(), 100);
+    assert_eq!((f.min, f.max, f.desired), (1, 200, 100));
+    assert_eq!(f.availability_zones, ["eu-west-1a", "eu-west-1b"]);
+    assert_eq!(
+        f.load_balancers[0].dns_name,
+        "hello-prod-123.eu-west-1.elb.amazonaws.com"
+    );
+    let i3 = &f.instances[3];
+    assert_eq!(i3.release.as_deref(), Some("r7"));
+    assert_eq!(i3.lifecycle, "InService");
+    assert_eq!(i3.target_health.values().collect::<Vec<_>>(), ["unhealthy"]);
+    assert_eq!(i3.private_ip.as_deref(), Some("10.0.0.4"));
+    assert_eq!(f.instances[5].ssm_ping.as_deref(), Some("ConnectionLost"));
+    assert_eq!(
+        i3.session_url,
+        format!(
+            "https://eu-west-1.console.aws.amazon.com/systems-manager/session-manager/{}?region=eu-west-1",
+            id(3)
+        )
+    );
+}
+
+#[tokio::test]
+async fn without_ssm_the_formation_still_answers_with_ping_unknown() {
+    let m = mocks(3, false);
+    let f = m.fleet.formation(&env()).await.unwrap();
+    assert_eq!(f.instances.len(), 3);
+    assert!(f.instances.iter().all(|i| i.ssm_ping.is_none()));
+}
+
+#[tokio::test]
+async fn only_in_service_instances_are_deployed_to_and_health_names_the_laggards() {
+    let asg = asg_rule(4, &[1]);
+    let health = health_rule(4, &[2]);
+    let m = mocks(4, true);
+    let fleet = AwsFleet {
+        autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&asg]),
+        elb: mock_client!(
+            aws_sdk_elasticloadbalancingv2,
+            RuleMode::MatchAny,
+            [&health]
+        ),
+        ..m.fleet
+    };
+
+    let ids = fleet.in_service(&env()).await.unwrap();
+    assert_eq!(
+        ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        [id(0), id(2), id(3)]
+    );
+
+    let unhealthy = fleet
+        .wait_healthy(&env(), &ids, Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        unhealthy.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        [id(2)]
+    );
+    assert!(health.num_calls() >= 2, "it polled until the timeout");
+}
