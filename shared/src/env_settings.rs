@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rollout::Strategy;
+
 /// A settings file larger than this is not a settings file.
 pub const MAX_SETTINGS_BYTES: usize = 64 * 1024;
 
@@ -40,6 +42,14 @@ pub struct EnvSettings {
     pub processes: BTreeMap<String, u32>,
     /// Releases kept on each instance (at least 2: current and previous).
     pub releases_kept: u32,
+    /// How a deploy moves through the group unless it says otherwise.
+    pub strategy: Strategy,
+    /// The share of instances that keeps serving during a deploy, percent.
+    pub min_healthy_percent: u8,
+    /// Whether a failed deploy puts the previous release back.
+    pub auto_rollback: bool,
+    /// How long the load balancer has to call a batch healthy.
+    pub lb_health_timeout_secs: u64,
 }
 
 impl Default for EnvSettings {
@@ -52,6 +62,10 @@ impl Default for EnvSettings {
             stop_grace_secs: 10,
             processes: BTreeMap::new(),
             releases_kept: 5,
+            strategy: Strategy::OneAtATime,
+            min_healthy_percent: 50,
+            auto_rollback: true,
+            lb_health_timeout_secs: 300,
         }
     }
 }
@@ -99,6 +113,12 @@ impl EnvSettings {
         if self.stop_grace_secs > 600 {
             return bad("stop_grace_secs must be at most 600".into());
         }
+        if self.min_healthy_percent > 100 {
+            return bad("min_healthy_percent must be between 0 and 100".into());
+        }
+        if !(1..=3600).contains(&self.lb_health_timeout_secs) {
+            return bad("lb_health_timeout_secs must be between 1 and 3600".into());
+        }
         if self.releases_kept < 2 {
             return bad("releases_kept must be at least 2 (current and previous)".into());
         }
@@ -140,7 +160,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored_and_known_ones_read() {
         let s = EnvSettings::parse(
-            br#"{"port": 9000, "health_path": "/up", "processes": {"worker": 3, "clock": 0}, "strategy": "rolling"}"#,
+            br#"{"port": 9000, "health_path": "/up", "processes": {"worker": 3, "clock": 0}, "future_setting": "x"}"#,
         )
         .unwrap();
         assert_eq!(s.port, 9000);
@@ -160,6 +180,8 @@ mod tests {
             (r#"{"releases_kept": 1}"#, "releases_kept"),
             (r#"{"processes": {"web": 2}}"#, "web runs once"),
             (r#"{"processes": {"worker": 1000}}"#, "processes.worker"),
+            (r#"{"strategy": "fast"}"#, "strategy"),
+            (r#"{"min_healthy_percent": 101}"#, "min_healthy_percent"),
             ("[]", "not valid"),
         ] {
             let err = EnvSettings::parse(json.as_bytes()).unwrap_err().to_string();

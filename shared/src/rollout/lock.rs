@@ -122,6 +122,16 @@ pub async fn acquire(
     }
 }
 
+/// Takes up a lock this deploy already holds (a worker continuing what the
+/// API started), so it can renew and release it.
+pub async fn adopt(objects: &S3Objects, env: &EnvRef, deploy_id: &str) -> Result<Held, LockError> {
+    match read(objects, env).await? {
+        Some((lock, etag)) if lock.deploy_id == deploy_id => Ok(Held { lock, etag }),
+        Some((lock, _)) => Err(LockError::Held(lock)),
+        None => Err(LockError::Lost),
+    }
+}
+
 /// Pushes the expiry forward; fails if the lock was taken over meanwhile.
 pub async fn renew(
     objects: &S3Objects,

@@ -6,7 +6,9 @@ pub mod engine;
 pub mod lock;
 pub mod plan;
 pub mod record;
+pub mod service;
 
 pub use engine::{DeployLog, Engine, Options};
 pub use plan::{PlanError, Strategy, plan};
 pub use record::{Batch, BatchStatus, DeployRecord};
+pub use service::{DeployError, Deploys, S3DeployLog, StartDeploy};

@@ -1,0 +1,315 @@
+//! Deploys as the API sees them: start one (resolve the target, take the
+//! lock, write the queued record), read them, cancel one; and the S3
+//! deploy log the engine writes through.
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+
+use super::lock::{self, Held, Lock, LockError};
+use super::record::DeployRecord;
+use super::{DeployLog, Strategy};
+use crate::deploys::{DeployStatus, is_record_key};
+use crate::env_settings::EnvSettings;
+use crate::names::{EnvRef, ReleaseId};
+use crate::store::{
+    ObjectError, ReleaseStore, S3Objects, StoreError, Write, deploys_prefix, settings_key,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(
+        "deploy {} by {} holds the environment since {}",
+        .0.deploy_id, .0.user, .0.acquired_at.to_rfc3339()
+    )]
+    Locked(Box<Lock>),
+    #[error("{env} has no release to deploy yet")]
+    NoRelease { env: String },
+    #[error("release {0} does not exist")]
+    UnknownRelease(ReleaseId),
+    #[error("there is no earlier successfully deployed release to roll back to")]
+    NothingToRollBackTo,
+    #[error("deploy {0} not found")]
+    NotFound(String),
+    #[error("settings.json is invalid: {0}")]
+    Settings(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+    #[error("the environment lock: {0}")]
+    Lock(String),
+}
+
+/// What a caller asks for.
+#[derive(Debug, Clone, Default)]
+pub struct StartDeploy {
+    pub release: Option<ReleaseId>,
+    pub strategy: Option<Strategy>,
+    pub auto_rollback: Option<bool>,
+    /// Roll back: the target defaults to the previous good release.
+    pub rollback: bool,
+    pub user: String,
+}
+
+/// A time-sortable deploy id: `d` + UTC timestamp + random suffix.
+pub fn new_deploy_id(now: DateTime<Utc>) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("d{}-{}", now.format("%Y%m%d%H%M%S%3f"), &suffix[..6])
+}
+
+pub fn is_deploy_id(raw: &str) -> bool {
+    raw.len() <= 40
+        && raw.starts_with('d')
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn record_key(env: &EnvRef, id: &str) -> String {
+    format!("{}{id}.json", deploys_prefix(env))
+}
+
+fn cancel_key(env: &EnvRef, id: &str) -> String {
+    format!("{}{id}/cancel", deploys_prefix(env))
+}
+
+#[derive(Clone)]
+pub struct Deploys {
+    pub objects: S3Objects,
+    pub store: ReleaseStore,
+}
+
+impl Deploys {
+    pub async fn settings(&self, env: &EnvRef) -> Result<EnvSettings, DeployError> {
+        match self.objects.get(&settings_key(env)).await? {
+            None => Ok(EnvSettings::default()),
+            Some(o) => {
+                EnvSettings::parse(&o.body).map_err(|e| DeployError::Settings(e.to_string()))
+            }
+        }
+    }
+
+    /// Resolves the target, takes the lock and writes the queued record.
+    pub async fn start(
+        &self,
+        env: &EnvRef,
+        req: StartDeploy,
+        now: DateTime<Utc>,
+    ) -> Result<(DeployRecord, Held), DeployError> {
+        let settings = self.settings(env).await?;
+        let from = self.store.current(env).await?;
+        let to = match (req.release, req.rollback) {
+            (Some(id), _) => {
+                self.store.release(env, id).await.map_err(|e| match e {
+                    StoreError::ReleaseNotFound { .. } => DeployError::UnknownRelease(id),
+                    e => e.into(),
+                })?;
+                id
+            }
+            (None, false) => self
+                .store
+                .list_releases(env, None, 1)
+                .await?
+                .releases
+                .first()
+                .map(|m| m.id)
+                .ok_or_else(|| DeployError::NoRelease {
+                    env: env.to_string(),
+                })?,
+            (None, true) => self
+                .last_good(env, from)
+                .await?
+                .ok_or(DeployError::NothingToRollBackTo)?,
+        };
+        let id = new_deploy_id(now);
+        let held = lock::acquire(&self.objects, env, Lock::new(&id, &req.user, now), now)
+            .await
+            .map_err(|e| match e {
+                LockError::Held(holder) => DeployError::Locked(Box::new(holder)),
+                e => DeployError::Lock(e.to_string()),
+            })?;
+        let record = DeployRecord {
+            id,
+            app: env.app.clone(),
+            env: env.env.clone(),
+            user: req.user,
+            from,
+            to,
+            strategy: req.strategy.unwrap_or(settings.strategy),
+            min_healthy_percent: settings.min_healthy_percent,
+            auto_rollback: req.auto_rollback.unwrap_or(settings.auto_rollback),
+            status: DeployStatus::Queued,
+            cause: None,
+            created_at: now,
+            finished_at: None,
+            release_phase: None,
+            batches: Vec::new(),
+            rollback: None,
+            notes: Vec::new(),
+        };
+        let saved = self.save(env, &record).await;
+        if let Err(e) = saved {
+            let _ = lock::release(&self.objects, env, &held).await;
+            return Err(e);
+        }
+        Ok((record, held))
+    }
+
+    async fn save(&self, env: &EnvRef, record: &DeployRecord) -> Result<(), DeployError> {
+        let body = serde_json::to_vec_pretty(record).expect("a record always serialises");
+        self.objects
+            .put(
+                &record_key(env, &record.id),
+                body,
+                "application/json",
+                Write::Always,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The newest succeeded deploy's release other than `except`.
+    async fn last_good(
+        &self,
+        env: &EnvRef,
+        except: Option<ReleaseId>,
+    ) -> Result<Option<ReleaseId>, DeployError> {
+        let records = self.list(env, usize::MAX).await?;
+        let summaries: Vec<crate::deploys::DeploySummary> = records
+            .iter()
+            .map(|r| crate::deploys::DeploySummary {
+                id: r.id.clone(),
+                to: r.to,
+                status: r.status,
+                finished_at: r.finished_at,
+            })
+            .collect();
+        Ok(crate::deploys::last_succeeded(&summaries, except))
+    }
+
+    pub async fn get(&self, env: &EnvRef, id: &str) -> Result<DeployRecord, DeployError> {
+        if !is_deploy_id(id) {
+            return Err(DeployError::NotFound(id.chars().take(40).collect()));
+        }
+        let object = self
+            .objects
+            .get(&record_key(env, id))
+            .await?
+            .ok_or_else(|| DeployError::NotFound(id.to_owned()))?;
+        serde_json::from_slice(&object.body).map_err(|e| {
+            StoreError::Corrupt {
+                what: format!("deploy record {id}"),
+                detail: e.to_string(),
+            }
+            .into()
+        })
+    }
+
+    /// Records newest first, at most `limit`.
+    pub async fn list(&self, env: &EnvRef, limit: usize) -> Result<Vec<DeployRecord>, DeployError> {
+        let prefix = deploys_prefix(env);
+        let mut keys: Vec<String> = self
+            .objects
+            .list_keys(&prefix)
+            .await?
+            .into_iter()
+            .filter(|k| is_record_key(&prefix, k))
+            .collect();
+        keys.sort_by(|a, b| b.cmp(a));
+        let mut records = Vec::new();
+        for key in keys.into_iter().take(limit) {
+            if let Some(o) = self.objects.get(&key).await?
+                && let Ok(r) = serde_json::from_slice(&o.body)
+            {
+                records.push(r);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Asks a running deploy to stop after its current batch.
+    pub async fn cancel(&self, env: &EnvRef, id: &str) -> Result<DeployRecord, DeployError> {
+        let record = self.get(env, id).await?;
+        if !record.is_finished() {
+            self.objects
+                .put(
+                    &cancel_key(env, id),
+                    Vec::new(),
+                    "text/plain",
+                    Write::Always,
+                )
+                .await?;
+        }
+        Ok(record)
+    }
+
+    /// The log a worker runs the engine with, for a deploy whose lock it
+    /// holds.
+    pub async fn log_for(
+        &self,
+        env: &EnvRef,
+        record: &DeployRecord,
+    ) -> Result<S3DeployLog, DeployError> {
+        let (lock, _) = lock::read(&self.objects, env)
+            .await
+            .map_err(|e| DeployError::Lock(e.to_string()))?
+            .ok_or_else(|| DeployError::Lock("the lock is gone".into()))?;
+        if lock.deploy_id != record.id {
+            return Err(DeployError::Locked(Box::new(lock)));
+        }
+        let held = lock::adopt(&self.objects, env, &record.id)
+            .await
+            .map_err(|e| DeployError::Lock(e.to_string()))?;
+        Ok(S3DeployLog {
+            deploys: self.clone(),
+            env: env.clone(),
+            held: Mutex::new(held),
+        })
+    }
+}
+
+/// The engine's deploy log on S3.
+pub struct S3DeployLog {
+    deploys: Deploys,
+    env: EnvRef,
+    held: Mutex<Held>,
+}
+
+impl DeployLog for S3DeployLog {
+    async fn save(&self, record: &DeployRecord) -> Result<(), String> {
+        self.deploys
+            .save(&self.env, record)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn set_current(&self, env: &EnvRef, id: ReleaseId) -> Result<(), String> {
+        self.deploys
+            .store
+            .set_current(env, id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn renew_lock(&self) -> Result<(), String> {
+        let mut held = self.held.lock().await;
+        lock::renew(&self.deploys.objects, &self.env, &mut held, Utc::now())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn release_lock(&self) {
+        let held = self.held.lock().await;
+        if let Err(e) = lock::release(&self.deploys.objects, &self.env, &held).await {
+            tracing::warn!(env = %self.env, error = %e, "could not release the lock");
+        }
+    }
+
+    async fn cancel_requested(&self, record: &DeployRecord) -> bool {
+        matches!(
+            self.deploys
+                .objects
+                .head(&cancel_key(&self.env, &record.id))
+                .await,
+            Ok(Some(_))
+        )
+    }
+}

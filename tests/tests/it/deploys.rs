@@ -1,0 +1,244 @@
+//! Deploys against the emulator: the race for the lock through the real
+//! start path, and the engine writing through the S3 deploy log.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use slipway::deploys::DeployStatus;
+use slipway::fleet::{Fleet, FleetError, InstanceId};
+use slipway::names::{EnvRef, ReleaseId};
+use slipway::rollout::{DeployError, Deploys, Engine, Options, StartDeploy};
+use slipway::runner::{AgentCommand, Invocation, RunStatus, Runner, RunnerError};
+use slipway::store::{S3Objects, UploadOutcome};
+use slipway::testing::app_archive;
+use slipway_tests::World;
+
+fn env() -> EnvRef {
+    EnvRef::parse("hello", "prod").unwrap()
+}
+
+async fn release(world: &World, n: usize) -> ReleaseId {
+    let key = format!("hello/prod/uploads/{n}.tar.gz");
+    world.put(&key, app_archive("python3 app.py")).await;
+    match world
+        .store
+        .release_upload(&env(), &key, "tester")
+        .await
+        .unwrap()
+    {
+        UploadOutcome::Created(m) => m.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn deploys(world: &World) -> Deploys {
+    Deploys {
+        objects: S3Objects::new(world.s3.clone(), &world.bucket),
+        store: world.store.clone(),
+    }
+}
+
+fn start(user: &str) -> StartDeploy {
+    StartDeploy {
+        user: user.into(),
+        ..StartDeploy::default()
+    }
+}
+
+struct Healthy(Vec<InstanceId>);
+
+impl Fleet for Healthy {
+    async fn in_service(&self, _: &EnvRef) -> Result<Vec<InstanceId>, FleetError> {
+        Ok(self.0.clone())
+    }
+    async fn enter_standby(&self, _: &EnvRef, _: &[InstanceId]) -> Result<(), FleetError> {
+        Ok(())
+    }
+    async fn exit_standby(&self, _: &EnvRef, _: &[InstanceId]) -> Result<(), FleetError> {
+        Ok(())
+    }
+    async fn wait_healthy(
+        &self,
+        _: &EnvRef,
+        _: &[InstanceId],
+        _: Duration,
+    ) -> Result<Vec<InstanceId>, FleetError> {
+        Ok(Vec::new())
+    }
+}
+
+struct Agents {
+    fail: bool,
+}
+
+impl Runner for Agents {
+    async fn run(
+        &self,
+        targets: &[InstanceId],
+        _: &AgentCommand,
+        _: Duration,
+    ) -> Result<Vec<Invocation>, RunnerError> {
+        Ok(targets
+            .iter()
+            .map(|t| Invocation {
+                instance: t.clone(),
+                status: if self.fail {
+                    RunStatus::Failed
+                } else {
+                    RunStatus::Success
+                },
+                exit_code: Some(if self.fail { 1 } else { 0 }),
+                duration_ms: 1,
+                output_tail: "at=done".into(),
+                output_key: None,
+            })
+            .collect())
+    }
+}
+
+async fn run(d: &Deploys, id: &str, fail: bool) -> slipway::rollout::DeployRecord {
+    let record = d.get(&env(), id).await.unwrap();
+    let log = d.log_for(&env(), &record).await.unwrap();
+    let fleet = Healthy(vec![
+        InstanceId::parse("i-1").unwrap(),
+        InstanceId::parse("i-2").unwrap(),
+    ]);
+    let url = |id: ReleaseId| format!("s3://bucket/hello/prod/releases/{id}");
+    let engine = Engine {
+        fleet: &fleet,
+        runner: &Agents { fail },
+        log: &log,
+        release_url: &url,
+        options: Options {
+            release_phase: false,
+            agent_timeout: Duration::from_secs(60),
+            health_timeout: Duration::from_secs(60),
+        },
+    };
+    engine.run(record).await
+}
+
+#[tokio::test]
+async fn of_twenty_concurrent_deploy_requests_exactly_one_is_accepted() {
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let now = Utc::now();
+
+    let attempts = (0..20).map(|i| {
+        let d = d.clone();
+        async move { d.start(&env(), start(&format!("user{i}")), now).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+
+    let accepted: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(accepted.len(), 1);
+    let winner = &accepted[0].0.id;
+    for r in &results {
+        match r {
+            Ok(_) => {}
+            Err(DeployError::Locked(holder)) => assert_eq!(&holder.deploy_id, winner),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(
+        d.list(&env(), 100).await.unwrap().len(),
+        1,
+        "one record written"
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_runs_through_the_s3_log_and_a_rollback_finds_the_last_good_release() {
+    let world = World::new().await;
+    let r1 = release(&world, 1).await;
+    let d = deploys(&world);
+
+    let (first, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    assert_eq!(first.to, r1);
+    let done = run(&d, &first.id, false).await;
+    assert_eq!(done.status, DeployStatus::Succeeded);
+    assert_eq!(
+        d.get(&env(), &first.id).await.unwrap(),
+        done,
+        "the stored record is the final one"
+    );
+    assert_eq!(world.store.current(&env()).await.unwrap(), Some(r1));
+
+    let r2 = release(&world, 2).await;
+    let (second, _) = d.start(&env(), start("bob"), Utc::now()).await.unwrap();
+    assert_eq!((second.from, second.to), (Some(r1), r2));
+    assert_eq!(
+        run(&d, &second.id, false).await.status,
+        DeployStatus::Succeeded
+    );
+
+    release(&world, 3).await;
+    let (third, _) = d.start(&env(), start("bob"), Utc::now()).await.unwrap();
+    let failed = run(&d, &third.id, true).await;
+    assert_eq!(
+        failed.status,
+        DeployStatus::Failed,
+        "the agent failed everywhere: nothing moved"
+    );
+    assert_eq!(
+        world.store.current(&env()).await.unwrap(),
+        Some(r2),
+        "current went back"
+    );
+
+    let rollback = StartDeploy {
+        rollback: true,
+        ..start("carol")
+    };
+    let (fourth, _) = d.start(&env(), rollback, Utc::now()).await.unwrap();
+    assert_eq!(
+        fourth.to, r1,
+        "the newest release a deploy succeeded with, other than current"
+    );
+    d.cancel(&env(), &fourth.id).await.unwrap();
+    let cancelled = run(&d, &fourth.id, false).await;
+    assert_eq!(cancelled.status, DeployStatus::Cancelled);
+    let listed = d.list(&env(), 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [&fourth.id, &third.id, &second.id, &first.id]
+    );
+    // The lock is free again.
+    d.start(&env(), start("dave"), Utc::now()).await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_releases_and_deploys_are_clear_errors() {
+    let world = World::new().await;
+    let d = deploys(&world);
+    let err = d
+        .start(&env(), start("alice"), Utc::now())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no release to deploy yet"),
+        "{err}"
+    );
+    release(&world, 1).await;
+    let err = d
+        .start(
+            &env(),
+            StartDeploy {
+                release: Some(ReleaseId::new(9).unwrap()),
+                ..start("alice")
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("r9 does not exist"), "{err}");
+    assert!(matches!(
+        d.get(&env(), "../x").await,
+        Err(DeployError::NotFound(_))
+    ));
+    assert!(matches!(
+        d.get(&env(), "d2026").await,
+        Err(DeployError::NotFound(_))
+    ));
+}
