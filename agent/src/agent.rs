@@ -75,6 +75,9 @@ pub struct Agent {
     pub run_as: Option<RunAs>,
     pub story: Story,
     aws: OnceCell<SdkConfig>,
+    /// Set by boot while it deploys a fallback, so the locked deploy
+    /// records it in the state.
+    fallback_from: std::cell::Cell<Option<ReleaseId>>,
 }
 
 impl Agent {
@@ -98,6 +101,7 @@ impl Agent {
             run_as,
             story: Story::new(),
             aws: OnceCell::new(),
+            fallback_from: std::cell::Cell::new(None),
         }
     }
 
@@ -151,6 +155,7 @@ impl Agent {
         );
         self.story.checkpoint("lock");
         let _lock = self.lock(&layout)?;
+        self.kill_leftover_command(&layout);
         let swept = layout.sweep().map_err(|e| Failure::at("sweep", e))?;
         if !swept.is_empty() {
             self.story
@@ -199,9 +204,13 @@ impl Agent {
         debug_assert_eq!(installed, id);
 
         let plan = self.plan(&layout, url.env.clone(), id, &settings, port)?;
-        let good = state
-            .current
-            .filter(|r| *r != id && layout.is_installed(*r));
+        // What to go back to if this fails: the release proven healthy here,
+        // or when that is the one being redeployed, the one before it.
+        let good = [state.current, state.previous]
+            .into_iter()
+            .flatten()
+            .find(|r| *r != id && layout.is_installed(*r));
+        state.fallback_from = self.fallback_from.get();
         self.activate(&layout, &mut state, plan, good, &probe, &settings)
             .await?;
         self.prune(&layout, &state, &settings);
@@ -214,6 +223,15 @@ impl Agent {
                 .kv("ms", self.story.elapsed_ms()),
         );
         Ok(id)
+    }
+
+    /// A build or release command whose agent was killed may still run:
+    /// it must not write into a tree being swept, or run twice at once.
+    fn kill_leftover_command(&self, layout: &Layout) {
+        if let Some(pid) = crate::command::kill_leftover(&layout.command_pidfile()) {
+            self.story
+                .say(self.story.line("sweep").kv("killed_command_pid", pid));
+        }
     }
 
     /// Download, verify, unpack, write config, build: everything before the
@@ -279,6 +297,20 @@ impl Agent {
             }
             Failure::at("config", e)
         })?;
+        let reserved: Vec<String> = vars
+            .keys()
+            .filter(|k| *k == "PORT" || k.starts_with("SLIPWAY_"))
+            .cloned()
+            .collect();
+        let mut vars = vars;
+        for key in &reserved {
+            vars.remove(key);
+        }
+        if !reserved.is_empty() {
+            // The agent sets these itself, the same way under every supervisor.
+            self.story
+                .say(self.story.line("config").kv("ignored", reserved.join(",")));
+        }
         let env_file = layout.env_file(id);
         write_atomic(&env_file, crate::envfile::render(&vars).as_bytes(), 0o600)
             .map_err(|e| Failure::at("config", format!("writing {}: {e}", env_file.display())))?;
@@ -302,6 +334,7 @@ impl Agent {
                     env: &env,
                     timeout: Duration::from_secs(settings.build_timeout_secs),
                     run_as: self.run_as,
+                    pidfile: Some(&layout.command_pidfile()),
                 })
                 .await;
                 if let Err(e) = result {
@@ -385,14 +418,22 @@ impl Agent {
         let from = layout.current_release();
         self.story.checkpoint("switch");
         let started = Instant::now();
-        self.supervisor
-            .stop(layout)
-            .await
-            .map_err(|e| Failure::at("stop", e).serving(None))?;
-        self.story.checkpoint("stopped");
-        layout
-            .switch_current(id)
-            .map_err(|e| Failure::at("switch", e))?;
+        let switched = match self.supervisor.stop(layout).await {
+            Err(e) => Err(("stop", e.to_string())),
+            Ok(()) => {
+                self.story.checkpoint("stopped");
+                layout
+                    .switch_current(id)
+                    .map_err(|e| ("switch", e.to_string()))
+            }
+        };
+        if let Err((step, reason)) = switched {
+            self.story
+                .say(self.story.line(step).kv("release", id).kv("error", &reason));
+            return Err(self
+                .go_back(layout, plan, good, probe, settings, step, reason)
+                .await);
+        }
         self.story.say(
             self.story
                 .line("switch")
@@ -433,7 +474,9 @@ impl Agent {
                 state.served(id, Utc::now());
                 state.port = Some(plan.port);
                 state.settings = Some(settings.clone());
-                state.save(layout).map_err(|e| Failure::at("record", e))?;
+                state
+                    .save(layout)
+                    .map_err(|e| Failure::at("record", e).serving(Some(id)))?;
                 Ok(())
             }
             Err((step, reason)) => {
@@ -460,8 +503,13 @@ impl Agent {
     ) -> Failure {
         let stopped = self.supervisor.stop(layout).await;
         let Some(good) = good else {
+            let served_before = State::load(layout).is_ok_and(|s| s.current.is_some());
             let cleared = layout.clear_current();
             let note = match (stopped, cleared) {
+                (Ok(()), Ok(())) if served_before => {
+                    "no other release is installed here to go back to: nothing is running"
+                        .to_owned()
+                }
                 (Ok(()), Ok(())) => {
                     "nothing was serving before: no process left running".to_owned()
                 }
@@ -478,7 +526,7 @@ impl Agent {
                 step,
                 reason: format!("{reason}; {note}"),
                 serving: None,
-                degraded: false,
+                degraded: served_before,
             };
         };
         let env = EnvRef {
@@ -637,13 +685,19 @@ impl Agent {
         let (Some(env), Some(current)) = (state.env.clone(), state.current) else {
             return Err(Failure::at("rollback", "nothing has been deployed here"));
         };
-        let target = state
-            .previous
-            .filter(|p| layout.is_installed(*p))
-            .ok_or_else(|| {
-                Failure::at("rollback", "there is no previous release installed here")
-                    .serving(Some(current))
-            })?;
+        // After a crash between a switch and its health check, `current`
+        // points at an unproven release: going back means the proven one.
+        let unproven = layout.current_release() != Some(current);
+        let target = if unproven {
+            Some(current)
+        } else {
+            state.previous
+        }
+        .filter(|p| layout.is_installed(*p))
+        .ok_or_else(|| {
+            Failure::at("rollback", "there is no previous release installed here")
+                .serving(Some(current))
+        })?;
         let settings = state.settings.clone().unwrap_or_default();
         let port = self.port.or(state.port).unwrap_or(settings.port);
         let probe = Probe::new(port, &settings.health_path);
@@ -677,6 +731,7 @@ impl Agent {
                 .kv("release", id),
         );
         let _lock = self.lock(&layout)?;
+        self.kill_leftover_command(&layout);
         let store = self.store(&url.location).await;
         let settings = install::env_settings(&store, url)
             .await
@@ -734,6 +789,7 @@ impl Agent {
                     env: &env,
                     timeout,
                     run_as: self.run_as,
+                    pidfile: Some(&layout.command_pidfile()),
                 })
                 .await
                 .map_err(|e| Failure::at(if what == "build" { "build" } else { "release" }, e))?;
@@ -820,12 +876,10 @@ impl Agent {
                 .kv("reason", &failure.reason),
         );
         let url = ReleaseUrl { id: good, ..url };
-        let id = self.deploy(&url).await?;
-        let layout = Layout::new(&self.root, &env.app);
-        if let Ok(mut state) = State::load(&layout) {
-            state.fallback_from = Some(current);
-            let _ = state.save(&layout);
-        }
+        self.fallback_from.set(Some(current));
+        let deployed = self.deploy(&url).await;
+        self.fallback_from.set(None);
+        let id = deployed?;
         self.tag_release(id, Some(current)).await;
         self.story.say(
             self.story

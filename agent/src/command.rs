@@ -45,6 +45,37 @@ pub fn process_env(config: &BTreeMap<String, String>) -> BTreeMap<String, String
     env
 }
 
+/// Field 22 of `/proc/<pid>/stat`, when the process started: with the pid
+/// it names one process, even after the pid is reused. `None` once the
+/// process has exited (or is a zombie).
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X") | None) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Kills what a command recorded in `pidfile` left running (the agent was
+/// killed while it ran), and removes the pidfile.
+pub fn kill_leftover(pidfile: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(pidfile).ok()?;
+    let _ = std::fs::remove_file(pidfile);
+    let (pid, ticks) = text.trim().split_once(' ')?;
+    let (pid, ticks): (u32, u64) = (pid.parse().ok()?, ticks.parse().ok()?);
+    let group = Pid::from_raw(pid as i32);
+    if start_ticks(pid) == Some(ticks) || killpg(group, None).is_ok() {
+        let _ = killpg(group, Signal::SIGKILL);
+        while killpg(group, None).is_ok() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        return Some(pid);
+    }
+    None
+}
+
 /// Who a command runs as (root starts app commands as the app's user).
 #[derive(Debug, Clone, Copy)]
 pub struct RunAs {
@@ -59,6 +90,9 @@ pub struct Run<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub timeout: Duration,
     pub run_as: Option<RunAs>,
+    /// Where to record the command's process group while it runs, so a
+    /// later agent can kill it if this one dies.
+    pub pidfile: Option<&'a Path>,
 }
 
 /// Runs the command to completion, relaying its output prefixed with
@@ -84,6 +118,10 @@ pub async fn run(run: Run<'_>) -> Result<(), CommandError> {
         source,
     })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    if let (Some(path), Some(pid)) = (run.pidfile, child.id()) {
+        let ticks = start_ticks(pid).unwrap_or(0);
+        let _ = crate::layout::write_atomic(path, format!("{pid} {ticks}").as_bytes(), 0o644);
+    }
     let out = relay(child.stdout.take(), what.clone());
     let err = relay(child.stderr.take(), what.clone());
     let waited = tokio::time::timeout(run.timeout, child.wait()).await;
@@ -92,6 +130,9 @@ pub async fn run(run: Run<'_>) -> Result<(), CommandError> {
         let _ = killpg(pgid, Signal::SIGKILL);
     }
     let _ = child.wait().await;
+    if let Some(path) = run.pidfile {
+        let _ = std::fs::remove_file(path);
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = out.await;
         let _ = err.await;
@@ -143,6 +184,7 @@ mod tests {
             env: &env,
             timeout: Duration::from_secs(10),
             run_as: None,
+            pidfile: None,
         })
         .await;
         result.unwrap();
@@ -160,6 +202,7 @@ mod tests {
             env: &env,
             timeout: Duration::from_secs(10),
             run_as: None,
+            pidfile: None,
         })
         .await
         .unwrap_err();
@@ -173,6 +216,7 @@ mod tests {
             env: &env,
             timeout: Duration::from_millis(300),
             run_as: None,
+            pidfile: None,
         })
         .await
         .unwrap_err();

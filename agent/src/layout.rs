@@ -84,6 +84,11 @@ impl Layout {
         self.root.join("log")
     }
 
+    /// The process group of a running build or release command.
+    pub fn command_pidfile(&self) -> PathBuf {
+        self.root.join("command.pid")
+    }
+
     pub fn scratch(&self) -> PathBuf {
         self.root.join("scratch")
     }

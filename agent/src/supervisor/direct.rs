@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use slipway::names::ReleaseId;
@@ -37,19 +38,52 @@ struct PidFile {
     grace_secs: u64,
 }
 
-/// The process's start time, if it exists and has not exited.
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    if matches!(fields.first(), Some(&"Z") | Some(&"X") | None) {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
+use crate::command::start_ticks;
 
 fn is_ours(p: &PidFile) -> bool {
     start_ticks(p.pid) == Some(p.start_ticks)
+}
+
+/// Does any process of the group still run? Reaps members that are this
+/// process's own exited children first, and does not count zombies (an
+/// orphan's parent may take its time to reap it). A group whose leader
+/// has exited lives on while any member does, and its id cannot be reused
+/// meanwhile, so a live group here is still ours.
+fn group_alive(pgid: u32) -> bool {
+    let group = Pid::from_raw(-(pgid as i32));
+    while let Ok(status) = waitpid(group, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+    if killpg(Pid::from_raw(pgid as i32), None).is_err() {
+        return false;
+    }
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return true;
+    };
+    procs.flatten().any(|e| {
+        let Some(stat) = e
+            .file_name()
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|_| fs::read_to_string(e.path().join("stat")).ok())
+        else {
+            return false;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        fields.get(2) == Some(&pgid.to_string().as_str())
+            && !matches!(fields.first(), Some(&"Z") | Some(&"X"))
+    })
+}
+
+/// Should `stop` signal this group? If its leader is the process we
+/// started, or the leader is gone but members remain.
+fn ours_to_stop(p: &PidFile) -> bool {
+    is_ours(p) || (start_ticks(p.pid).is_none() && group_alive(p.pid))
 }
 
 impl Direct {
@@ -76,20 +110,24 @@ impl Direct {
             .max()
             .unwrap_or_default();
         let grace = self.grace.unwrap_or(grace);
-        for (_, p) in running.iter().filter(|(_, p)| is_ours(p)) {
+        let running: Vec<(String, PidFile)> = running
+            .into_iter()
+            .filter(|(_, p)| ours_to_stop(p))
+            .collect();
+        for (_, p) in &running {
             let _ = killpg(Pid::from_raw(p.pid as i32), Signal::SIGTERM);
         }
         let deadline = Instant::now() + grace;
-        while running.iter().any(|(_, p)| is_ours(p)) && Instant::now() < deadline {
+        while running.iter().any(|(_, p)| group_alive(p.pid)) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for (_, p) in running.iter().filter(|(_, p)| is_ours(p)) {
+        for (_, p) in &running {
             let _ = killpg(Pid::from_raw(p.pid as i32), Signal::SIGKILL);
         }
-        while running.iter().any(|(_, p)| is_ours(p)) {
+        while running.iter().any(|(_, p)| group_alive(p.pid)) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        for (name, _) in &running {
+        for (name, _) in Self::pidfiles(layout) {
             remove_if_exists(&layout.run_dir().join(format!("{name}.pid")))
                 .map_err(io_err("removing a pidfile"))?;
         }

@@ -1,7 +1,7 @@
 //! The `systemd` supervisor, for instances.
 //!
 //! Per app: a template unit per process type,
-//! `slipway-<app>-<type>@.service`, whose instance number is the process
+//! `slipway-<app>.<type>@.service`, whose instance number is the process
 //! number (`web@1`, `worker@2`), and `slipway-<app>.target`, which wants
 //! every instance the plan runs. Units run as a non-root user in
 //! `<root>/<app>/current` with the release's env file, restart always, log
@@ -50,12 +50,18 @@ pub fn target_name(app: &str) -> String {
     format!("slipway-{app}.target")
 }
 
+/// Every unit of an app starts with this. App names never contain a dot,
+/// so `slipway-shop.` cannot match the units of an app `shop-api`.
+fn unit_prefix(app: &str) -> String {
+    format!("slipway-{app}.")
+}
+
 fn template_name(app: &str, process_type: &str) -> String {
-    format!("slipway-{app}-{process_type}@.service")
+    format!("{}{process_type}@.service", unit_prefix(app))
 }
 
 fn instance_name(app: &str, process_type: &str, n: u32) -> String {
-    format!("slipway-{app}-{process_type}@{n}.service")
+    format!("{}{process_type}@{n}.service", unit_prefix(app))
 }
 
 impl Systemd {
@@ -132,7 +138,7 @@ impl Systemd {
     }
 
     fn own_units(&self, app: &str) -> Vec<String> {
-        let prefix = format!("slipway-{app}-");
+        let prefix = unit_prefix(app);
         fs::read_dir(&self.unit_dir)
             .into_iter()
             .flatten()
@@ -152,12 +158,19 @@ impl Systemd {
             .collect()
     }
 
+    /// Stops the target and every unit it wants, naming them all: `stop`
+    /// waits for each named unit's job, so it returns once the processes
+    /// are gone (stopping only the target would return first).
     pub async fn stop(&self, layout: &Layout) -> Result<(), SupervisorError> {
-        let target = target_name(layout.app().as_str());
+        let app = layout.app().as_str();
+        let target = target_name(app);
         if !self.unit_dir.join(&target).exists() {
             return Ok(());
         }
-        systemctl(&["stop", &target]).await.map(drop)
+        let wanted = self.wanted(app);
+        let mut args = vec!["stop", target.as_str()];
+        args.extend(wanted.iter().map(String::as_str));
+        systemctl(&args).await.map(drop)
     }
 
     pub async fn start(&self, layout: &Layout, plan: &Plan) -> Result<(), SupervisorError> {
@@ -178,7 +191,7 @@ impl Systemd {
         systemctl(&["enable", &target]).await?;
         // Forget earlier failures so `check` sees only this start's; a
         // pattern that matches nothing is not an error worth failing for.
-        let _ = systemctl(&["reset-failed", &format!("slipway-{app}-*")]).await;
+        let _ = systemctl(&["reset-failed", &format!("{}*", unit_prefix(app))]).await;
         systemctl(&["start", &target]).await.map(drop)
     }
 
@@ -226,7 +239,7 @@ impl Systemd {
             .map(|u| {
                 let unit = u.get("Id").cloned().unwrap_or_default();
                 let name = unit
-                    .strip_prefix(&format!("slipway-{app}-"))
+                    .strip_prefix(&unit_prefix(app))
                     .and_then(|s| s.strip_suffix(".service"))
                     .map(|s| s.replacen('@', ".", 1))
                     .unwrap_or_else(|| unit.clone());
@@ -311,14 +324,14 @@ mod tests {
         assert_eq!(
             units.keys().collect::<Vec<_>>(),
             [
-                "slipway-hello-web@.service",
-                "slipway-hello-worker@.service",
-                "slipway-hello.target"
+                "slipway-hello.target",
+                "slipway-hello.web@.service",
+                "slipway-hello.worker@.service"
             ]
         );
         assert_eq!(
-            units["slipway-hello-web@.service"],
-            include_str!("snapshots/slipway-hello-web@.service")
+            units["slipway-hello.web@.service"],
+            include_str!("snapshots/slipway-hello.web@.service")
         );
         assert_eq!(
             units["slipway-hello.target"],
@@ -368,7 +381,7 @@ mod tests {
 
     #[test]
     fn show_output_parses_into_one_map_per_unit() {
-        let out = "Id=slipway-hello-web@1.service\nActiveState=active\nMainPID=42\nNRestarts=0\n\nId=slipway-hello-worker@1.service\nActiveState=failed\nMainPID=0\nNRestarts=3\n";
+        let out = "Id=slipway-hello.web@1.service\nActiveState=active\nMainPID=42\nNRestarts=0\n\nId=slipway-hello.worker@1.service\nActiveState=failed\nMainPID=0\nNRestarts=3\n";
         let units = parse_show(out);
         assert_eq!(units.len(), 2);
         assert_eq!(units[1]["NRestarts"], "3");
@@ -378,15 +391,17 @@ mod tests {
     fn stale_templates_are_found_by_prefix() {
         let tmp = tempfile::tempdir().unwrap();
         for name in [
-            "slipway-hello-clock@.service",
+            "slipway-hello.clock@.service",
             "slipway-hello.target",
+            "slipway-hello-api.web@.service",
             "other@.service",
         ] {
             std::fs::write(tmp.path().join(name), "").unwrap();
         }
         assert_eq!(
             systemd(tmp.path()).own_units("hello"),
-            ["slipway-hello-clock@.service"]
+            ["slipway-hello.clock@.service"],
+            "another app whose name starts the same is left alone"
         );
     }
 }

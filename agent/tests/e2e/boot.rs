@@ -73,6 +73,10 @@ fn a_bad_current_release_falls_back_to_the_last_successful_deploy_loudly() {
     assert!(run.last().contains("fallback_from=r3"), "{}", run.all);
     assert_eq!(f.answering().as_deref(), Some("r2"));
     assert_eq!(f.status()["fallback_from"], "r3");
+
+    // A normal deploy afterwards clears the fallback.
+    assert!(f.deploy(1).ok());
+    assert_eq!(f.status()["fallback_from"], serde_json::Value::Null);
 }
 
 #[test]

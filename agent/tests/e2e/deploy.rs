@@ -422,3 +422,88 @@ fn when_the_previous_release_cannot_come_back_either_the_exit_status_says_so() {
     );
     assert!(f.get("/").is_none());
 }
+
+#[test]
+fn redeploying_the_serving_release_when_it_breaks_goes_back_to_the_one_before() {
+    let f = Fixture::new();
+    f.publish(1, Spec::default());
+    f.publish(2, Spec::default());
+    assert!(f.deploy(1).ok());
+    assert!(f.deploy(2).ok());
+    // r2's tree is damaged and its process dies: it no longer serves.
+    std::fs::remove_file(f.app_dir().join("releases/r2/app.py")).unwrap();
+    for pgid in f.app_process_groups() {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
+    let run = f.deploy(2);
+
+    assert_eq!(run.code, 1, "{}", run.all);
+    assert!(run.last().contains("rolled back to r1"), "{}", run.all);
+    assert_eq!(f.answering().as_deref(), Some("r1"));
+}
+
+#[test]
+fn config_vars_cannot_override_what_the_agent_sets() {
+    let f = Fixture::new();
+    f.publish(
+        1,
+        Spec::config("PORT=1\nSLIPWAY_RELEASE=r99\nGREETING=Hi\n"),
+    );
+
+    let run = f.deploy(1);
+
+    assert!(run.ok(), "{}", run.all);
+    assert!(
+        run.stdout.contains("ignored=PORT,SLIPWAY_RELEASE"),
+        "{}",
+        run.all
+    );
+    assert_eq!(f.answering().as_deref(), Some("r1"));
+}
+
+#[test]
+fn a_build_left_running_by_a_killed_agent_is_killed_by_the_next_one() {
+    let f = Fixture::new();
+    f.publish(1, Spec::procfile("web: python3 app.py\nbuild: sleep 60\n"));
+    f.publish(2, Spec::default());
+    let mut agent = f
+        .command()
+        .args(["deploy", &f.url(1)])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pidfile = f.app_dir().join("command.pid");
+    let started = std::time::Instant::now();
+    while !pidfile.exists() {
+        assert!(started.elapsed().as_secs() < 10, "the build never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let build: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(build), None).is_ok(),
+        "the build outlived its agent"
+    );
+
+    let run = f.deploy(2);
+
+    assert!(run.ok(), "{}", run.all);
+    assert!(
+        run.stdout.contains(&format!("killed_command_pid={build}")),
+        "{}",
+        run.all
+    );
+    assert!(nix::sys::signal::killpg(nix::unistd::Pid::from_raw(build), None).is_err());
+    assert_eq!(f.answering().as_deref(), Some("r2"));
+}

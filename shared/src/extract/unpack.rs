@@ -169,7 +169,8 @@ impl<'a> Unpacker<'a> {
 
     fn finished(&mut self, (result, buf): Done) -> Result<(), ArchiveError> {
         self.outstanding -= 1;
-        if self.spare.len() < QUEUED {
+        // Keep a bounded set of small buffers: at most QUEUED of 256 KiB.
+        if self.spare.len() < QUEUED && buf.capacity() <= 256 * 1024 {
             self.spare.push(buf);
         }
         result
