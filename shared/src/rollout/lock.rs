@@ -76,6 +76,15 @@ pub async fn read(objects: &S3Objects, env: &EnvRef) -> Result<Option<(Lock, Str
     Ok(Some((lock, object.etag)))
 }
 
+/// After losing a conditional write: who holds the lock now.
+async fn beaten(objects: &S3Objects, env: &EnvRef) -> LockError {
+    match read(objects, env).await {
+        Ok(Some((holder, _))) => LockError::Held(holder),
+        Ok(None) => LockError::Lost,
+        Err(e) => e,
+    }
+}
+
 /// Takes the lock for `lock.deploy_id`, or says who holds it.
 pub async fn acquire(
     objects: &S3Objects,
@@ -99,10 +108,7 @@ pub async fn acquire(
             .await
         {
             Ok(etag) => Ok(Held { lock, etag }),
-            Err(ObjectError::Precondition { .. }) => match read(objects, env).await? {
-                Some((holder, _)) => Err(LockError::Held(holder)),
-                None => Err(LockError::Lost),
-            },
+            Err(ObjectError::Precondition { .. }) => Err(beaten(objects, env).await),
             Err(e) => Err(e.into()),
         };
     };
@@ -114,10 +120,7 @@ pub async fn acquire(
         .await
     {
         Ok(etag) => Ok(Held { lock, etag }),
-        Err(ObjectError::Precondition { .. }) => match read(objects, env).await? {
-            Some((holder, _)) => Err(LockError::Held(holder)),
-            None => Err(LockError::Lost),
-        },
+        Err(ObjectError::Precondition { .. }) => Err(beaten(objects, env).await),
         Err(e) => Err(e.into()),
     }
 }
