@@ -178,12 +178,19 @@ async fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return usage(e),
     };
+    let instance_id = cli
+        .instance_id
+        .clone()
+        .or_else(|| setting("SLIPWAY_INSTANCE_ID"));
+    if let Some(id) = &instance_id
+        && let Err(e) = slipway::fleet::InstanceId::parse(id)
+    {
+        return usage(e);
+    }
     let agent = Agent::new(
         root,
         supervisor,
-        cli.instance_id
-            .clone()
-            .or_else(|| setting("SLIPWAY_INSTANCE_ID")),
+        instance_id,
         port,
         Duration::from_secs(cli.lock_wait_secs),
         limits,

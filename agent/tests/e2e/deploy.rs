@@ -265,6 +265,10 @@ fn a_bad_url_or_a_missing_release_is_a_clear_error() {
     assert_eq!(run.code, 2, "{}", run.all);
     assert!(run.all.contains("not a release URL"), "{}", run.all);
 
+    let run = f.run(&["deploy", &f.url(1), "--instance-id", "i-1; rm -rf /"]);
+    assert_eq!(run.code, 2, "{}", run.all);
+    assert!(run.all.contains("is not an instance id"), "{}", run.all);
+
     let run = f.deploy(9);
     assert_eq!(run.code, 1, "{}", run.all);
     assert!(
