@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::config::ConfigError;
 use crate::names::NameError;
+use crate::rollout::DeployError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,24 @@ impl From<StoreError> for ApiError {
             StoreError::Config(c) => c.into(),
             StoreError::Contention(_) | StoreError::ClaimLost(_) => Self::Busy,
             StoreError::Corrupt { .. } | StoreError::Read(_) | StoreError::Objects(_) => {
+                Self::internal(e)
+            }
+        }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        match e {
+            DeployError::Locked(_) | DeployError::Concurrent => Self::Conflict(e.to_string()),
+            DeployError::NotFound(_) | DeployError::UnknownRelease(_) => {
+                Self::NotFound(e.to_string())
+            }
+            DeployError::NoRelease { .. }
+            | DeployError::NothingToRollBackTo
+            | DeployError::BadSettings(_) => Self::BadRequest(e.to_string()),
+            DeployError::Store(s) => s.into(),
+            DeployError::Settings(_) | DeployError::Objects(_) | DeployError::Lock(_) => {
                 Self::internal(e)
             }
         }

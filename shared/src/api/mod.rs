@@ -2,6 +2,7 @@
 //! platform, Basic auth on every route but `/healthz`, and the extractors
 //! that parse hostile path segments and bodies into domain types.
 
+pub mod deploys;
 mod error;
 pub mod releases;
 

@@ -32,6 +32,10 @@ pub enum DeployError {
     NotFound(String),
     #[error("settings.json is invalid: {0}")]
     Settings(String),
+    #[error("{0}")]
+    BadSettings(String),
+    #[error("the settings changed meanwhile; read them again and retry")]
+    Concurrent,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -78,12 +82,62 @@ pub struct Deploys {
 }
 
 impl Deploys {
+    pub fn new(store: ReleaseStore) -> Self {
+        Self {
+            objects: store.objects().clone(),
+            store,
+        }
+    }
+
     pub async fn settings(&self, env: &EnvRef) -> Result<EnvSettings, DeployError> {
         match self.objects.get(&settings_key(env)).await? {
             None => Ok(EnvSettings::default()),
             Some(o) => {
                 EnvSettings::parse(&o.body).map_err(|e| DeployError::Settings(e.to_string()))
             }
+        }
+    }
+
+    /// Applies `patch` (some of the settings' fields) and stores the result
+    /// if it is valid; a concurrent change makes this fail rather than be
+    /// lost. Fields this version does not know, already in the file, stay.
+    pub async fn change_settings(
+        &self,
+        env: &EnvRef,
+        patch: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<EnvSettings, DeployError> {
+        let known = serde_json::to_value(EnvSettings::default()).expect("settings serialise");
+        if let Some(unknown) = patch.keys().find(|k| known.get(k.as_str()).is_none()) {
+            return Err(DeployError::BadSettings(format!(
+                "unknown setting {:?}",
+                unknown.chars().take(40).collect::<String>()
+            )));
+        }
+        let key = settings_key(env);
+        let current = self.objects.get(&key).await?;
+        let mut merged = current
+            .as_ref()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.body).ok())
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(object) = merged.as_object_mut() {
+            object.extend(patch);
+        }
+        let body = serde_json::to_vec_pretty(&merged).expect("json serialises");
+        let settings =
+            EnvSettings::parse(&body).map_err(|e| DeployError::BadSettings(e.to_string()))?;
+        let guard = match &current {
+            Some(o) => Write::IfMatch(&o.etag),
+            None => Write::IfAbsent,
+        };
+        match self
+            .objects
+            .put(&key, body, "application/json", guard)
+            .await
+        {
+            Ok(_) => Ok(settings),
+            Err(ObjectError::Precondition { .. }) => Err(DeployError::Concurrent),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -607,3 +607,128 @@ async fn users_load_from_a_securestring_parameter_at_cold_start() {
         .unwrap_err();
     assert!(missing.to_string().contains("/no/such/param"));
 }
+
+fn deploy_router(store: ReleaseStore) -> Router {
+    slipway::api::deploys::router(AppState {
+        store,
+        users: users(),
+    })
+}
+
+#[tokio::test]
+async fn settings_are_read_patched_validated_and_never_half_applied() {
+    let world = World::new().await;
+    let router = deploy_router(world.store.clone());
+    let uri = "/apps/hello/envs/prod/settings";
+
+    let (status, body, _) = call(&router, Method::GET, uri, ALICE, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["port"].as_u64(), body["strategy"].as_str()),
+        (Some(8000), Some("one-at-a-time"))
+    );
+
+    let patch = json!({"port": 9000, "strategy": "25%", "processes": {"worker": 2}});
+    let (status, body, _) = call(&router, Method::PATCH, uri, ALICE, Some(patch)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["port"].as_u64(), body["strategy"].as_str()),
+        (Some(9000), Some("25%"))
+    );
+
+    for (bad, needle) in [
+        (json!({"port": 0}), "port"),
+        (json!({"strategy": "yolo"}), "strategy"),
+        (json!({"nope": 1}), "unknown setting"),
+        (json!({"processes": {"web": 3}}), "web runs once"),
+    ] {
+        let (status, body, _) = call(&router, Method::PATCH, uri, ALICE, Some(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{bad}: {body}"
+        );
+    }
+    let (_, body, _) = call(&router, Method::GET, uri, ALICE, None).await;
+    assert_eq!(
+        (body["port"].as_u64(), body["processes"]["worker"].as_u64()),
+        (Some(9000), Some(2))
+    );
+
+    let (status, _, _) = call(&router, Method::PATCH, uri, None, Some(json!({"port": 1}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn deploys_are_listed_shown_and_cancelled_and_bad_ids_are_not_found() {
+    let world = World::new().await;
+    let key = "hello/prod/uploads/a.tar.gz";
+    world.put(key, app_archive("python3 app.py")).await;
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    assert!(matches!(
+        world.store.release_upload(&env, key, "t").await.unwrap(),
+        UploadOutcome::Created(_)
+    ));
+    let deploys = slipway::rollout::Deploys::new(world.store.clone());
+    let start = slipway::rollout::StartDeploy {
+        user: "alice".into(),
+        ..Default::default()
+    };
+    let (record, _) = deploys
+        .start(&env, start, chrono::Utc::now())
+        .await
+        .unwrap();
+    let router = deploy_router(world.store.clone());
+
+    let (status, body, _) = call(
+        &router,
+        Method::GET,
+        "/apps/hello/envs/prod/deploys",
+        ALICE,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["deploys"][0]["id"], record.id.as_str());
+    assert_eq!(body["deploys"][0]["status"], "queued");
+
+    let uri = format!("/apps/hello/envs/prod/deploys/{}", record.id);
+    let (status, body, _) = call(&router, Method::GET, &uri, ALICE, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["to"], "r1");
+
+    let (status, body, _) =
+        call(&router, Method::POST, &format!("{uri}/cancel"), ALICE, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body["note"].as_str().unwrap().contains("stops after"),
+        "{body}"
+    );
+    assert!(
+        world
+            .get(&format!("hello/prod/deploys/{}/cancel", record.id))
+            .await
+            .is_some()
+    );
+
+    for bad in ["d2026", "..%2F..%2Fx", "not-a-deploy"] {
+        let (status, _, _) = call(
+            &router,
+            Method::GET,
+            &format!("/apps/hello/envs/prod/deploys/{bad}"),
+            ALICE,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{bad}");
+    }
+    let (status, _, _) = call(
+        &router,
+        Method::GET,
+        "/apps/Hello/envs/prod/deploys",
+        ALICE,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
