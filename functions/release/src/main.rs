@@ -28,6 +28,7 @@ async fn main() -> Result<(), Error> {
     let router = releases::router(AppState {
         store: store.clone(),
         users: Arc::new(users),
+        launcher: None,
     });
     lambda_runtime::run(service_fn(move |event| {
         slipway::lambda::release_handler(router.clone(), store.clone(), event)

@@ -1,6 +1,6 @@
-//! Routes of the deploy function that read and steer deploys, and the
-//! environment's settings: `GET …/deploys`, `GET …/deploys/{id}`,
-//! `POST …/deploys/{id}/cancel`, `GET/PATCH …/settings`.
+//! Routes of the deploy function: start a deploy or a rollback (202: the
+//! rollout runs elsewhere, launched through the state's launcher), read
+//! deploys, cancel one, and the environment's settings.
 
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
@@ -8,13 +8,18 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, EnvPath, JsonBody};
-use crate::names::EnvRef;
-use crate::rollout::Deploys;
+use axum::http::{HeaderMap, StatusCode};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, AppState, EnvPath, JsonBody, User};
+use crate::names::{EnvRef, ReleaseId};
+use crate::rollout::{Deploys, StartDeploy, Strategy};
+use crate::store::Write;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/apps/{app}/envs/{env}/deploys", get(list))
+        .route("/apps/{app}/envs/{env}/deploys", get(list).post(start))
+        .route("/apps/{app}/envs/{env}/rollback", post(rollback))
         .route("/apps/{app}/envs/{env}/deploys/{id}", get(show))
         .route("/apps/{app}/envs/{env}/deploys/{id}/cancel", post(cancel))
         .route(
@@ -96,4 +101,123 @@ async fn change_settings(
     Ok(Json(json!(
         deploys(&state).change_settings(&env, patch).await?
     )))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    release: Option<ReleaseId>,
+    strategy: Option<Strategy>,
+    auto_rollback: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    release: Option<ReleaseId>,
+}
+
+async fn start(
+    State(state): State<AppState>,
+    User(user): User,
+    EnvPath(env): EnvPath,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<StartRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request = StartDeploy {
+        release: req.release,
+        strategy: req.strategy,
+        auto_rollback: req.auto_rollback,
+        rollback: false,
+        user,
+    };
+    begin(&state, &env, request, &headers).await
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    User(user): User,
+    EnvPath(env): EnvPath,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<RollbackRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request = StartDeploy {
+        release: req.release,
+        rollback: true,
+        user,
+        ..StartDeploy::default()
+    };
+    begin(&state, &env, request, &headers).await
+}
+
+/// `<app>/<env>/deploys/idempotency/<sha256 of user and key>`: the deploy
+/// an `Idempotency-Key` already started.
+fn idempotency_key(
+    env: &EnvRef,
+    user: &str,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible characters".into())
+        })?;
+    let digest = hex::encode(Sha256::digest(format!("{user}\n{key}").as_bytes()));
+    Ok(Some(format!(
+        "{}deploys/idempotency/{digest}",
+        env.prefix()
+    )))
+}
+
+async fn begin(
+    state: &AppState,
+    env: &EnvRef,
+    request: StartDeploy,
+    headers: &HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let launcher = state
+        .launcher
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("deploys are not started here".into()))?;
+    let deploys = deploys(state);
+    let idempotency = idempotency_key(env, &request.user, headers)?;
+    if let Some(key) = &idempotency
+        && let Some(seen) = deploys.objects.get(key).await.map_err(ApiError::internal)?
+    {
+        let id = String::from_utf8_lossy(&seen.body).into_owned();
+        let record = deploys.get(env, &id).await?;
+        return Ok(accepted(env, record));
+    }
+    let (record, held) = deploys.start(env, request, chrono::Utc::now()).await?;
+    if let Some(key) = &idempotency {
+        let _ = deploys
+            .objects
+            .put(key, record.id.clone(), "text/plain", Write::IfAbsent)
+            .await;
+    }
+    if let Err(e) = launcher.launch(env.clone(), record.id.clone()).await {
+        deploys
+            .abandon(
+                env,
+                record,
+                &held,
+                "the rollout could not be started".into(),
+            )
+            .await;
+        return Err(ApiError::internal(e));
+    }
+    Ok(accepted(env, record))
+}
+
+fn accepted(env: &EnvRef, record: crate::rollout::DeployRecord) -> (StatusCode, Json<Value>) {
+    let url = format!("/apps/{}/envs/{}/deploys/{}", env.app, env.env, record.id);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": record.id, "url": url, "deploy": record })),
+    )
 }

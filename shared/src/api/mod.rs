@@ -28,6 +28,9 @@ use crate::store::ReleaseStore;
 pub struct AppState {
     pub store: ReleaseStore,
     pub users: Arc<Users>,
+    /// Starts queued deploys; `None` where deploys are not started (the
+    /// release function).
+    pub launcher: Option<Arc<dyn crate::rollout::Launcher>>,
 }
 
 /// The authenticated user, put in the request by the auth layer.

@@ -11,4 +11,4 @@ pub mod service;
 pub use engine::{DeployLog, Engine, Options};
 pub use plan::{PlanError, Strategy, plan};
 pub use record::{Batch, BatchStatus, DeployRecord};
-pub use service::{DeployError, Deploys, S3DeployLog, StartDeploy};
+pub use service::{DeployError, Deploys, Launcher, S3DeployLog, StartDeploy, run_queued};

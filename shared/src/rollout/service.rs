@@ -7,13 +7,16 @@ use tokio::sync::Mutex;
 
 use super::lock::{self, Held, Lock, LockError};
 use super::record::DeployRecord;
-use super::{DeployLog, Strategy};
+use super::{DeployLog, Engine, Options, Strategy};
 use crate::deploys::{DeployStatus, is_record_key};
 use crate::env_settings::EnvSettings;
+use crate::fleet::Fleet;
 use crate::names::{EnvRef, ReleaseId};
+use crate::runner::Runner;
 use crate::store::{
     ObjectError, ReleaseStore, S3Objects, StoreError, Write, deploys_prefix, settings_key,
 };
+use futures::future::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -42,6 +45,39 @@ pub enum DeployError {
     Objects(#[from] ObjectError),
     #[error("the environment lock: {0}")]
     Lock(String),
+}
+
+/// Starts the rollout of a queued deploy without waiting for it: an
+/// asynchronous invocation of the deploy function in AWS, a task on the
+/// local platform.
+pub trait Launcher: Send + Sync {
+    fn launch(&self, env: EnvRef, deploy_id: String) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Runs a queued deploy to its end: what the launched worker does.
+pub async fn run_queued<F: Fleet, R: Runner>(
+    deploys: &Deploys,
+    env: &EnvRef,
+    deploy_id: &str,
+    fleet: &F,
+    runner: &R,
+    release_url: &(dyn Fn(ReleaseId) -> String + Sync),
+    options: Options,
+) -> Result<DeployRecord, DeployError> {
+    let record = deploys.get(env, deploy_id).await?;
+    if record.status != DeployStatus::Queued {
+        // A repeated launch of a deploy that already ran.
+        return Ok(record);
+    }
+    let log = deploys.log_for(env, &record).await?;
+    let engine = Engine {
+        fleet,
+        runner,
+        log: &log,
+        release_url,
+        options,
+    };
+    Ok(engine.run(record).await)
 }
 
 /// What a caller asks for.
@@ -277,6 +313,26 @@ impl Deploys {
             }
         }
         Ok(records)
+    }
+
+    /// A queued deploy that could not be launched: record why and free the
+    /// environment.
+    pub async fn abandon(
+        &self,
+        env: &EnvRef,
+        mut record: DeployRecord,
+        held: &Held,
+        cause: String,
+    ) {
+        record.status = DeployStatus::Failed;
+        record.cause = Some(cause);
+        record.finished_at = Some(Utc::now());
+        if let Err(e) = self.save(env, &record).await {
+            tracing::warn!(deploy = %record.id, error = %e, "could not record an abandoned deploy");
+        }
+        if let Err(e) = lock::release(&self.objects, env, held).await {
+            tracing::warn!(deploy = %record.id, error = %e, "could not release the lock");
+        }
     }
 
     /// Asks a running deploy to stop after its current batch.

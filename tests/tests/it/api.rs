@@ -37,6 +37,7 @@ fn router(store: ReleaseStore) -> Router {
     releases::router(AppState {
         store,
         users: users(),
+        launcher: None,
     })
 }
 
@@ -608,10 +609,38 @@ async fn users_load_from_a_securestring_parameter_at_cold_start() {
     assert!(missing.to_string().contains("/no/such/param"));
 }
 
+/// Remembers what it was asked to launch; fails when told to.
+#[derive(Default)]
+struct Launches {
+    ids: std::sync::Mutex<Vec<String>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl slipway::rollout::Launcher for Launches {
+    fn launch(
+        &self,
+        _env: EnvRef,
+        deploy_id: String,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("no invoke for you".into());
+            }
+            self.ids.lock().unwrap().push(deploy_id);
+            Ok(())
+        })
+    }
+}
+
 fn deploy_router(store: ReleaseStore) -> Router {
+    deploy_router_with(store, Arc::new(Launches::default()))
+}
+
+fn deploy_router_with(store: ReleaseStore, launches: Arc<Launches>) -> Router {
     slipway::api::deploys::router(AppState {
         store,
         users: users(),
+        launcher: Some(launches),
     })
 }
 
@@ -731,4 +760,148 @@ async fn deploys_are_listed_shown_and_cancelled_and_bad_ids_are_not_found() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_deploy_request_is_accepted_once_launched_and_a_second_is_refused_naming_the_first() {
+    let world = World::new().await;
+    let key = "hello/prod/uploads/a.tar.gz";
+    world.put(key, app_archive("python3 app.py")).await;
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    world.store.release_upload(&env, key, "t").await.unwrap();
+    let launches = Arc::new(Launches::default());
+    let router = deploy_router_with(world.store.clone(), launches.clone());
+    let uri = "/apps/hello/envs/prod/deploys";
+
+    let (status, body, _) = call(
+        &router,
+        Method::POST,
+        uri,
+        ALICE,
+        Some(json!({"strategy": "50%"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(body["url"], format!("/apps/hello/envs/prod/deploys/{id}"));
+    assert_eq!(body["deploy"]["strategy"], "50%");
+    assert_eq!(body["deploy"]["user"], "alice");
+    assert_eq!(*launches.ids.lock().unwrap(), [id.as_str()]);
+
+    let (status, body, _) = call(&router, Method::POST, uri, ALICE, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body["error"].as_str().unwrap().contains(&id), "{body}");
+
+    for (bad, code) in [
+        (json!({"strategy": "yolo"}), StatusCode::BAD_REQUEST),
+        (json!({"nope": true}), StatusCode::BAD_REQUEST),
+        (json!({"release": "r01"}), StatusCode::BAD_REQUEST),
+    ] {
+        let (status, body, _) = call(&router, Method::POST, uri, ALICE, Some(bad.clone())).await;
+        assert_eq!(status, code, "{bad}: {body}");
+    }
+    assert_eq!(launches.ids.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retry_return_the_same_deploy() {
+    let world = World::new().await;
+    let key = "hello/prod/uploads/a.tar.gz";
+    world.put(key, app_archive("python3 app.py")).await;
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    world.store.release_upload(&env, key, "t").await.unwrap();
+    let launches = Arc::new(Launches::default());
+    let router = deploy_router_with(world.store.clone(), launches.clone());
+    let send = |router: Router| async move {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/apps/hello/envs/prod/deploys")
+            .header("authorization", basic_header("alice", PASSWORD))
+            .header("idempotency-key", "ci-build-42")
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let resp = router.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+    };
+
+    let (first, a) = send(router.clone()).await;
+    let (second, b) = send(router.clone()).await;
+
+    assert_eq!(
+        (first, second),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED)
+    );
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(launches.ids.lock().unwrap().len(), 1, "launched once");
+}
+
+#[tokio::test]
+async fn a_deploy_that_cannot_be_launched_is_recorded_failed_and_frees_the_environment() {
+    let world = World::new().await;
+    let key = "hello/prod/uploads/a.tar.gz";
+    world.put(key, app_archive("python3 app.py")).await;
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    world.store.release_upload(&env, key, "t").await.unwrap();
+    let launches = Arc::new(Launches::default());
+    launches
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let router = deploy_router_with(world.store.clone(), launches.clone());
+    let uri = "/apps/hello/envs/prod/deploys";
+
+    let (status, body, _) = call(&router, Method::POST, uri, ALICE, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        body["error"], "internal error",
+        "no internals to the client"
+    );
+    let (_, list, _) = call(&router, Method::GET, uri, ALICE, None).await;
+    assert_eq!(list["deploys"][0]["status"], "failed");
+
+    launches
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, _, _) = call(&router, Method::POST, uri, ALICE, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the lock was freed");
+
+    let (status, body, _) = call(
+        &router,
+        Method::POST,
+        "/apps/hello/envs/prod/rollback",
+        ALICE,
+        Some(json!({"release": "r1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a deploy is queued: {body}");
+}
+
+#[tokio::test]
+async fn a_rollback_with_nothing_to_go_back_to_is_a_clear_error() {
+    let world = World::new().await;
+    let key = "hello/prod/uploads/a.tar.gz";
+    world.put(key, app_archive("python3 app.py")).await;
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    world.store.release_upload(&env, key, "t").await.unwrap();
+    let router = deploy_router(world.store.clone());
+
+    let (status, body, _) = call(
+        &router,
+        Method::POST,
+        "/apps/hello/envs/prod/rollback",
+        ALICE,
+        Some(json!({})),
+    )
+    .await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no earlier successfully deployed release"),
+        "{body}"
+    );
 }

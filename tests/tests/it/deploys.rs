@@ -7,7 +7,7 @@ use chrono::Utc;
 use slipway::deploys::DeployStatus;
 use slipway::fleet::{Fleet, FleetError, InstanceId};
 use slipway::names::{EnvRef, ReleaseId};
-use slipway::rollout::{DeployError, Deploys, Engine, Options, StartDeploy};
+use slipway::rollout::{DeployError, Deploys, Options, StartDeploy, run_queued};
 use slipway::runner::{AgentCommand, Invocation, RunStatus, Runner, RunnerError};
 use slipway::store::{S3Objects, UploadOutcome};
 use slipway::testing::app_archive;
@@ -97,25 +97,33 @@ impl Runner for Agents {
 }
 
 async fn run(d: &Deploys, id: &str, fail: bool) -> slipway::rollout::DeployRecord {
-    let record = d.get(&env(), id).await.unwrap();
-    let log = d.log_for(&env(), &record).await.unwrap();
     let fleet = Healthy(vec![
         InstanceId::parse("i-1").unwrap(),
         InstanceId::parse("i-2").unwrap(),
     ]);
     let url = |id: ReleaseId| format!("s3://bucket/hello/prod/releases/{id}");
-    let engine = Engine {
-        fleet: &fleet,
-        runner: &Agents { fail },
-        log: &log,
-        release_url: &url,
-        options: Options {
-            release_phase: false,
-            agent_timeout: Duration::from_secs(60),
-            health_timeout: Duration::from_secs(60),
-        },
+    let options = Options {
+        release_phase: false,
+        agent_timeout: Duration::from_secs(60),
+        health_timeout: Duration::from_secs(60),
     };
-    engine.run(record).await
+    let done = run_queued(
+        d,
+        &env(),
+        id,
+        &fleet,
+        &Agents { fail },
+        &url,
+        options.clone(),
+    )
+    .await
+    .unwrap();
+    // Launched twice (a retried invocation): the second run changes nothing.
+    let again = run_queued(d, &env(), id, &fleet, &Agents { fail }, &url, options)
+        .await
+        .unwrap();
+    assert_eq!(again, done);
+    done
 }
 
 #[tokio::test]
