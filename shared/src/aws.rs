@@ -24,3 +24,15 @@ pub fn ssm_client(config: &SdkConfig) -> aws_sdk_ssm::Client {
 pub fn ec2_client(config: &SdkConfig) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(config)
 }
+
+pub fn autoscaling_client(config: &SdkConfig) -> aws_sdk_autoscaling::Client {
+    aws_sdk_autoscaling::Client::new(config)
+}
+
+pub fn elb_client(config: &SdkConfig) -> aws_sdk_elasticloadbalancingv2::Client {
+    aws_sdk_elasticloadbalancingv2::Client::new(config)
+}
+
+pub fn lambda_client(config: &SdkConfig) -> aws_sdk_lambda::Client {
+    aws_sdk_lambda::Client::new(config)
+}

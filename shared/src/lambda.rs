@@ -63,11 +63,39 @@ pub async fn release_handler(
                 handle_sqs_event(&store, &event).await,
             )?)
         }
-        EventKind::Http => {
-            let request: LambdaRequest = serde_json::from_value(payload)?;
-            let mut adapter = Adapter::from(router);
-            let response = adapter.call(LambdaEvent::new(request, context)).await?;
-            Ok(serde_json::to_value(response)?)
-        }
+        EventKind::Http => http(router, payload, context).await,
+    }
+}
+
+/// An API Gateway request through the axum router, as `lambda_http::run`
+/// would do it.
+async fn http(
+    router: Router,
+    payload: Value,
+    context: lambda_runtime::Context,
+) -> Result<Value, Error> {
+    let request: LambdaRequest = serde_json::from_value(payload)?;
+    let mut adapter = Adapter::from(router);
+    let response = adapter.call(LambdaEvent::new(request, context)).await?;
+    Ok(serde_json::to_value(response)?)
+}
+
+/// The deploy function's handler: its own `run-deploy` events go to the
+/// rollout worker, everything else is HTTP.
+pub async fn deploy_handler<W, Fut>(
+    router: Router,
+    worker: W,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Error>
+where
+    W: FnOnce(crate::names::EnvRef, String) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, Error>>,
+{
+    let LambdaEvent { payload, context } = event;
+    match crate::rollout::launch::RunDeploy::parse(&payload) {
+        Some(Ok((env, id))) => worker(env, id).await,
+        // Not retried: a malformed internal event stays malformed.
+        Some(Err(e)) => Ok(json!({ "error": e })),
+        None => http(router, payload, context).await,
     }
 }

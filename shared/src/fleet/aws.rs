@@ -86,6 +86,19 @@ pub struct AwsFleet {
 }
 
 impl AwsFleet {
+    /// Clients from one SDK config; the load balancer is asked every
+    /// `health_poll` while a batch becomes healthy.
+    pub fn new(config: &aws_config::SdkConfig, health_poll: Duration) -> Self {
+        Self {
+            autoscaling: crate::aws::autoscaling_client(config),
+            ec2: crate::aws::ec2_client(config),
+            elb: crate::aws::elb_client(config),
+            ssm: crate::aws::ssm_client(config),
+            region: config.region().map(|r| r.to_string()).unwrap_or_default(),
+            health_poll,
+        }
+    }
+
     /// The environment's group: named `<app>-<env>`, or tagged
     /// `slipway:app` / `slipway:env`.
     pub async fn group(&self, env: &EnvRef) -> Result<AutoScalingGroup, FleetError> {

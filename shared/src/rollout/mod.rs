@@ -3,6 +3,7 @@
 //! against the fleet, runner and deploy-log ports.
 
 pub mod engine;
+pub mod launch;
 pub mod lock;
 pub mod plan;
 pub mod record;

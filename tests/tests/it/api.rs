@@ -905,3 +905,35 @@ async fn a_rollback_with_nothing_to_go_back_to_is_a_clear_error() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_deploy_handler_sends_its_own_events_to_the_worker_and_the_rest_to_the_router() {
+    let world = World::new().await;
+    let router = deploy_router(world.store.clone());
+    let seen = std::sync::Mutex::new(None);
+    let worker = |env: EnvRef, id: String| {
+        *seen.lock().unwrap() = Some(format!("{env} {id}"));
+        async { Ok(json!({"ran": true})) }
+    };
+    let event =
+        json!({"slipway": "run-deploy", "app": "hello", "env": "prod", "deploy_id": "d1-abc"});
+    let out = slipway::lambda::deploy_handler(
+        router.clone(),
+        worker,
+        lambda_runtime::LambdaEvent::new(event, Default::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({"ran": true}));
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("hello/prod d1-abc"));
+
+    let event = apigw_event("GET", "/apps/hello/envs/prod/settings", None);
+    let out = slipway::lambda::deploy_handler(
+        router,
+        |_: EnvRef, _: String| async { panic!("not a worker event") },
+        lambda_runtime::LambdaEvent::new(event, Default::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["statusCode"], 401);
+}

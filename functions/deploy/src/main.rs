@@ -1,0 +1,87 @@
+//! The deploy function: the deploys, rollback and settings HTTP API, and
+//! the rollout worker it starts by invoking itself asynchronously. Builds
+//! its config and clients once, then hands the handler from the shared
+//! crate to the Lambda runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_runtime::{Error, service_fn};
+use slipway::api::{AppState, deploys};
+use slipway::auth::Users;
+use slipway::fleet::aws::AwsFleet;
+use slipway::names::{EnvRef, ReleaseId};
+use slipway::rollout::launch::LambdaLauncher;
+use slipway::rollout::{Deploys, Options, run_queued};
+use slipway::runner::ssm::SsmRunner;
+use slipway::settings::ReleaseSettings;
+use slipway::store::{ReleaseStore, S3Objects};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    slipway::telemetry::init();
+    let settings = ReleaseSettings::from_env()?;
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+        .map_err(|_| "AWS_LAMBDA_FUNCTION_NAME is not set (Lambda sets it)")?;
+    let document =
+        std::env::var("SLIPWAY_DEPLOY_DOCUMENT").unwrap_or_else(|_| "Slipway-Deploy".into());
+    let aws = slipway::aws::load_config().await;
+    let ssm = slipway::aws::ssm_client(&aws);
+    let users = Users::load(
+        &ssm,
+        settings.users_param.as_deref(),
+        settings.users_inline.as_deref(),
+    )
+    .await?;
+    let store = ReleaseStore::new(
+        S3Objects::new(slipway::aws::s3_client(&aws), &settings.bucket),
+        settings.limits,
+    );
+    let router = deploys::router(AppState {
+        store: store.clone(),
+        users: Arc::new(users),
+        launcher: Some(Arc::new(LambdaLauncher::new(
+            slipway::aws::lambda_client(&aws),
+            function,
+        ))),
+    });
+    let fleet = AwsFleet::new(&aws, Duration::from_secs(5));
+    let deploys = Deploys::new(store);
+    let bucket = settings.bucket.clone();
+    lambda_runtime::run(service_fn(move |event| {
+        let (deploys, fleet, ssm, bucket, document) = (
+            deploys.clone(),
+            fleet.clone(),
+            ssm.clone(),
+            bucket.clone(),
+            document.clone(),
+        );
+        slipway::lambda::deploy_handler(
+            router.clone(),
+            move |env: EnvRef, id: String| async move {
+                let runner = SsmRunner::new(
+                    ssm,
+                    document,
+                    bucket.clone(),
+                    format!("{}deploys/{id}/output/", env.prefix()),
+                );
+                let env_settings = deploys.settings(&env).await?;
+                let record = deploys.get(&env, &id).await?;
+                let manifest = deploys.store.release(&env, record.to).await?;
+                let options = Options {
+                    release_phase: manifest.procfile.release().is_some(),
+                    agent_timeout: Duration::from_secs(
+                        env_settings.build_timeout_secs + env_settings.health_timeout_secs + 120,
+                    ),
+                    health_timeout: Duration::from_secs(env_settings.lb_health_timeout_secs),
+                };
+                let prefix = env.prefix();
+                let url = move |r: ReleaseId| format!("s3://{bucket}/{prefix}releases/{r}");
+                let done = run_queued(&deploys, &env, &id, &fleet, &runner, &url, options).await?;
+                Ok(serde_json::to_value(done)?)
+            },
+            event,
+        )
+    }))
+    .await
+}
