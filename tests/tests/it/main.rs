@@ -1,6 +1,7 @@
 //! Integration tests against the AWS emulator: one binary, one emulator.
 
 mod api;
+mod deploy_api;
 mod deploys;
 mod events;
 mod example;

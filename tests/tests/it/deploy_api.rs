@@ -1,0 +1,349 @@
+//! The deploy function's HTTP API through its router: starting deploys and
+//! rollbacks, reading and cancelling them, settings, and the Lambda handler
+//! that sends the function's own events to the rollout worker.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use slipway::api::AppState;
+use slipway::auth::basic_header;
+use slipway::names::EnvRef;
+use slipway::store::{ReleaseStore, UploadOutcome};
+use slipway::testing::app_archive;
+use slipway_tests::World;
+use tower::ServiceExt;
+
+use crate::api::{ALICE, PASSWORD, apigw_event, call, users};
+
+/// Remembers what it was asked to launch; fails when told to.
+#[derive(Default)]
+struct Launches {
+    ids: std::sync::Mutex<Vec<String>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl slipway::rollout::Launcher for Launches {
+    fn launch(
+        &self,
+        _env: EnvRef,
+        deploy_id: String,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("no invoke for you".into());
+            }
+            self.ids.lock().unwrap().push(deploy_id);
+            Ok(())
+        })
+    }
+}
+
+fn deploy_router(store: ReleaseStore) -> Router {
+    deploy_router_with(store, Arc::new(Launches::default()))
+}
+
+fn deploy_router_with(store: ReleaseStore, launches: Arc<Launches>) -> Router {
+    slipway::api::deploys::router(AppState {
+        store,
+        users: users(),
+        launcher: Some(launches),
+    })
+}
+
+#[tokio::test]
+async fn settings_are_read_patched_validated_and_never_half_applied() {
+    let world = World::new().await;
+    let router = deploy_router(world.store.clone());
+    let uri = "/apps/hello/envs/prod/settings";
+
+    let (status, body, _) = call(&router, Method::GET, uri, ALICE, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["port"].as_u64(), body["strategy"].as_str()),
+        (Some(8000), Some("one-at-a-time"))
+    );
+
+    let patch = json!({"port": 9000, "strategy": "25%", "processes": {"worker": 2}});
+    let (status, body, _) = call(&router, Method::PATCH, uri, ALICE, Some(patch)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["port"].as_u64(), body["strategy"].as_str()),
+        (Some(9000), Some("25%"))
+    );
+
+    for (bad, needle) in [
+        (json!({"port": 0}), "port"),
+        (json!({"strategy": "yolo"}), "strategy"),
+        (json!({"nope": 1}), "unknown setting"),
+        (json!({"processes": {"web": 3}}), "web runs once"),
+    ] {
+        let (status, body, _) = call(&router, Method::PATCH, uri, ALICE, Some(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{bad}: {body}"
+        );
+    }
+    let (_, body, _) = call(&router, Method::GET, uri, ALICE, None).await;
+    assert_eq!(
+        (body["port"].as_u64(), body["processes"]["worker"].as_u64()),
+        (Some(9000), Some(2))
+    );
+
+    let (status, _, _) = call(&router, Method::PATCH, uri, None, Some(json!({"port": 1}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn deploys_are_listed_shown_and_cancelled_and_bad_ids_are_not_found() {
+    let world = World::new().await;
+    let key = "hello/prod/uploads/a.tar.gz";
+    world.put(key, app_archive("python3 app.py")).await;
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    assert!(matches!(
+        world.store.release_upload(&env, key, "t").await.unwrap(),
+        UploadOutcome::Created(_)
+    ));
+    let deploys = slipway::rollout::Deploys::new(world.store.clone());
+    let start = slipway::rollout::StartDeploy {
+        user: "alice".into(),
+        ..Default::default()
+    };
+    let (record, _) = deploys
+        .start(&env, start, chrono::Utc::now())
+        .await
+        .unwrap();
+    let router = deploy_router(world.store.clone());
+
+    let (status, body, _) = call(
+        &router,
+        Method::GET,
+        "/apps/hello/envs/prod/deploys",
+        ALICE,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["deploys"][0]["id"], record.id.as_str());
+    assert_eq!(body["deploys"][0]["status"], "queued");
+
+    let uri = format!("/apps/hello/envs/prod/deploys/{}", record.id);
+    let (status, body, _) = call(&router, Method::GET, &uri, ALICE, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["to"], "r1");
+
+    let (status, body, _) =
+        call(&router, Method::POST, &format!("{uri}/cancel"), ALICE, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body["note"].as_str().unwrap().contains("stops after"),
+        "{body}"
+    );
+    assert!(
+        world
+            .get(&format!("hello/prod/deploys/{}/cancel", record.id))
+            .await
+            .is_some()
+    );
+
+    for bad in ["d2026", "..%2F..%2Fx", "not-a-deploy"] {
+        let (status, _, _) = call(
+            &router,
+            Method::GET,
+            &format!("/apps/hello/envs/prod/deploys/{bad}"),
+            ALICE,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{bad}");
+    }
+    let (status, _, _) = call(
+        &router,
+        Method::GET,
+        "/apps/Hello/envs/prod/deploys",
+        ALICE,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_deploy_request_is_accepted_once_launched_and_a_second_is_refused_naming_the_first() {
+    let world = World::new().await;
+    let key = "hello/prod/uploads/a.tar.gz";
+    world.put(key, app_archive("python3 app.py")).await;
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    world.store.release_upload(&env, key, "t").await.unwrap();
+    let launches = Arc::new(Launches::default());
+    let router = deploy_router_with(world.store.clone(), launches.clone());
+    let uri = "/apps/hello/envs/prod/deploys";
+
+    let (status, body, _) = call(
+        &router,
+        Method::POST,
+        uri,
+        ALICE,
+        Some(json!({"strategy": "50%"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(body["url"], format!("/apps/hello/envs/prod/deploys/{id}"));
+    assert_eq!(body["deploy"]["strategy"], "50%");
+    assert_eq!(body["deploy"]["user"], "alice");
+    assert_eq!(*launches.ids.lock().unwrap(), [id.as_str()]);
+
+    let (status, body, _) = call(&router, Method::POST, uri, ALICE, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body["error"].as_str().unwrap().contains(&id), "{body}");
+
+    for (bad, code) in [
+        (json!({"strategy": "yolo"}), StatusCode::BAD_REQUEST),
+        (json!({"nope": true}), StatusCode::BAD_REQUEST),
+        (json!({"release": "r01"}), StatusCode::BAD_REQUEST),
+    ] {
+        let (status, body, _) = call(&router, Method::POST, uri, ALICE, Some(bad.clone())).await;
+        assert_eq!(status, code, "{bad}: {body}");
+    }
+    assert_eq!(launches.ids.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retry_return_the_same_deploy() {
+    let world = World::new().await;
+    let key = "hello/prod/uploads/a.tar.gz";
+    world.put(key, app_archive("python3 app.py")).await;
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    world.store.release_upload(&env, key, "t").await.unwrap();
+    let launches = Arc::new(Launches::default());
+    let router = deploy_router_with(world.store.clone(), launches.clone());
+    let send = |router: Router| async move {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/apps/hello/envs/prod/deploys")
+            .header("authorization", basic_header("alice", PASSWORD))
+            .header("idempotency-key", "ci-build-42")
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let resp = router.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+    };
+
+    let (first, a) = send(router.clone()).await;
+    let (second, b) = send(router.clone()).await;
+
+    assert_eq!(
+        (first, second),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED)
+    );
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(launches.ids.lock().unwrap().len(), 1, "launched once");
+}
+
+#[tokio::test]
+async fn a_deploy_that_cannot_be_launched_is_recorded_failed_and_frees_the_environment() {
+    let world = World::new().await;
+    let key = "hello/prod/uploads/a.tar.gz";
+    world.put(key, app_archive("python3 app.py")).await;
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    world.store.release_upload(&env, key, "t").await.unwrap();
+    let launches = Arc::new(Launches::default());
+    launches
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let router = deploy_router_with(world.store.clone(), launches.clone());
+    let uri = "/apps/hello/envs/prod/deploys";
+
+    let (status, body, _) = call(&router, Method::POST, uri, ALICE, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        body["error"], "internal error",
+        "no internals to the client"
+    );
+    let (_, list, _) = call(&router, Method::GET, uri, ALICE, None).await;
+    assert_eq!(list["deploys"][0]["status"], "failed");
+
+    launches
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, _, _) = call(&router, Method::POST, uri, ALICE, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the lock was freed");
+
+    let (status, body, _) = call(
+        &router,
+        Method::POST,
+        "/apps/hello/envs/prod/rollback",
+        ALICE,
+        Some(json!({"release": "r1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a deploy is queued: {body}");
+}
+
+#[tokio::test]
+async fn a_rollback_with_nothing_to_go_back_to_is_a_clear_error() {
+    let world = World::new().await;
+    let key = "hello/prod/uploads/a.tar.gz";
+    world.put(key, app_archive("python3 app.py")).await;
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    world.store.release_upload(&env, key, "t").await.unwrap();
+    let router = deploy_router(world.store.clone());
+
+    let (status, body, _) = call(
+        &router,
+        Method::POST,
+        "/apps/hello/envs/prod/rollback",
+        ALICE,
+        Some(json!({})),
+    )
+    .await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no earlier successfully deployed release"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_deploy_handler_sends_its_own_events_to_the_worker_and_the_rest_to_the_router() {
+    let world = World::new().await;
+    let router = deploy_router(world.store.clone());
+    let seen = std::sync::Mutex::new(None);
+    let worker = |env: EnvRef, id: String| {
+        *seen.lock().unwrap() = Some(format!("{env} {id}"));
+        async { Ok(json!({"ran": true})) }
+    };
+    let event =
+        json!({"slipway": "run-deploy", "app": "hello", "env": "prod", "deploy_id": "d1-abc"});
+    let out = slipway::lambda::deploy_handler(
+        router.clone(),
+        worker,
+        lambda_runtime::LambdaEvent::new(event, Default::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({"ran": true}));
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("hello/prod d1-abc"));
+
+    let event = apigw_event("GET", "/apps/hello/envs/prod/settings", None);
+    let out = slipway::lambda::deploy_handler(
+        router,
+        |_: EnvRef, _: String| async { panic!("not a worker event") },
+        lambda_runtime::LambdaEvent::new(event, Default::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["statusCode"], 401);
+}
