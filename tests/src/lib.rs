@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::Credentials;
 use slipway::archive::Limits;
-use slipway::store::{ReleaseStore, S3Objects};
+use slipway::names::EnvRef;
+use slipway::store::{ReleaseStore, S3Objects, UploadOutcome};
 
 pub struct Emulator {
     pub endpoint: String,
@@ -125,6 +126,17 @@ impl World {
             .send()
             .await
             .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    }
+
+    /// Puts `body` at `<app>/<env>/uploads/<name>` and turns it into a
+    /// release, as the S3 event would.
+    pub async fn upload(&self, env: &EnvRef, name: &str, body: Vec<u8>) -> UploadOutcome {
+        let key = format!("{}uploads/{name}", env.prefix());
+        self.put(&key, body).await;
+        self.store
+            .release_upload(env, &key, "s3:tester")
+            .await
+            .unwrap_or_else(|e| panic!("release {key}: {e}"))
     }
 
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {

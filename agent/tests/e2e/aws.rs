@@ -15,9 +15,8 @@ async fn release(world: &World, env: &EnvRef, config: &str, spec: &Spec) -> Stri
     world
         .put(&format!("{}env", env.prefix()), config.as_bytes().to_vec())
         .await;
-    let key = format!("{}uploads/{}.tar.gz", env.prefix(), unique_name("up"));
-    world.put(&key, spec.archive()).await;
-    match world.store.release_upload(env, &key, "test").await.unwrap() {
+    let name = format!("{}.tar.gz", unique_name("up"));
+    match world.upload(env, &name, spec.archive()).await {
         UploadOutcome::Created(m) => {
             format!("s3://{}/{}releases/{}", world.bucket, env.prefix(), m.id)
         }

@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use lambda_runtime::{Error, service_fn};
 use slipway::api::{AppState, deploys};
-use slipway::auth::Users;
 use slipway::fleet::aws::AwsFleet;
 use slipway::names::{EnvRef, ReleaseId};
 use slipway::rollout::launch::LambdaLauncher;
 use slipway::rollout::{Deploys, Options, run_queued};
 use slipway::runner::ssm::SsmRunner;
 use slipway::settings::ReleaseSettings;
-use slipway::store::{ReleaseStore, S3Objects};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -27,24 +25,13 @@ async fn main() -> Result<(), Error> {
         std::env::var("SLIPWAY_DEPLOY_DOCUMENT").unwrap_or_else(|_| "Slipway-Deploy".into());
     let aws = slipway::aws::load_config().await;
     let ssm = slipway::aws::ssm_client(&aws);
-    let users = Users::load(
-        &ssm,
-        settings.users_param.as_deref(),
-        settings.users_inline.as_deref(),
-    )
-    .await?;
-    let store = ReleaseStore::new(
-        S3Objects::new(slipway::aws::s3_client(&aws), &settings.bucket),
-        settings.limits,
-    );
-    let router = deploys::router(AppState {
-        store: store.clone(),
-        users: Arc::new(users),
-        launcher: Some(Arc::new(LambdaLauncher::new(
-            slipway::aws::lambda_client(&aws),
-            function,
-        ))),
-    });
+    let mut state = AppState::load(&settings, &aws).await?;
+    state.launcher = Some(Arc::new(LambdaLauncher::new(
+        slipway::aws::lambda_client(&aws),
+        function,
+    )));
+    let store = state.store.clone();
+    let router = deploys::router(state);
     let fleet = AwsFleet::new(&aws, Duration::from_secs(5));
     let deploys = Deploys::new(store);
     let bucket = settings.bucket.clone();

@@ -33,6 +33,32 @@ pub struct AppState {
     pub launcher: Option<Arc<dyn crate::rollout::Launcher>>,
 }
 
+impl AppState {
+    /// What a function's `main` builds once at cold start: the release
+    /// store on the configured bucket and the Basic-auth users (from their
+    /// SecureString parameter, or inline in local runs). No launcher.
+    pub async fn load(
+        settings: &crate::settings::ReleaseSettings,
+        aws: &aws_config::SdkConfig,
+    ) -> Result<Self, crate::auth::UsersError> {
+        let users = Users::load(
+            &crate::aws::ssm_client(aws),
+            settings.users_param.as_deref(),
+            settings.users_inline.as_deref(),
+        )
+        .await?;
+        let store = ReleaseStore::new(
+            crate::store::S3Objects::new(crate::aws::s3_client(aws), &settings.bucket),
+            settings.limits,
+        );
+        Ok(Self {
+            store,
+            users: Arc::new(users),
+            launcher: None,
+        })
+    }
+}
+
 /// The authenticated user, put in the request by the auth layer.
 #[derive(Debug, Clone)]
 pub struct User(pub String);

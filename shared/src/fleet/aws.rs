@@ -9,7 +9,8 @@
 //! SSM's view is optional: without it (the emulator does not implement
 //! that call) the formation still answers, with the ping status unknown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter};
@@ -83,6 +84,17 @@ pub struct AwsFleet {
     pub region: String,
     /// How often to ask the load balancer while waiting for health.
     pub health_poll: Duration,
+    /// Each environment's group name and target groups, as last read: a
+    /// deploy's standby, exit and health steps need no fresh
+    /// `DescribeAutoScalingGroups` of their own.
+    pub groups: Arc<Mutex<HashMap<String, GroupRef>>>,
+}
+
+/// What the steps after `in_service` need to know about a group.
+#[derive(Debug, Clone, Default)]
+pub struct GroupRef {
+    pub name: String,
+    pub target_groups: Vec<String>,
 }
 
 impl AwsFleet {
@@ -96,12 +108,51 @@ impl AwsFleet {
             ssm: crate::aws::ssm_client(config),
             region: config.region().map(|r| r.to_string()).unwrap_or_default(),
             health_poll,
+            groups: Arc::default(),
         }
     }
 
     /// The environment's group: named `<app>-<env>`, or tagged
-    /// `slipway:app` / `slipway:env`.
+    /// `slipway:app` / `slipway:env`. Always read afresh (it carries the
+    /// instances); remembers its name and target groups.
     pub async fn group(&self, env: &EnvRef) -> Result<AutoScalingGroup, FleetError> {
+        let group = self.describe_group(env).await?;
+        let known = GroupRef {
+            name: group
+                .auto_scaling_group_name()
+                .unwrap_or_default()
+                .to_owned(),
+            target_groups: group.target_group_arns().to_vec(),
+        };
+        if let Ok(mut groups) = self.groups.lock() {
+            groups.insert(env.qualified(), known);
+        }
+        Ok(group)
+    }
+
+    /// The group's name and target groups, read once.
+    async fn group_ref(&self, env: &EnvRef) -> Result<GroupRef, FleetError> {
+        let known = self
+            .groups
+            .lock()
+            .ok()
+            .and_then(|g| g.get(&env.qualified()).cloned());
+        match known {
+            Some(known) => Ok(known),
+            None => {
+                let group = self.group(env).await?;
+                Ok(GroupRef {
+                    name: group
+                        .auto_scaling_group_name()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    target_groups: group.target_group_arns().to_vec(),
+                })
+            }
+        }
+    }
+
+    async fn describe_group(&self, env: &EnvRef) -> Result<AutoScalingGroup, FleetError> {
         let named = self
             .autoscaling
             .describe_auto_scaling_groups()
@@ -337,10 +388,10 @@ impl Fleet for AwsFleet {
     }
 
     async fn enter_standby(&self, env: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
-        let group = self.group(env).await?;
+        let group = self.group_ref(env).await?;
         self.autoscaling
             .enter_standby()
-            .auto_scaling_group_name(group.auto_scaling_group_name().unwrap_or_default())
+            .auto_scaling_group_name(group.name)
             .set_instance_ids(Some(ids.iter().map(|i| i.to_string()).collect()))
             // Otherwise the group launches replacements for the batch.
             .should_decrement_desired_capacity(true)
@@ -351,10 +402,10 @@ impl Fleet for AwsFleet {
     }
 
     async fn exit_standby(&self, env: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
-        let group = self.group(env).await?;
+        let group = self.group_ref(env).await?;
         self.autoscaling
             .exit_standby()
-            .auto_scaling_group_name(group.auto_scaling_group_name().unwrap_or_default())
+            .auto_scaling_group_name(group.name)
             .set_instance_ids(Some(ids.iter().map(|i| i.to_string()).collect()))
             .send()
             .await
@@ -369,8 +420,7 @@ impl Fleet for AwsFleet {
         timeout: Duration,
     ) -> Result<Vec<InstanceId>, FleetError> {
         let started = Instant::now();
-        let group = self.group(env).await?;
-        let arns = group.target_group_arns().to_vec();
+        let arns = self.group_ref(env).await?.target_groups;
         loop {
             let mut unhealthy: Vec<InstanceId> = Vec::new();
             for arn in &arns {

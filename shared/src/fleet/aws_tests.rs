@@ -174,6 +174,7 @@ fn mocks(n: usize, ssm_works: bool) -> Mocks {
         ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&ssm]),
         region: "eu-west-1".into(),
         health_poll: Duration::from_millis(1),
+        groups: Default::default(),
     };
     Mocks {
         rules: vec![asg, ec2, health, tgs, lbs, ssm],

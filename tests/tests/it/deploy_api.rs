@@ -19,6 +19,16 @@ use tower::ServiceExt;
 
 use crate::api::{ALICE, PASSWORD, apigw_event, call, users};
 
+/// hello/prod with release r1, made from an upload.
+async fn first_release(world: &World) -> EnvRef {
+    let env = EnvRef::parse("hello", "prod").unwrap();
+    let outcome = world
+        .upload(&env, "a.tar.gz", app_archive("python3 app.py"))
+        .await;
+    assert!(matches!(outcome, UploadOutcome::Created(_)), "{outcome:?}");
+    env
+}
+
 /// Remembers what it was asked to launch; fails when told to.
 #[derive(Default)]
 struct Launches {
@@ -101,13 +111,7 @@ async fn settings_are_read_patched_validated_and_never_half_applied() {
 #[tokio::test]
 async fn deploys_are_listed_shown_and_cancelled_and_bad_ids_are_not_found() {
     let world = World::new().await;
-    let key = "hello/prod/uploads/a.tar.gz";
-    world.put(key, app_archive("python3 app.py")).await;
-    let env = EnvRef::parse("hello", "prod").unwrap();
-    assert!(matches!(
-        world.store.release_upload(&env, key, "t").await.unwrap(),
-        UploadOutcome::Created(_)
-    ));
+    let env = first_release(&world).await;
     let deploys = slipway::rollout::Deploys::new(world.store.clone());
     let start = slipway::rollout::StartDeploy {
         user: "alice".into(),
@@ -175,10 +179,7 @@ async fn deploys_are_listed_shown_and_cancelled_and_bad_ids_are_not_found() {
 #[tokio::test]
 async fn a_deploy_request_is_accepted_once_launched_and_a_second_is_refused_naming_the_first() {
     let world = World::new().await;
-    let key = "hello/prod/uploads/a.tar.gz";
-    world.put(key, app_archive("python3 app.py")).await;
-    let env = EnvRef::parse("hello", "prod").unwrap();
-    world.store.release_upload(&env, key, "t").await.unwrap();
+    first_release(&world).await;
     let launches = Arc::new(Launches::default());
     let router = deploy_router_with(world.store.clone(), launches.clone());
     let uri = "/apps/hello/envs/prod/deploys";
@@ -216,10 +217,7 @@ async fn a_deploy_request_is_accepted_once_launched_and_a_second_is_refused_nami
 #[tokio::test]
 async fn an_idempotency_key_makes_a_retry_return_the_same_deploy() {
     let world = World::new().await;
-    let key = "hello/prod/uploads/a.tar.gz";
-    world.put(key, app_archive("python3 app.py")).await;
-    let env = EnvRef::parse("hello", "prod").unwrap();
-    world.store.release_upload(&env, key, "t").await.unwrap();
+    first_release(&world).await;
     let launches = Arc::new(Launches::default());
     let router = deploy_router_with(world.store.clone(), launches.clone());
     let send = |router: Router| async move {
@@ -251,10 +249,7 @@ async fn an_idempotency_key_makes_a_retry_return_the_same_deploy() {
 #[tokio::test]
 async fn a_deploy_that_cannot_be_launched_is_recorded_failed_and_frees_the_environment() {
     let world = World::new().await;
-    let key = "hello/prod/uploads/a.tar.gz";
-    world.put(key, app_archive("python3 app.py")).await;
-    let env = EnvRef::parse("hello", "prod").unwrap();
-    world.store.release_upload(&env, key, "t").await.unwrap();
+    first_release(&world).await;
     let launches = Arc::new(Launches::default());
     launches
         .fail
@@ -291,10 +286,7 @@ async fn a_deploy_that_cannot_be_launched_is_recorded_failed_and_frees_the_envir
 #[tokio::test]
 async fn a_rollback_with_nothing_to_go_back_to_is_a_clear_error() {
     let world = World::new().await;
-    let key = "hello/prod/uploads/a.tar.gz";
-    world.put(key, app_archive("python3 app.py")).await;
-    let env = EnvRef::parse("hello", "prod").unwrap();
-    world.store.release_upload(&env, key, "t").await.unwrap();
+    first_release(&world).await;
     let router = deploy_router(world.store.clone());
 
     let (status, body, _) = call(

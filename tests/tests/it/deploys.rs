@@ -18,13 +18,10 @@ fn env() -> EnvRef {
 }
 
 async fn release(world: &World, n: usize) -> ReleaseId {
-    let key = format!("hello/prod/uploads/{n}.tar.gz");
-    world.put(&key, app_archive("python3 app.py")).await;
+    let name = format!("{n}.tar.gz");
     match world
-        .store
-        .release_upload(&env(), &key, "tester")
+        .upload(&env(), &name, app_archive("python3 app.py"))
         .await
-        .unwrap()
     {
         UploadOutcome::Created(m) => m.id,
         other => panic!("{other:?}"),

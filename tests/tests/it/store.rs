@@ -18,13 +18,7 @@ fn r(n: u64) -> ReleaseId {
 }
 
 async fn upload(world: &World, e: &EnvRef, name: &str, body: Vec<u8>) -> UploadOutcome {
-    let key = format!("{}uploads/{name}", e.prefix());
-    world.put(&key, body).await;
-    world
-        .store
-        .release_upload(e, &key, "s3:tester")
-        .await
-        .unwrap()
+    world.upload(e, name, body).await
 }
 
 fn created(outcome: UploadOutcome) -> slipway::store::Manifest {
