@@ -36,3 +36,7 @@ pub fn elb_client(config: &SdkConfig) -> aws_sdk_elasticloadbalancingv2::Client 
 pub fn lambda_client(config: &SdkConfig) -> aws_sdk_lambda::Client {
     aws_sdk_lambda::Client::new(config)
 }
+
+pub fn cloudformation_client(config: &SdkConfig) -> aws_sdk_cloudformation::Client {
+    aws_sdk_cloudformation::Client::new(config)
+}

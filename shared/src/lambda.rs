@@ -80,20 +80,36 @@ async fn http(
     Ok(serde_json::to_value(response)?)
 }
 
-/// The deploy function's handler: its own `run-deploy` events go to the
-/// rollout worker, everything else is HTTP.
-pub async fn deploy_handler<W, Fut>(
+/// How long this invocation has left, from the runtime's deadline (absent
+/// outside Lambda).
+pub fn time_left(context: &lambda_runtime::Context) -> Option<std::time::Duration> {
+    if context.deadline == 0 {
+        return None;
+    }
+    let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_millis(context.deadline);
+    Some(
+        deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// The handler of a function that launches itself: its own `run-deploy`
+/// (or `run-cycle`) events go to the worker, with the time the invocation
+/// has left; everything else is HTTP.
+pub async fn worker_handler<W, Fut>(
     router: Router,
+    kind: crate::rollout::launch::JobKind,
     worker: W,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Error>
 where
-    W: FnOnce(crate::names::EnvRef, String) -> Fut,
+    W: FnOnce(crate::names::EnvRef, String, Option<std::time::Duration>) -> Fut,
     Fut: std::future::Future<Output = Result<Value, Error>>,
 {
     let LambdaEvent { payload, context } = event;
-    match crate::rollout::launch::RunDeploy::parse(&payload) {
-        Some(Ok((env, id))) => worker(env, id).await,
+    match crate::rollout::launch::RunDeploy::parse(kind, &payload) {
+        Some(Ok((env, id))) => worker(env, id, time_left(&context)).await,
         // Not retried: a malformed internal event stays malformed.
         Some(Err(e)) => Ok(json!({ "error": e })),
         None => http(router, payload, context).await,

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod config;
+pub mod cycle;
 pub mod deploys;
 pub mod env_settings;
 pub mod names;

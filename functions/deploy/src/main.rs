@@ -10,7 +10,7 @@ use lambda_runtime::{Error, service_fn};
 use slipway::api::{AppState, deploys};
 use slipway::fleet::aws::AwsFleet;
 use slipway::names::{EnvRef, ReleaseId};
-use slipway::rollout::launch::LambdaLauncher;
+use slipway::rollout::launch::{JobKind, LambdaLauncher};
 use slipway::rollout::{Deploys, Options, run_queued};
 use slipway::runner::ssm::SsmRunner;
 use slipway::settings::ReleaseSettings;
@@ -29,6 +29,7 @@ async fn main() -> Result<(), Error> {
     state.launcher = Some(Arc::new(LambdaLauncher::new(
         slipway::aws::lambda_client(&aws),
         function,
+        JobKind::Deploy,
     )));
     let store = state.store.clone();
     let router = deploys::router(state);
@@ -43,9 +44,10 @@ async fn main() -> Result<(), Error> {
             bucket.clone(),
             document.clone(),
         );
-        slipway::lambda::deploy_handler(
+        slipway::lambda::worker_handler(
             router.clone(),
-            move |env: EnvRef, id: String| async move {
+            JobKind::Deploy,
+            move |env: EnvRef, id: String, _| async move {
                 let runner = SsmRunner::new(
                     ssm,
                     document,

@@ -90,6 +90,30 @@ impl From<DeployError> for ApiError {
     }
 }
 
+impl From<crate::cycle::CycleError> for ApiError {
+    fn from(e: crate::cycle::CycleError) -> Self {
+        use crate::cycle::CycleError as E;
+        match e {
+            E::Locked(_) => Self::Conflict(e.to_string()),
+            E::NotMember { .. } | E::NotFound(_) | E::NoGroup(_) => Self::NotFound(e.to_string()),
+            E::NoInstances(_) | E::BadScale(_) | E::Unconfirmed(_) => {
+                Self::BadRequest(e.to_string())
+            }
+            E::Store(s) => s.into(),
+            E::Fleet(_) | E::Objects(_) | E::Lock(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<crate::fleet::FleetError> for ApiError {
+    fn from(e: crate::fleet::FleetError) -> Self {
+        match e {
+            crate::fleet::FleetError::NoGroup(_) => Self::NotFound(e.to_string()),
+            e => Self::internal(e),
+        }
+    }
+}
+
 /// The full chain of causes, for the log.
 pub fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();

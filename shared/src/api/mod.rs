@@ -2,8 +2,10 @@
 //! platform, Basic auth on every route but `/healthz`, and the extractors
 //! that parse hostile path segments and bodies into domain types.
 
+pub mod cycle;
 pub mod deploys;
 mod error;
+pub mod formation;
 pub mod releases;
 
 use std::collections::HashMap;
@@ -28,8 +30,8 @@ use crate::store::ReleaseStore;
 pub struct AppState {
     pub store: ReleaseStore,
     pub users: Arc<Users>,
-    /// Starts queued deploys; `None` where deploys are not started (the
-    /// release function).
+    /// Starts the jobs this router queues (deploys in the deploy function,
+    /// cycles in the cycle function); `None` where none are started.
     pub launcher: Option<Arc<dyn crate::rollout::Launcher>>,
 }
 
@@ -57,6 +59,14 @@ impl AppState {
             launcher: None,
         })
     }
+}
+
+/// What the fleet's routes (cycle, formation) use: the common state and
+/// the environment's instances.
+#[derive(Clone)]
+pub struct FleetState<F> {
+    pub app: AppState,
+    pub fleet: F,
 }
 
 /// The authenticated user, put in the request by the auth layer.
@@ -181,12 +191,19 @@ async fn not_found() -> ApiError {
 /// Wraps authenticated routes: Basic auth on all of them (the fallback too,
 /// so unknown paths reveal nothing), `/healthz` open, request tracing.
 pub fn with_auth(routes: Router<AppState>, state: AppState) -> Router {
+    let users = state.users.clone();
+    with_auth_of(routes, state, users)
+}
+
+/// [`with_auth`] for routes with a state of their own (the fleet's).
+pub fn with_auth_of<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    state: S,
+    users: Arc<Users>,
+) -> Router {
     let authed = routes
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.users.clone(),
-            require_basic_auth,
-        ))
+        .layer(middleware::from_fn_with_state(users, require_basic_auth))
         .with_state(state);
     Router::new()
         .route("/healthz", get(healthz))

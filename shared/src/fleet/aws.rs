@@ -21,7 +21,9 @@ use serde::Serialize;
 use super::{Fleet, FleetError, InstanceId};
 use crate::names::EnvRef;
 
-fn aws_err<E: std::error::Error + 'static>(op: &'static str) -> impl FnOnce(E) -> FleetError {
+pub(super) fn aws_err<E: std::error::Error + 'static>(
+    op: &'static str,
+) -> impl FnOnce(E) -> FleetError {
     move |e| FleetError::Aws {
         op,
         detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
@@ -81,6 +83,7 @@ pub struct AwsFleet {
     pub ec2: aws_sdk_ec2::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub cloudformation: aws_sdk_cloudformation::Client,
     pub region: String,
     /// How often to ask the load balancer while waiting for health.
     pub health_poll: Duration,
@@ -106,6 +109,7 @@ impl AwsFleet {
             ec2: crate::aws::ec2_client(config),
             elb: crate::aws::elb_client(config),
             ssm: crate::aws::ssm_client(config),
+            cloudformation: crate::aws::cloudformation_client(config),
             region: config.region().map(|r| r.to_string()).unwrap_or_default(),
             health_poll,
             groups: Arc::default(),
@@ -131,7 +135,7 @@ impl AwsFleet {
     }
 
     /// The group's name and target groups, read once.
-    async fn group_ref(&self, env: &EnvRef) -> Result<GroupRef, FleetError> {
+    pub(super) async fn group_ref(&self, env: &EnvRef) -> Result<GroupRef, FleetError> {
         let known = self
             .groups
             .lock()

@@ -172,6 +172,7 @@ fn mocks(n: usize, ssm_works: bool) -> Mocks {
             [&health, &tgs, &lbs]
         ),
         ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&ssm]),
+        cloudformation: mock_client!(aws_sdk_cloudformation, []),
         region: "eu-west-1".into(),
         health_poll: Duration::from_millis(1),
         groups: Default::default(),

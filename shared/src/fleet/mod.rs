@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::names::EnvRef;
 
 pub mod aws;
+mod control;
 
 /// An EC2 instance id (`i-` and up to 17 hex digits in AWS; the emulator
 /// uses the same shape).
@@ -101,6 +102,67 @@ pub trait Fleet: Sync {
         ids: &[InstanceId],
         timeout: Duration,
     ) -> impl Future<Output = Result<Vec<InstanceId>, FleetError>> + Send;
+}
+
+/// One instance of the group as cycling sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: InstanceId,
+    /// The group's lifecycle state: InService, Pending, Terminating…
+    pub lifecycle: String,
+    /// The `slipway:release` tag its agent set, once it booted a release.
+    pub release: Option<String>,
+}
+
+impl Member {
+    pub fn in_service(&self) -> bool {
+        self.lifecycle == "InService"
+    }
+}
+
+/// The group's size bounds and wish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sizes {
+    pub min: i32,
+    pub max: i32,
+    pub desired: i32,
+}
+
+/// What terminating an environment removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Destroyed {
+    /// Its CloudFormation stack, deleted with everything in it.
+    Stack(String),
+    /// A group made by hand, deleted with its instances.
+    Group(String),
+}
+
+/// What cycling, scaling and terminating do to an environment's group.
+pub trait GroupControl: Sync {
+    /// Every instance of the group with its lifecycle and release tag.
+    fn members(&self, env: &EnvRef)
+    -> impl Future<Output = Result<Vec<Member>, FleetError>> + Send;
+
+    /// Terminates one instance of the group without lowering the desired
+    /// capacity, so the group launches a replacement.
+    fn terminate(
+        &self,
+        env: &EnvRef,
+        id: &InstanceId,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    fn sizes(&self, env: &EnvRef) -> impl Future<Output = Result<Sizes, FleetError>> + Send;
+
+    /// Sets the group's sizes (already validated against each other).
+    fn resize(
+        &self,
+        env: &EnvRef,
+        to: Sizes,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Removes the environment: its stack when it has one, else the group.
+    fn destroy(&self, env: &EnvRef) -> impl Future<Output = Result<Destroyed, FleetError>> + Send;
 }
 
 #[cfg(test)]

@@ -34,13 +34,23 @@ impl Lock {
             expires_at: now + LOCK_TTL,
         }
     }
+
+    /// What holds it, in words: `deploy d…` or `cycle c…`.
+    pub fn holder(&self) -> String {
+        let what = if self.deploy_id.starts_with('c') {
+            "cycle"
+        } else {
+            "deploy"
+        };
+        format!("{what} {}", self.deploy_id)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "deploy {} by {} holds the environment since {}",
-        .0.deploy_id, .0.user, .0.acquired_at.to_rfc3339()
+        "{} by {} holds the environment since {}",
+        .0.holder(), .0.user, .0.acquired_at.to_rfc3339()
     )]
     Held(Lock),
     #[error("the lock is no longer held by this deploy")]

@@ -21,8 +21,8 @@ use futures::future::BoxFuture;
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error(
-        "deploy {} by {} holds the environment since {}",
-        .0.deploy_id, .0.user, .0.acquired_at.to_rfc3339()
+        "{} by {} holds the environment since {}",
+        .0.holder(), .0.user, .0.acquired_at.to_rfc3339()
     )]
     Locked(Box<Lock>),
     #[error("{env} has no release to deploy yet")]
@@ -91,16 +91,26 @@ pub struct StartDeploy {
     pub user: String,
 }
 
-/// A time-sortable deploy id: `d` + UTC timestamp + random suffix.
-pub fn new_deploy_id(now: DateTime<Utc>) -> String {
+/// A time-sortable record id: a letter for its kind (`d` deploys, `c`
+/// cycles, `s` scalings) + UTC timestamp + random suffix.
+pub fn new_record_id(kind: char, now: DateTime<Utc>) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
-    format!("d{}-{}", now.format("%Y%m%d%H%M%S%3f"), &suffix[..6])
+    format!("{kind}{}-{}", now.format("%Y%m%d%H%M%S%3f"), &suffix[..6])
+}
+
+/// Could `raw` be an id of `kind` (safe as a key segment)?
+pub fn is_record_id(kind: char, raw: &str) -> bool {
+    raw.len() <= 40
+        && raw.starts_with(kind)
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+pub fn new_deploy_id(now: DateTime<Utc>) -> String {
+    new_record_id('d', now)
 }
 
 pub fn is_deploy_id(raw: &str) -> bool {
-    raw.len() <= 40
-        && raw.starts_with('d')
-        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    is_record_id('d', raw)
 }
 
 fn record_key(env: &EnvRef, id: &str) -> String {

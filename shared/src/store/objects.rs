@@ -267,6 +267,29 @@ impl S3Objects {
         Ok(keys)
     }
 
+    /// The "folders" directly under `prefix` (`a/` for `a/b/c`), each with
+    /// its trailing slash: one listing with a `/` delimiter.
+    pub async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut prefixes = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("ListObjectsV2", prefix, e))?;
+            prefixes.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix.clone()),
+            );
+        }
+        Ok(prefixes)
+    }
+
     /// A URL that lets its holder PUT exactly this key, with exactly these
     /// metadata headers, until it expires.
     pub async fn presign_put(

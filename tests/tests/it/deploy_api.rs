@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use slipway::api::AppState;
 use slipway::auth::basic_header;
 use slipway::names::EnvRef;
+use slipway::rollout::launch::JobKind;
 use slipway::store::{ReleaseStore, UploadOutcome};
 use slipway::testing::app_archive;
 use slipway_tests::World;
@@ -309,18 +310,19 @@ async fn a_rollback_with_nothing_to_go_back_to_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn the_deploy_handler_sends_its_own_events_to_the_worker_and_the_rest_to_the_router() {
+async fn the_worker_handler_sends_its_own_events_to_the_worker_and_the_rest_to_the_router() {
     let world = World::new().await;
     let router = deploy_router(world.store.clone());
     let seen = std::sync::Mutex::new(None);
-    let worker = |env: EnvRef, id: String| {
+    let worker = |env: EnvRef, id: String, _| {
         *seen.lock().unwrap() = Some(format!("{env} {id}"));
         async { Ok(json!({"ran": true})) }
     };
     let event =
         json!({"slipway": "run-deploy", "app": "hello", "env": "prod", "deploy_id": "d1-abc"});
-    let out = slipway::lambda::deploy_handler(
+    let out = slipway::lambda::worker_handler(
         router.clone(),
+        JobKind::Deploy,
         worker,
         lambda_runtime::LambdaEvent::new(event, Default::default()),
     )
@@ -330,9 +332,10 @@ async fn the_deploy_handler_sends_its_own_events_to_the_worker_and_the_rest_to_t
     assert_eq!(seen.lock().unwrap().as_deref(), Some("hello/prod d1-abc"));
 
     let event = apigw_event("GET", "/apps/hello/envs/prod/settings", None);
-    let out = slipway::lambda::deploy_handler(
+    let out = slipway::lambda::worker_handler(
         router,
-        |_: EnvRef, _: String| async { panic!("not a worker event") },
+        JobKind::Deploy,
+        |_: EnvRef, _: String, _| async { panic!("not a worker event") },
         lambda_runtime::LambdaEvent::new(event, Default::default()),
     )
     .await

@@ -5,5 +5,6 @@ mod deploy_api;
 mod deploys;
 mod events;
 mod example;
+mod fleet;
 mod lock;
 mod store;

@@ -1,0 +1,145 @@
+//! Routes of the formation function: the apps and environments the bucket
+//! knows, and one environment's formation (load balancers, instances by
+//! health and release) with its current release, lock and running job.
+
+use std::future::Future;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{ApiError, EnvPath, FleetState};
+use crate::cycle::Cycles;
+use crate::fleet::FleetError;
+use crate::fleet::aws::{AwsFleet, Formation};
+use crate::names::{AppName, EnvName, EnvRef};
+use crate::rollout::Deploys;
+use crate::rollout::lock;
+
+/// Where a formation comes from: AWS, or the local platform's view of it.
+pub trait FormationSource: Clone + Send + Sync + 'static {
+    fn formation(&self, env: &EnvRef)
+    -> impl Future<Output = Result<Formation, FleetError>> + Send;
+}
+
+impl FormationSource for AwsFleet {
+    async fn formation(&self, env: &EnvRef) -> Result<Formation, FleetError> {
+        AwsFleet::formation(self, env).await
+    }
+}
+
+pub fn routes<F: FormationSource>() -> Router<FleetState<F>> {
+    Router::new()
+        .route("/apps", get(apps::<F>))
+        .route("/apps/{app}/envs/{env}", get(environment::<F>))
+}
+
+/// The formation routes with auth, for a binary or a test to serve.
+pub fn router<F: FormationSource>(state: FleetState<F>) -> Router {
+    let users = state.app.users.clone();
+    super::with_auth_of(routes(), state, users)
+}
+
+/// The names under `prefix` that parse as `T` (anything else in the bucket
+/// is not an app or environment).
+async fn names<F, T: std::str::FromStr>(
+    state: &FleetState<F>,
+    prefix: &str,
+) -> Result<Vec<T>, ApiError> {
+    let prefixes = state
+        .app
+        .store
+        .objects()
+        .list_prefixes(prefix)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(prefixes
+        .iter()
+        .filter_map(|p| p.strip_prefix(prefix)?.strip_suffix('/')?.parse().ok())
+        .collect())
+}
+
+async fn apps<F: FormationSource>(
+    State(state): State<FleetState<F>>,
+) -> Result<Json<Value>, ApiError> {
+    let deploys = Deploys::new(state.app.store.clone());
+    let mut apps = Vec::new();
+    for app in names::<F, AppName>(&state, "").await? {
+        let mut envs = Vec::new();
+        for name in names::<F, EnvName>(&state, &format!("{app}/")).await? {
+            let env = EnvRef {
+                app: app.clone(),
+                env: name.clone(),
+            };
+            let current = state.app.store.current(&env).await?;
+            let last = deploys.list(&env, 1).await?.into_iter().next();
+            let terminated = state
+                .app
+                .store
+                .objects()
+                .head(&crate::cycle::termination_key(&env))
+                .await
+                .map_err(ApiError::internal)?
+                .is_some();
+            envs.push(json!({
+                "name": name,
+                "current": current,
+                "last_deploy": last.map(|d| json!({
+                    "id": d.id, "to": d.to, "status": d.status, "user": d.user,
+                    "created_at": d.created_at, "finished_at": d.finished_at,
+                })),
+                "terminated": terminated,
+            }));
+        }
+        apps.push(json!({ "name": app, "envs": envs }));
+    }
+    Ok(Json(json!({ "apps": apps })))
+}
+
+async fn environment<F: FormationSource>(
+    State(state): State<FleetState<F>>,
+    EnvPath(env): EnvPath,
+) -> Result<Json<Value>, ApiError> {
+    let store = &state.app.store;
+    let (current, formation, held) = tokio::join!(
+        store.current(&env),
+        state.fleet.formation(&env),
+        lock::read(store.objects(), &env),
+    );
+    let current = current?;
+    let formation = match formation {
+        Ok(f) => Some(f),
+        Err(FleetError::NoGroup(_)) => None,
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let held = held.map_err(ApiError::internal)?.map(|(lock, _)| lock);
+    if formation.is_none() && current.is_none() && held.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no environment {env}: no releases and no Auto Scaling group"
+        )));
+    }
+    let (mut deploy, mut cycle) = (None, None);
+    if let Some(lock) = &held {
+        if lock.deploy_id.starts_with('d') {
+            deploy = Deploys::new(store.clone())
+                .get(&env, &lock.deploy_id)
+                .await
+                .ok();
+        } else {
+            cycle = Cycles::new(store.clone())
+                .get(&env, &lock.deploy_id)
+                .await
+                .ok();
+        }
+    }
+    Ok(Json(json!({
+        "app": env.app,
+        "env": env.env,
+        "current": current,
+        "formation": formation,
+        "lock": held,
+        "deploy": deploy,
+        "cycle": cycle,
+    })))
+}
