@@ -50,6 +50,11 @@ pub struct EnvSettings {
     pub auto_rollback: bool,
     /// How long the load balancer has to call a batch healthy.
     pub lb_health_timeout_secs: u64,
+    /// A release made from an S3 upload is deployed at once.
+    pub auto_deploy: bool,
+    /// A Slack-compatible incoming webhook told about deploys. A secret
+    /// (whoever has it can post): shown only as [`EnvSettings::redacted`].
+    pub notify_url: Option<String>,
 }
 
 impl Default for EnvSettings {
@@ -66,8 +71,18 @@ impl Default for EnvSettings {
             min_healthy_percent: 50,
             auto_rollback: true,
             lb_health_timeout_secs: 300,
+            auto_deploy: false,
+            notify_url: None,
         }
     }
+}
+
+/// What a webhook URL shows of itself: scheme and host, never the path
+/// (Slack's carries the secret).
+pub fn redact_url(url: &str) -> String {
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    let host = rest.split('/').next().unwrap_or_default();
+    format!("https://{host}/…")
 }
 
 /// At most this many processes of one type on one instance.
@@ -119,6 +134,17 @@ impl EnvSettings {
         if !(1..=3600).contains(&self.lb_health_timeout_secs) {
             return bad("lb_health_timeout_secs must be between 1 and 3600".into());
         }
+        if let Some(url) = &self.notify_url {
+            let host = url
+                .strip_prefix("https://")
+                .and_then(|r| r.split('/').next());
+            if url.len() > 512
+                || !url.bytes().all(|b| b.is_ascii_graphic())
+                || host.is_none_or(str::is_empty)
+            {
+                return bad("notify_url must be an https:// URL of at most 512 characters".into());
+            }
+        }
         if self.releases_kept < 2 {
             return bad("releases_kept must be at least 2 (current and previous)".into());
         }
@@ -133,6 +159,15 @@ impl EnvSettings {
             }
         }
         Ok(())
+    }
+
+    /// The settings as the API and UI show them: the webhook's secret path
+    /// hidden.
+    pub fn redacted(&self) -> Self {
+        Self {
+            notify_url: self.notify_url.as_deref().map(redact_url),
+            ..self.clone()
+        }
     }
 
     /// How many processes of `process_type` run on one instance.
@@ -170,6 +205,17 @@ mod tests {
     }
 
     #[test]
+    fn the_webhook_url_is_shown_without_its_secret_path() {
+        let s = EnvSettings::parse(
+            br#"{"notify_url": "https://hooks.slack.com/services/T000/B000/XXXXSECRET"}"#,
+        )
+        .unwrap();
+        let shown = serde_json::to_string(&s.redacted()).unwrap();
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("https://hooks.slack.com/…"), "{shown}");
+    }
+
+    #[test]
     fn bad_values_are_refused_by_name() {
         for (json, needle) in [
             (r#"{"port": 0}"#, "port"),
@@ -183,6 +229,10 @@ mod tests {
             (r#"{"strategy": "fast"}"#, "strategy"),
             (r#"{"min_healthy_percent": 101}"#, "min_healthy_percent"),
             ("[]", "not valid"),
+            (r#"{"notify_url": "http://hooks.example/x"}"#, "notify_url"),
+            (r#"{"notify_url": "https:///x"}"#, "notify_url"),
+            (r#"{"notify_url": "https://h/a b"}"#, "notify_url"),
+            (r#"{"auto_deploy": "yes"}"#, "not valid"),
         ] {
             let err = EnvSettings::parse(json.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(needle), "{json}: {err}");

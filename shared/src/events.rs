@@ -11,7 +11,8 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use serde::Serialize;
 
 use crate::api::chain;
-use crate::names::ReleaseId;
+use crate::names::{EnvRef, ReleaseId};
+use crate::rollout::{DeployError, Deploys, Launcher, StartDeploy};
 use crate::store::{ReleaseStore, UploadOutcome, parse_upload_key};
 
 /// What happened to one record.
@@ -21,6 +22,9 @@ pub enum RecordOutcome {
     Created {
         key: String,
         release: ReleaseId,
+        /// The deploy auto-deploy started, or why it did not.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        deploy: Option<String>,
     },
     Duplicate {
         key: String,
@@ -58,7 +62,11 @@ pub fn decode_key(raw: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
-async fn handle_record(store: &ReleaseStore, record: &S3EventRecord) -> RecordOutcome {
+async fn handle_record(
+    store: &ReleaseStore,
+    record: &S3EventRecord,
+    deployer: Option<&dyn Launcher>,
+) -> RecordOutcome {
     let raw = record.s3.object.key.clone().unwrap_or_default();
     let Some(key) = decode_key(&raw) else {
         return RecordOutcome::Ignored {
@@ -94,7 +102,17 @@ async fn handle_record(store: &ReleaseStore, record: &S3EventRecord) -> RecordOu
         _ => "s3".to_owned(),
     };
     match store.release_upload(&env, &key, &uploader).await {
-        Ok(UploadOutcome::Created(m)) => RecordOutcome::Created { key, release: m.id },
+        Ok(UploadOutcome::Created(m)) => {
+            let deploy = match deployer {
+                Some(launcher) => auto_deploy(store, launcher, &env, m.id, &uploader).await,
+                None => None,
+            };
+            RecordOutcome::Created {
+                key,
+                release: m.id,
+                deploy,
+            }
+        }
         Ok(UploadOutcome::Duplicate(id)) => RecordOutcome::Duplicate { key, release: id },
         Ok(UploadOutcome::Rejected { reason, .. }) => RecordOutcome::Rejected { key, reason },
         Ok(UploadOutcome::Gone) => RecordOutcome::Gone { key },
@@ -105,11 +123,65 @@ async fn handle_record(store: &ReleaseStore, record: &S3EventRecord) -> RecordOu
     }
 }
 
-/// Handles every record; one bad record never stops the others.
-pub async fn handle_s3_event(store: &ReleaseStore, event: &S3Event) -> Vec<RecordOutcome> {
+/// With auto-deploy on for the environment, starts a deploy of a release
+/// just made from an upload: a CI pipeline that uploads gets a deploy with
+/// no API call. Never fails the upload: the release exists either way, and
+/// the outcome says what became of the deploy.
+async fn auto_deploy(
+    store: &ReleaseStore,
+    launcher: &dyn Launcher,
+    env: &EnvRef,
+    release: ReleaseId,
+    uploader: &str,
+) -> Option<String> {
+    let deploys = Deploys::new(store.clone());
+    let settings = match deploys.settings(env).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(env = %env, error = %e, "auto-deploy: unreadable settings");
+            return Some("not started: the environment's settings are unreadable".into());
+        }
+    };
+    if !settings.auto_deploy {
+        return None;
+    }
+    let request = StartDeploy {
+        release: Some(release),
+        user: uploader.to_owned(),
+        ..StartDeploy::default()
+    };
+    let (record, held) = match deploys.start(env, request, chrono::Utc::now()).await {
+        Ok(started) => started,
+        Err(e @ DeployError::Locked(_)) => {
+            tracing::warn!(env = %env, %release, error = %e, "auto-deploy skipped");
+            return Some(format!("not started: {e}"));
+        }
+        Err(e) => {
+            tracing::error!(env = %env, %release, error = %chain(&e), "auto-deploy failed");
+            return Some("not started: the deploy could not be queued".into());
+        }
+    };
+    if let Err(e) = launcher.launch(env.clone(), record.id.clone()).await {
+        tracing::error!(env = %env, deploy = %record.id, error = %e, "auto-deploy launch failed");
+        let cause = "the rollout could not be started".to_owned();
+        deploys.abandon(env, record, &held, cause).await;
+        return Some("not started: the rollout could not be launched".into());
+    }
+    tracing::info!(env = %env, deploy = %record.id, %release, "auto-deploy started");
+    Some(record.id)
+}
+
+/// Handles every record; one bad record never stops the others. With a
+/// `deployer`, environments with auto-deploy on get a deploy of each new
+/// release.
+pub async fn handle_s3_event(
+    store: &ReleaseStore,
+    event: &S3Event,
+    deployer: Option<&dyn Launcher>,
+) -> Vec<RecordOutcome> {
     let mut outcomes = Vec::with_capacity(event.records.len());
     for record in &event.records {
-        let outcome = handle_record(store, record).await;
+        let outcome = handle_record(store, record, deployer).await;
         tracing::info!(outcome = ?outcome, "s3 record");
         outcomes.push(outcome);
     }
@@ -164,7 +236,11 @@ pub fn s3_event_in_message(body: &str) -> Result<Option<S3Event>, serde_json::Er
 }
 
 /// Handles S3 notifications delivered through SQS.
-pub async fn handle_sqs_event(store: &ReleaseStore, event: &SqsEvent) -> SqsBatchResponse {
+pub async fn handle_sqs_event(
+    store: &ReleaseStore,
+    event: &SqsEvent,
+    deployer: Option<&dyn Launcher>,
+) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for message in &event.records {
         let id = message.message_id.clone().unwrap_or_default();
@@ -184,7 +260,7 @@ pub async fn handle_sqs_event(store: &ReleaseStore, event: &SqsEvent) -> SqsBatc
                 continue;
             }
         };
-        if handle_s3_event(store, &s3)
+        if handle_s3_event(store, &s3, deployer)
             .await
             .iter()
             .any(RecordOutcome::is_failure)

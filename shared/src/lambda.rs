@@ -37,17 +37,20 @@ pub fn classify(payload: &Value) -> EventKind {
     }
 }
 
-/// The release function's handler.
+/// The release function's handler. With a `deployer` (the deploy
+/// function's launcher), uploads to environments with auto-deploy on start
+/// a deploy.
 pub async fn release_handler(
     router: Router,
     store: ReleaseStore,
+    deployer: Option<std::sync::Arc<dyn crate::rollout::Launcher>>,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
     let LambdaEvent { payload, context } = event;
     match classify(&payload) {
         EventKind::S3 => {
             let event = parse_s3_event(payload)?;
-            let outcomes = handle_s3_event(&store, &event).await;
+            let outcomes = handle_s3_event(&store, &event, deployer.as_deref()).await;
             if outcomes.iter().any(RecordOutcome::is_failure) {
                 // S3 invokes asynchronously: an error makes Lambda retry
                 // the event, and records already done are recognised then.
@@ -60,7 +63,7 @@ pub async fn release_handler(
         EventKind::Sqs => {
             let event: SqsEvent = serde_json::from_value(payload)?;
             Ok(serde_json::to_value(
-                handle_sqs_event(&store, &event).await,
+                handle_sqs_event(&store, &event, deployer.as_deref()).await,
             )?)
         }
         EventKind::Http => http(router, payload, context).await,

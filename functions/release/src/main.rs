@@ -1,9 +1,15 @@
 //! The release function: S3 upload events (direct or through SQS) and the
 //! releases/config HTTP API. Builds its config and clients once, then hands
-//! the handler from the shared crate to the Lambda runtime.
+//! the handler from the shared crate to the Lambda runtime. With
+//! `SLIPWAY_DEPLOY_FUNCTION` set, uploads to environments with auto-deploy
+//! on start a deploy by invoking the deploy function asynchronously.
+
+use std::sync::Arc;
 
 use lambda_runtime::{Error, service_fn};
 use slipway::api::{AppState, releases};
+use slipway::rollout::Launcher;
+use slipway::rollout::launch::{JobKind, LambdaLauncher};
 use slipway::settings::ReleaseSettings;
 
 #[tokio::main]
@@ -12,10 +18,20 @@ async fn main() -> Result<(), Error> {
     let settings = ReleaseSettings::from_env()?;
     let aws = slipway::aws::load_config().await;
     let state = AppState::load(&settings, &aws).await?;
+    let deployer: Option<Arc<dyn Launcher>> = std::env::var("SLIPWAY_DEPLOY_FUNCTION")
+        .ok()
+        .filter(|f| !f.is_empty())
+        .map(|function| {
+            Arc::new(LambdaLauncher::new(
+                slipway::aws::lambda_client(&aws),
+                function,
+                JobKind::Deploy,
+            )) as Arc<dyn Launcher>
+        });
     let store = state.store.clone();
     let router = releases::router(state);
     lambda_runtime::run(service_fn(move |event| {
-        slipway::lambda::release_handler(router.clone(), store.clone(), event)
+        slipway::lambda::release_handler(router.clone(), store.clone(), deployer.clone(), event)
     }))
     .await
 }

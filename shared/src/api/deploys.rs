@@ -90,7 +90,9 @@ async fn show_settings(
     State(state): State<AppState>,
     EnvPath(env): EnvPath,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(deploys(&state).settings(&env).await?)))
+    Ok(Json(json!(
+        deploys(&state).settings(&env).await?.redacted()
+    )))
 }
 
 async fn change_settings(
@@ -99,7 +101,10 @@ async fn change_settings(
     JsonBody(patch): JsonBody<serde_json::Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(
-        deploys(&state).change_settings(&env, patch).await?
+        deploys(&state)
+            .change_settings(&env, patch)
+            .await?
+            .redacted()
     )))
 }
 

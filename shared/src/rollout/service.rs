@@ -166,6 +166,16 @@ impl Deploys {
             .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.body).ok())
             .filter(serde_json::Value::is_object)
             .unwrap_or_else(|| serde_json::json!({}));
+        // Settings read from the API and sent back carry the webhook
+        // redacted: that means "unchanged", not a new URL.
+        let mut patch = patch;
+        if let (Some(sent), Some(stored)) = (
+            patch.get("notify_url").and_then(|v| v.as_str()),
+            merged.get("notify_url").and_then(|v| v.as_str()),
+        ) && sent == crate::env_settings::redact_url(stored)
+        {
+            patch.remove("notify_url");
+        }
         if let Some(object) = merged.as_object_mut() {
             object.extend(patch);
         }

@@ -562,6 +562,7 @@ async fn an_api_gateway_v2_request_reaches_the_router_through_the_lambda_handler
     let out = slipway::lambda::release_handler(
         router.clone(),
         world.store.clone(),
+        None,
         lambda_runtime::LambdaEvent::new(event, Default::default()),
     )
     .await
@@ -574,6 +575,7 @@ async fn an_api_gateway_v2_request_reaches_the_router_through_the_lambda_handler
     let out = slipway::lambda::release_handler(
         router,
         world.store.clone(),
+        None,
         lambda_runtime::LambdaEvent::new(event, Default::default()),
     )
     .await

@@ -110,6 +110,40 @@ async fn settings_are_read_patched_validated_and_never_half_applied() {
 }
 
 #[tokio::test]
+async fn the_notification_webhook_is_stored_but_never_shown_and_survives_a_round_trip() {
+    let world = World::new().await;
+    let router = deploy_router(world.store.clone());
+    let uri = "/apps/hello/envs/prod/settings";
+    let hook = "https://hooks.slack.com/services/T0/B0/s3cr3tT0k3n";
+
+    let patch = json!({"notify_url": hook, "auto_deploy": true});
+    let (status, body, _) = call(&router, Method::PATCH, uri, ALICE, Some(patch)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["notify_url"], "https://hooks.slack.com/…");
+    assert_eq!(body["auto_deploy"], true);
+
+    // What GET shows, sent back whole, changes nothing.
+    let (_, shown, _) = call(&router, Method::GET, uri, ALICE, None).await;
+    assert!(!shown.to_string().contains("s3cr3t"), "{shown}");
+    let (status, _, _) = call(&router, Method::PATCH, uri, ALICE, Some(shown)).await;
+    assert_eq!(status, StatusCode::OK);
+    let stored = world.get("hello/prod/settings.json").await.unwrap();
+    let stored: Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(stored["notify_url"], hook);
+
+    let (status, body, _) = call(
+        &router,
+        Method::PATCH,
+        uri,
+        ALICE,
+        Some(json!({"notify_url": "http://plain.example/hook"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.to_string().contains("plain.example/hook"), "{body}");
+}
+
+#[tokio::test]
 async fn deploys_are_listed_shown_and_cancelled_and_bad_ids_are_not_found() {
     let world = World::new().await;
     let env = first_release(&world).await;

@@ -1,6 +1,8 @@
 //! The S3 event path: real notifications from the emulator through SQS, the
 //! sample event from AWS's documentation, encoded keys, bad records.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use slipway::events::handle_sqs_event;
 use slipway::testing::app_archive;
@@ -15,6 +17,7 @@ async fn invoke(world: &World, event: Value) -> Result<Value, lambda_runtime::Er
     slipway::lambda::release_handler(
         router,
         world.store.clone(),
+        None,
         lambda_runtime::LambdaEvent::new(event, Default::default()),
     )
     .await
@@ -236,7 +239,7 @@ async fn a_real_notification_delivered_by_the_emulator_through_sqs_becomes_a_rel
     // The queue delivers at least once: the same messages again change nothing.
     let parsed: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_value(event).unwrap();
     assert_eq!(
-        handle_sqs_event(&world.store, &parsed)
+        handle_sqs_event(&world.store, &parsed, None)
             .await
             .batch_item_failures,
         vec![]
@@ -251,4 +254,86 @@ async fn a_real_notification_delivered_by_the_emulator_through_sqs_becomes_a_rel
         .await
         .unwrap();
     assert_eq!(page.releases.len(), 1);
+}
+
+/// Remembers the deploys it was asked to launch.
+#[derive(Default)]
+struct Deployer(std::sync::Mutex<Vec<String>>);
+
+impl slipway::rollout::Launcher for Deployer {
+    fn launch(
+        &self,
+        _env: slipway::names::EnvRef,
+        id: String,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        self.0.lock().unwrap().push(id);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// An S3 event for `key` in the world's bucket, through the handler with a
+/// deployer.
+async fn upload_with_deployer(world: &World, key: &str, deployer: &Arc<Deployer>) -> Value {
+    world.put(key, app_archive("python3 app.py")).await;
+    let mut event = docs_event();
+    event["Records"][0]["s3"]["bucket"]["name"] = json!(world.bucket);
+    event["Records"][0]["s3"]["object"]["key"] = json!(key);
+    let out = slipway::lambda::release_handler(
+        axum::Router::new(),
+        world.store.clone(),
+        Some(deployer.clone() as Arc<dyn slipway::rollout::Launcher>),
+        lambda_runtime::LambdaEvent::new(event, Default::default()),
+    )
+    .await
+    .unwrap();
+    out["records"][0].clone()
+}
+
+#[tokio::test]
+async fn with_auto_deploy_on_an_upload_starts_a_deploy_of_its_release() {
+    let world = World::new().await;
+    world
+        .put("auto/prod/settings.json", r#"{"auto_deploy": true}"#)
+        .await;
+    let deployer = Arc::new(Deployer::default());
+
+    let outcome = upload_with_deployer(&world, "auto/prod/uploads/ci-42.tar.gz", &deployer).await;
+
+    assert_eq!(outcome["outcome"], "created", "{outcome}");
+    let id = outcome["deploy"].as_str().unwrap().to_owned();
+    assert_eq!(*deployer.0.lock().unwrap(), std::slice::from_ref(&id));
+    let env = slipway::names::EnvRef::parse("auto", "prod").unwrap();
+    let record = slipway::rollout::Deploys::new(world.store.clone())
+        .get(&env, &id)
+        .await
+        .unwrap();
+    assert_eq!(record.to.to_string(), "r1");
+    assert_eq!(record.status, slipway::deploys::DeployStatus::Queued);
+    assert!(record.user.starts_with("s3"), "{}", record.user);
+
+    // A second upload while that deploy holds the environment: the release
+    // is made, the deploy is not, and the outcome says why.
+    let outcome = upload_with_deployer(&world, "auto/prod/uploads/ci-43.tar.gz", &deployer).await;
+    assert_eq!(outcome["release"], "r2");
+    let why = outcome["deploy"].as_str().unwrap();
+    assert!(
+        why.starts_with("not started:") && why.contains(&id),
+        "{why}"
+    );
+    assert_eq!(deployer.0.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn without_auto_deploy_an_upload_only_makes_a_release() {
+    let world = World::new().await;
+    let deployer = Arc::new(Deployer::default());
+
+    let outcome = upload_with_deployer(&world, "manual/prod/uploads/a.tar.gz", &deployer).await;
+
+    assert_eq!(
+        outcome,
+        json!({"outcome": "created", "key": "manual/prod/uploads/a.tar.gz", "release": "r1"})
+    );
+    assert!(deployer.0.lock().unwrap().is_empty());
+    assert!(world.keys("manual/prod/deploys/").await.is_empty());
 }
