@@ -63,6 +63,7 @@ async fn main() -> Result<(), Error> {
                         env_settings.build_timeout_secs + env_settings.health_timeout_secs + 120,
                     ),
                     health_timeout: Duration::from_secs(env_settings.lb_health_timeout_secs),
+                    cancel_poll: Duration::from_secs(5),
                 };
                 let prefix = env.prefix();
                 let url = move |r: ReleaseId| format!("s3://{bucket}/{prefix}releases/{r}");

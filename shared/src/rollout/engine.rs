@@ -21,7 +21,7 @@ use super::record::{Batch, BatchStatus, DeployRecord};
 use crate::deploys::DeployStatus;
 use crate::fleet::{Fleet, InstanceId};
 use crate::names::{EnvRef, ReleaseId};
-use crate::runner::{AgentCommand, Runner};
+use crate::runner::{AgentCommand, Cancel, RunStatus, Runner};
 
 /// Where the engine keeps what it does: records, `current`, the lock.
 pub trait DeployLog: Sync {
@@ -46,6 +46,8 @@ pub struct Options {
     pub agent_timeout: Duration,
     /// How long the load balancer has to call a batch healthy.
     pub health_timeout: Duration,
+    /// How often a running batch looks for a cancel request.
+    pub cancel_poll: Duration,
 }
 
 pub struct Engine<'a, F, R, L> {
@@ -78,6 +80,20 @@ enum Outcome {
 }
 
 impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
+    /// Fires when someone asks to cancel the deploy: the runner then
+    /// cancels the batch's command.
+    fn cancel_watch<'b>(&'b self, record: &DeployRecord) -> Cancel<'b> {
+        let record = record.clone();
+        Box::pin(async move {
+            loop {
+                tokio::time::sleep(self.options.cancel_poll).await;
+                if self.log.cancel_requested(&record).await {
+                    return;
+                }
+            }
+        })
+    }
+
     async fn save(&self, record: &DeployRecord) {
         if let Err(e) = self.log.save(record).await {
             tracing::warn!(deploy = %record.id, error = %e, "could not save the deploy record");
@@ -139,6 +155,7 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
                     std::slice::from_ref(first),
                     &command,
                     self.options.agent_timeout,
+                    self.cancel_watch(record),
                 )
                 .await
             {
@@ -193,6 +210,20 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             let url = (self.release_url)(record.to);
             let done = self.batch(env, number + 1, batch, url, record, false).await;
             if done.status == BatchStatus::Failed {
+                let cancelled = done
+                    .results
+                    .iter()
+                    .any(|r| r.status == RunStatus::Cancelled);
+                if cancelled && self.log.cancel_requested(record).await {
+                    // Like a cancel between batches: the fleet stays as it
+                    // is, every instance back in service.
+                    record.status = DeployStatus::Cancelled;
+                    record.cause = Some(format!(
+                        "cancelled during batch {}: its command was cancelled",
+                        number + 1
+                    ));
+                    return Outcome::Ok;
+                }
                 return Outcome::Failed(format!("batch {} failed", number + 1));
             }
         }
@@ -226,7 +257,17 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             let command = AgentCommand::Deploy { release_url: url };
             match self
                 .runner
-                .run(&instances, &command, self.options.agent_timeout)
+                .run(
+                    &instances,
+                    &command,
+                    self.options.agent_timeout,
+                    if rollback {
+                        // A rollback is never cancelled half-way.
+                        crate::runner::never()
+                    } else {
+                        self.cancel_watch(record)
+                    },
+                )
                 .await
             {
                 Ok(results) => {

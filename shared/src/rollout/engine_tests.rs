@@ -81,6 +81,8 @@ struct FakeRunner {
     fails: Vec<(InstanceId, &'static str)>,
     release_phase_fails: bool,
     calls: Mutex<Vec<(Vec<InstanceId>, AgentCommand)>>,
+    /// This call (1-based) runs until the deploy is cancelled.
+    hangs_on_call: Option<usize>,
 }
 
 impl Runner for FakeRunner {
@@ -89,11 +91,28 @@ impl Runner for FakeRunner {
         targets: &[InstanceId],
         command: &AgentCommand,
         _: Duration,
+        cancel: crate::runner::Cancel<'_>,
     ) -> Result<Vec<Invocation>, RunnerError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push((targets.to_vec(), command.clone()));
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push((targets.to_vec(), command.clone()));
+            calls.len()
+        };
+        if self.hangs_on_call == Some(call) {
+            // A batch that runs until it is cancelled.
+            cancel.await;
+            return Ok(targets
+                .iter()
+                .map(|t| Invocation {
+                    instance: t.clone(),
+                    status: RunStatus::Cancelled,
+                    exit_code: None,
+                    duration_ms: 5,
+                    output_tail: String::new(),
+                    output_key: None,
+                })
+                .collect());
+        }
         Ok(targets
             .iter()
             .map(|t| {
@@ -204,6 +223,7 @@ async fn run(
             release_phase,
             agent_timeout: Duration::from_secs(60),
             health_timeout: Duration::from_secs(60),
+            cancel_poll: Duration::from_millis(1),
         },
     };
     engine.run(record).await
@@ -332,6 +352,35 @@ async fn a_cancel_stops_before_the_next_batch() {
     assert_eq!(done.status, DeployStatus::Cancelled);
     assert_eq!(done.batches.len(), 1);
     assert!(done.cause.unwrap().contains("before batch 2"));
+    assert!(*log.released.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_cancel_during_a_batch_cancels_its_command_and_rolls_nothing_back() {
+    let fleet = fleet(4);
+    let runner = FakeRunner {
+        hangs_on_call: Some(2),
+        ..FakeRunner::default()
+    };
+    // The cancel arrives while batch 2 runs.
+    let log = FakeLog {
+        cancel_after_batches: Some(2),
+        ..FakeLog::default()
+    };
+
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+
+    assert_eq!(done.status, DeployStatus::Cancelled);
+    assert!(done.cause.unwrap().contains("during batch 2"));
+    assert_eq!(done.batches.len(), 2);
+    assert!(done.rollback.is_none(), "a cancel is not a failure");
+    assert_eq!(deployed(&runner).len(), 2, "no batch after the cancel");
+    let standby = fleet.standby.lock().unwrap();
+    assert_eq!(
+        standby.last().unwrap(),
+        &format!("out {:?}", [id(2)]),
+        "the cancelled batch is back in service"
+    );
     assert!(*log.released.lock().unwrap());
 }
 

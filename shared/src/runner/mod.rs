@@ -59,13 +59,23 @@ pub enum RunnerError {
     Poll(String),
 }
 
+/// Resolves when the run should stop: the deploy was cancelled.
+pub type Cancel<'a> = futures::future::BoxFuture<'a, ()>;
+
+/// A [`Cancel`] that never fires.
+pub fn never<'a>() -> Cancel<'a> {
+    Box::pin(std::future::pending())
+}
+
 pub trait Runner: Sync {
     /// Runs `command` on every instance of `targets` and waits for all of
-    /// them (or `timeout`).
+    /// them (or `timeout`). When `cancel` fires first, the runs still going
+    /// are cancelled and reported as they ended (`Cancelled`, mostly).
     fn run(
         &self,
         targets: &[InstanceId],
         command: &AgentCommand,
         timeout: Duration,
+        cancel: Cancel<'_>,
     ) -> impl Future<Output = Result<Vec<Invocation>, RunnerError>> + Send;
 }

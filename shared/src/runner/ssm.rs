@@ -261,22 +261,46 @@ fn terminal(inv: &CommandInvocation) -> Option<Invocation> {
     })
 }
 
+/// How long cancelled invocations have to report how they ended.
+const AFTER_CANCEL: Duration = Duration::from_secs(30);
+
+impl SsmRunner {
+    async fn follow_all(
+        &self,
+        sent: &[(String, &[InstanceId])],
+        timeout: Duration,
+    ) -> Result<Vec<Invocation>, RunnerError> {
+        let mut results = Vec::new();
+        for (command_id, chunk) in sent {
+            results.extend(self.follow(command_id, chunk, timeout).await?);
+        }
+        Ok(results)
+    }
+}
+
 impl Runner for SsmRunner {
     async fn run(
         &self,
         targets: &[InstanceId],
         command: &AgentCommand,
         timeout: Duration,
+        cancel: super::Cancel<'_>,
     ) -> Result<Vec<Invocation>, RunnerError> {
-        let mut results = Vec::with_capacity(targets.len());
         let mut sent = Vec::new();
         for chunk in targets.chunks(MAX_TARGETS) {
             sent.push((self.send(chunk, command, timeout).await?, chunk));
         }
-        for (command_id, chunk) in sent {
-            results.extend(self.follow(&command_id, chunk, timeout).await?);
+        let finished = tokio::select! {
+            results = self.follow_all(&sent, timeout) => Some(results),
+            () = cancel => None,
+        };
+        if let Some(results) = finished {
+            return results;
         }
-        Ok(results)
+        for (command_id, chunk) in &sent {
+            self.cancel(command_id, chunk).await;
+        }
+        self.follow_all(&sent, AFTER_CANCEL).await
     }
 }
 

@@ -10,6 +10,7 @@ use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use aws_smithy_types::error::ErrorMetadata;
 
 use super::*;
+use crate::runner::never;
 
 fn ids(n: usize) -> Vec<InstanceId> {
     (0..n)
@@ -121,7 +122,7 @@ async fn every_terminal_status_is_mapped_after_polling_through_in_progress() {
     .with_polling(fast());
 
     let results = runner
-        .run(&targets, &deploy(), Duration::from_secs(600))
+        .run(&targets, &deploy(), Duration::from_secs(600), never())
         .await
         .unwrap();
 
@@ -174,7 +175,7 @@ async fn a_throttled_poll_waits_and_tries_again() {
     let runner = SsmRunner::new(client, "Slipway-Deploy", "bucket", "p/").with_polling(fast());
 
     let results = runner
-        .run(&targets, &deploy(), Duration::from_secs(600))
+        .run(&targets, &deploy(), Duration::from_secs(600), never())
         .await
         .unwrap();
 
@@ -205,7 +206,7 @@ async fn a_hundred_and_twenty_instances_go_in_three_commands_of_at_most_fifty() 
     let runner = SsmRunner::new(client, "Slipway-Deploy", "bucket", "p/").with_polling(fast());
 
     let results = runner
-        .run(&targets, &deploy(), Duration::from_secs(600))
+        .run(&targets, &deploy(), Duration::from_secs(600), never())
         .await
         .unwrap();
 
@@ -241,12 +242,62 @@ async fn an_instance_that_never_finishes_is_cancelled_and_reported_timed_out() {
     let runner = SsmRunner::new(client, "Slipway-Deploy", "bucket", "p/").with_polling(fast());
 
     let results = runner
-        .run(&targets, &deploy(), Duration::from_millis(50))
+        .run(&targets, &deploy(), Duration::from_millis(50), never())
         .await
         .unwrap();
 
     assert_eq!(results[0].status, RunStatus::TimedOut);
     assert_eq!(cancel.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_cancelled_deploy_cancels_the_running_command_and_reports_how_it_ended() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let targets = ids(2);
+    let t = targets.clone();
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let seen = cancelled.clone();
+    let send = mock!(aws_sdk_ssm::Client::send_command).then_output(|| sent("cmd-4"));
+    // In progress until the command is cancelled, then Cancelled.
+    let list = mock!(aws_sdk_ssm::Client::list_command_invocations).then_output(move || {
+        let status = if seen.load(Ordering::SeqCst) {
+            CommandInvocationStatus::Cancelled
+        } else {
+            CommandInvocationStatus::InProgress
+        };
+        ListCommandInvocationsOutput::builder()
+            .set_command_invocations(Some(
+                t.iter()
+                    .map(|i| invocation(i, status.clone(), status.as_str(), -1))
+                    .collect(),
+            ))
+            .build()
+    });
+    let flag = cancelled.clone();
+    let cancel = mock!(aws_sdk_ssm::Client::cancel_command)
+        .match_requests(|r| r.command_id() == Some("cmd-4") && r.instance_ids().len() == 2)
+        .then_output(move || {
+            flag.store(true, Ordering::SeqCst);
+            aws_sdk_ssm::operation::cancel_command::CancelCommandOutput::builder().build()
+        });
+    let client = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send, &list, &cancel]);
+    let runner = SsmRunner::new(client, "Slipway-Deploy", "bucket", "p/").with_polling(fast());
+
+    let results = runner
+        .run(
+            &targets,
+            &deploy(),
+            Duration::from_secs(600),
+            Box::pin(tokio::time::sleep(Duration::from_millis(30))),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(cancel.num_calls(), 1);
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r.status == RunStatus::Cancelled));
+    assert!(list.num_calls() >= 2);
 }
 
 #[test]

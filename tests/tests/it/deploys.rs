@@ -74,6 +74,7 @@ impl Runner for Agents {
         targets: &[InstanceId],
         _: &AgentCommand,
         _: Duration,
+        _: slipway::runner::Cancel<'_>,
     ) -> Result<Vec<Invocation>, RunnerError> {
         Ok(targets
             .iter()
@@ -103,6 +104,7 @@ async fn run(d: &Deploys, id: &str, fail: bool) -> slipway::rollout::DeployRecor
         release_phase: false,
         agent_timeout: Duration::from_secs(60),
         health_timeout: Duration::from_secs(60),
+        cancel_poll: Duration::from_millis(20),
     };
     let done = run_queued(
         d,
@@ -246,4 +248,69 @@ async fn unknown_releases_and_deploys_are_clear_errors() {
         d.get(&env(), "d2026").await,
         Err(DeployError::NotFound(_))
     ));
+}
+
+/// Agents that run until their command is cancelled.
+struct Stuck;
+
+impl Runner for Stuck {
+    async fn run(
+        &self,
+        targets: &[InstanceId],
+        _: &AgentCommand,
+        _: Duration,
+        cancel: slipway::runner::Cancel<'_>,
+    ) -> Result<Vec<Invocation>, RunnerError> {
+        cancel.await;
+        Ok(targets
+            .iter()
+            .map(|t| Invocation {
+                instance: t.clone(),
+                status: RunStatus::Cancelled,
+                exit_code: None,
+                duration_ms: 1,
+                output_tail: String::new(),
+                output_key: None,
+            })
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_through_the_store_stops_the_running_batch() {
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let (record, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    let fleet = Healthy(vec![InstanceId::parse("i-1").unwrap()]);
+    let url = |id: ReleaseId| format!("s3://bucket/hello/prod/releases/{id}");
+    let options = Options {
+        release_phase: false,
+        agent_timeout: Duration::from_secs(60),
+        health_timeout: Duration::from_secs(60),
+        cancel_poll: Duration::from_millis(20),
+    };
+    let canceller = {
+        let (d, id) = (d.clone(), record.id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            d.cancel(&env(), &id).await.unwrap();
+        })
+    };
+
+    let done = tokio::time::timeout(
+        Duration::from_secs(20),
+        run_queued(&d, &env(), &record.id, &fleet, &Stuck, &url, options),
+    )
+    .await
+    .expect("the cancel stops the batch")
+    .unwrap();
+    canceller.await.unwrap();
+
+    assert_eq!(done.status, DeployStatus::Cancelled);
+    assert!(done.cause.unwrap().contains("during batch 1"));
+    assert_eq!(
+        d.get(&env(), &record.id).await.unwrap().status,
+        DeployStatus::Cancelled
+    );
 }
