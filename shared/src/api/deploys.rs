@@ -81,7 +81,7 @@ async fn cancel(
     let note = if record.is_finished() {
         "the deploy had already finished"
     } else {
-        "the deploy stops after its running batch"
+        "the deploy stops: its running batch is cancelled"
     };
     Ok(Json(json!({ "deploy": record, "note": note })))
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
 use super::engine::{CycleEngine, CycleLog, CycleOptions};
 use super::{CycleMode, CycleRecord, CycleStep, StepStatus, cycles_prefix, is_cycle_id};
@@ -429,11 +428,10 @@ impl Cycles {
         id: &str,
         launcher: Arc<dyn Launcher>,
     ) -> Result<S3CycleLog, CycleError> {
-        let held = lock::adopt(&self.objects, env, id).await?;
         Ok(S3CycleLog {
             cycles: self.clone(),
             env: env.clone(),
-            held: Mutex::new(held),
+            lock: lock::JobLock::adopt(&self.objects, env, id).await?,
             launcher,
         })
     }
@@ -479,7 +477,7 @@ pub async fn run_queued_cycle<F: Fleet + GroupControl>(
 pub struct S3CycleLog {
     cycles: Cycles,
     env: EnvRef,
-    held: Mutex<Held>,
+    lock: lock::JobLock,
     launcher: Arc<dyn Launcher>,
 }
 
@@ -493,27 +491,17 @@ impl CycleLog for S3CycleLog {
     }
 
     async fn renew_lock(&self) -> Result<(), String> {
-        let mut held = self.held.lock().await;
-        lock::renew(&self.cycles.objects, &self.env, &mut held, Utc::now())
-            .await
-            .map_err(|e| e.to_string())
+        self.lock.renew().await
     }
 
     async fn release_lock(&self) {
-        let held = self.held.lock().await;
-        if let Err(e) = lock::release(&self.cycles.objects, &self.env, &held).await {
-            tracing::warn!(env = %self.env, error = %e, "could not release the lock");
-        }
+        self.lock.release().await
     }
 
     async fn cancel_requested(&self, record: &CycleRecord) -> bool {
-        matches!(
-            self.cycles
-                .objects
-                .head(&cancel_key(&self.env, &record.id))
-                .await,
-            Ok(Some(_))
-        )
+        self.lock
+            .cancel_requested(&cancel_key(&self.env, &record.id))
+            .await
     }
 
     async fn hand_off(&self, record: &CycleRecord) -> Result<(), String> {

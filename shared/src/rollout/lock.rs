@@ -183,3 +183,43 @@ pub async fn release(objects: &S3Objects, env: &EnvRef, held: &Held) -> Result<(
         None => Ok(()),
     }
 }
+
+/// The lock of a running job (a deploy's rollout, a cycle), taken up by
+/// its worker: renewed between steps, released at the end.
+pub struct JobLock {
+    objects: S3Objects,
+    env: EnvRef,
+    held: tokio::sync::Mutex<Held>,
+}
+
+impl JobLock {
+    /// Takes up the lock `id` holds; fails if another job holds it.
+    pub async fn adopt(objects: &S3Objects, env: &EnvRef, id: &str) -> Result<Self, LockError> {
+        let held = adopt(objects, env, id).await?;
+        Ok(Self {
+            objects: objects.clone(),
+            env: env.clone(),
+            held: tokio::sync::Mutex::new(held),
+        })
+    }
+
+    pub async fn renew(&self) -> Result<(), String> {
+        let mut held = self.held.lock().await;
+        renew(&self.objects, &self.env, &mut held, Utc::now())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Best effort: a lock left behind expires.
+    pub async fn release(&self) {
+        let held = self.held.lock().await;
+        if let Err(e) = release(&self.objects, &self.env, &held).await {
+            tracing::warn!(env = %self.env, error = %e, "could not release the lock");
+        }
+    }
+
+    /// Whether the job's cancel flag (an object at `key`) is set.
+    pub async fn cancel_requested(&self, key: &str) -> bool {
+        matches!(self.objects.head(key).await, Ok(Some(_)))
+    }
+}

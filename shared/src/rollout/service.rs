@@ -3,7 +3,6 @@
 //! deploy log the engine writes through.
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Mutex;
 
 use super::lock::{self, Held, Lock, LockError};
 use super::record::DeployRecord;
@@ -355,7 +354,8 @@ impl Deploys {
         }
     }
 
-    /// Asks a running deploy to stop after its current batch.
+    /// Asks a running deploy to stop: the running batch's command is
+    /// cancelled, no further batch starts.
     pub async fn cancel(&self, env: &EnvRef, id: &str) -> Result<DeployRecord, DeployError> {
         let record = self.get(env, id).await?;
         if !record.is_finished() {
@@ -385,13 +385,13 @@ impl Deploys {
         if lock.deploy_id != record.id {
             return Err(DeployError::Locked(Box::new(lock)));
         }
-        let held = lock::adopt(&self.objects, env, &record.id)
+        let lock = lock::JobLock::adopt(&self.objects, env, &record.id)
             .await
             .map_err(|e| DeployError::Lock(e.to_string()))?;
         Ok(S3DeployLog {
             deploys: self.clone(),
             env: env.clone(),
-            held: Mutex::new(held),
+            lock,
         })
     }
 }
@@ -400,7 +400,7 @@ impl Deploys {
 pub struct S3DeployLog {
     deploys: Deploys,
     env: EnvRef,
-    held: Mutex<Held>,
+    lock: lock::JobLock,
 }
 
 impl DeployLog for S3DeployLog {
@@ -420,26 +420,16 @@ impl DeployLog for S3DeployLog {
     }
 
     async fn renew_lock(&self) -> Result<(), String> {
-        let mut held = self.held.lock().await;
-        lock::renew(&self.deploys.objects, &self.env, &mut held, Utc::now())
-            .await
-            .map_err(|e| e.to_string())
+        self.lock.renew().await
     }
 
     async fn release_lock(&self) {
-        let held = self.held.lock().await;
-        if let Err(e) = lock::release(&self.deploys.objects, &self.env, &held).await {
-            tracing::warn!(env = %self.env, error = %e, "could not release the lock");
-        }
+        self.lock.release().await
     }
 
     async fn cancel_requested(&self, record: &DeployRecord) -> bool {
-        matches!(
-            self.deploys
-                .objects
-                .head(&cancel_key(&self.env, &record.id))
-                .await,
-            Ok(Some(_))
-        )
+        self.lock
+            .cancel_requested(&cancel_key(&self.env, &record.id))
+            .await
     }
 }
