@@ -81,6 +81,11 @@ enum Command {
         #[arg(long)]
         app: Option<String>,
     },
+    /// Stop the processes of an app (all apps without --app)
+    Stop {
+        #[arg(long)]
+        app: Option<String>,
+    },
 }
 
 /// The settings file: `KEY=value` lines (SLIPWAY_ROOT, SLIPWAY_SUPERVISOR,
@@ -253,6 +258,10 @@ async fn main() -> ExitCode {
                 Err(f) => Err(f),
             }
         }
+        Command::Stop { app } => match app.as_deref().map(AppName::parse).transpose() {
+            Ok(app) => agent.stop(app.as_ref()).await,
+            Err(e) => return usage(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

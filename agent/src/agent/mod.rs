@@ -37,6 +37,7 @@ mod boot;
 mod release_phase;
 mod rollback;
 mod status;
+mod stop;
 
 pub use status::{AppStatus, Health, StatusReport};
 

@@ -301,6 +301,25 @@ fn rollback_switches_to_the_previous_release_and_back_again() {
 }
 
 #[test]
+fn stop_ends_the_apps_processes_and_boot_or_deploy_starts_them_again() {
+    let f = Fixture::new();
+    f.publish(1, Spec::default());
+    assert!(f.deploy(1).ok());
+    assert_eq!(f.answering().as_deref(), Some("r1"));
+
+    let run = f.run(&["stop"]);
+
+    assert!(run.ok(), "{}", run.all);
+    assert!(run.stdout.contains("at=stopped app=hello"), "{}", run.all);
+    assert_eq!(f.answering(), None, "nothing answers after stop");
+    let status = f.status();
+    let processes = status["processes"].as_array().unwrap();
+    assert!(processes.iter().all(|p| p["running"] != true), "{status}");
+    assert!(f.deploy(1).ok(), "the release is still installed");
+    assert_eq!(f.answering().as_deref(), Some("r1"));
+}
+
+#[test]
 fn old_releases_are_pruned_but_never_current_or_previous() {
     let f = Fixture::new();
     f.settings(r#"{"health_timeout_secs": 5, "stop_grace_secs": 2, "releases_kept": 2}"#);

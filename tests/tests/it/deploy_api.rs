@@ -179,7 +179,10 @@ async fn deploys_are_listed_shown_and_cancelled_and_bad_ids_are_not_found() {
         call(&router, Method::POST, &format!("{uri}/cancel"), ALICE, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        body["note"].as_str().unwrap().contains("running batch is cancelled"),
+        body["note"]
+            .as_str()
+            .unwrap()
+            .contains("running batch is cancelled"),
         "{body}"
     );
     assert!(
