@@ -201,10 +201,16 @@ pub fn with_auth_of<S: Clone + Send + Sync + 'static>(
     state: S,
     users: Arc<Users>,
 ) -> Router {
+    serve(routes.with_state(state), users)
+}
+
+/// The finished service around stateful routes (one function's, or every
+/// function's merged, as the local platform serves them): Basic auth on
+/// all of them and the fallback, `/healthz` open, request tracing.
+pub fn serve(routes: Router, users: Arc<Users>) -> Router {
     let authed = routes
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(users, require_basic_auth))
-        .with_state(state);
+        .layer(middleware::from_fn_with_state(users, require_basic_auth));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(authed)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
             post(new_upload).get(list),
         )
         .route("/apps/{app}/envs/{env}/releases/{id}", get(show))
+        .route("/apps/{app}/envs/{env}/uploads/{name}", get(upload_status))
         .route(
             "/apps/{app}/envs/{env}/releases/{id}/promote",
             post(promote),
@@ -103,6 +104,22 @@ async fn show(
     ReleasePath(env, id): ReleasePath,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(state.store.release(&env, id).await?)))
+}
+
+/// What became of an upload: `pending` (not processed yet), `released`
+/// with the release, or `rejected` with the reason. `ship release` waits
+/// on this after its PUT.
+async fn upload_status(
+    State(state): State<AppState>,
+    Path((app, env, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let env = crate::names::EnvRef::parse(&app, &env)?;
+    let status = state
+        .store
+        .upload_status(&env, &name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such upload".into()))?;
+    Ok(Json(json!(status)))
 }
 
 #[derive(Deserialize)]

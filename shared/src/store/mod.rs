@@ -20,7 +20,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 pub use manifest::{Claim, Manifest, Origin, ReleaseFile, Source};
 pub use objects::{Head, Object, ObjectError, PresignedPut, S3Objects, Write};
-pub use uploads::{MAX_DESCRIPTION, UploadOutcome, UploadTicket, parse_upload_key};
+pub use uploads::{MAX_DESCRIPTION, UploadOutcome, UploadStatus, UploadTicket, parse_upload_key};
 
 use crate::archive::{ArchiveFormat, Limits};
 use crate::config::{Config, ConfigDiff, ConfigError};

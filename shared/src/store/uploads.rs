@@ -57,6 +57,15 @@ pub struct UploadTicket {
     pub headers: std::collections::BTreeMap<String, String>,
 }
 
+/// What became of an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum UploadStatus {
+    Pending,
+    Released { release: ReleaseId },
+    Rejected { reason: String },
+}
+
 /// Splits `<app>/<env>/uploads/<name>` into the environment and name.
 pub fn parse_upload_key(key: &str) -> Option<(EnvRef, &str)> {
     let mut parts = key.splitn(4, '/');
@@ -214,6 +223,41 @@ impl ReleaseStore {
             }
         }
         Ok(None)
+    }
+
+    /// What became of the upload `<app>/<env>/uploads/<name>`: rejected
+    /// (its reason is beside the moved object), released (a recent release
+    /// came from it), or still pending. `None` for a name that could not
+    /// be an upload's (it never becomes a key).
+    pub async fn upload_status(
+        &self,
+        env: &EnvRef,
+        name: &str,
+    ) -> Result<Option<UploadStatus>, StoreError> {
+        let key = format!("{}uploads/{name}", env.prefix());
+        if parse_upload_key(&key).is_none_or(|(_, n)| n != name)
+            || name.contains('/')
+            || name.starts_with('.')
+            || !name.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Ok(None);
+        }
+        let reason_key = format!("{}rejected/{name}.reason.json", env.prefix());
+        if let Some(object) = self.objects.get(&reason_key).await? {
+            let reason = serde_json::from_slice::<serde_json::Value>(&object.body)
+                .ok()
+                .and_then(|v| v.get("reason")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "rejected".into());
+            return Ok(Some(UploadStatus::Rejected { reason }));
+        }
+        let recent = self.list_releases(env, None, 20).await?;
+        let made = recent.releases.iter().find(
+            |m| matches!(&m.origin, super::manifest::Origin::Upload { key: k, .. } if *k == key),
+        );
+        Ok(Some(match made {
+            Some(m) => UploadStatus::Released { release: m.id },
+            None => UploadStatus::Pending,
+        }))
     }
 
     /// Moves a refused upload to `rejected/` beside a JSON reason.

@@ -610,3 +610,45 @@ async fn users_load_from_a_securestring_parameter_at_cold_start() {
         .unwrap_err();
     assert!(missing.to_string().contains("/no/such/param"));
 }
+
+#[tokio::test]
+async fn an_upload_can_be_followed_until_it_is_released_or_rejected() {
+    let world = World::new().await;
+    let router = router(world.store.clone());
+    let env = EnvRef::parse("up", "prod").unwrap();
+    let status = |name: &str| format!("/apps/up/envs/prod/uploads/{name}");
+
+    world
+        .put("up/prod/uploads/a.tar.gz", app_archive("python3 app.py"))
+        .await;
+    let (code, body, _) = call(&router, Method::GET, &status("a.tar.gz"), ALICE, None).await;
+    assert_eq!(
+        (code, body["state"].as_str()),
+        (StatusCode::OK, Some("pending"))
+    );
+
+    world
+        .store
+        .release_upload(&env, "up/prod/uploads/a.tar.gz", "s3")
+        .await
+        .unwrap();
+    let (_, body, _) = call(&router, Method::GET, &status("a.tar.gz"), ALICE, None).await;
+    assert_eq!(body, json!({"state": "released", "release": "r1"}));
+
+    world
+        .put("up/prod/uploads/b.tar.gz", b"not an archive".to_vec())
+        .await;
+    world
+        .store
+        .release_upload(&env, "up/prod/uploads/b.tar.gz", "s3")
+        .await
+        .unwrap();
+    let (_, body, _) = call(&router, Method::GET, &status("b.tar.gz"), ALICE, None).await;
+    assert_eq!(body["state"], "rejected");
+    assert!(!body["reason"].as_str().unwrap().is_empty());
+
+    for bad in ["..", ".hidden", "a%2Fb", "a%20b"] {
+        let (code, _, _) = call(&router, Method::GET, &status(bad), ALICE, None).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{bad}");
+    }
+}
