@@ -10,6 +10,7 @@ use lambda_runtime::{Error, service_fn};
 use slipway::api::{AppState, deploys};
 use slipway::fleet::aws::AwsFleet;
 use slipway::names::{EnvRef, ReleaseId};
+use slipway::rollout::engine::release_url;
 use slipway::rollout::launch::{JobKind, LambdaLauncher};
 use slipway::rollout::{Deploys, Options, run_queued};
 use slipway::runner::ssm::SsmRunner;
@@ -57,16 +58,10 @@ async fn main() -> Result<(), Error> {
                 let env_settings = deploys.settings(&env).await?;
                 let record = deploys.get(&env, &id).await?;
                 let manifest = deploys.store.release(&env, record.to).await?;
-                let options = Options {
-                    release_phase: manifest.procfile.release().is_some(),
-                    agent_timeout: Duration::from_secs(
-                        env_settings.build_timeout_secs + env_settings.health_timeout_secs + 120,
-                    ),
-                    health_timeout: Duration::from_secs(env_settings.lb_health_timeout_secs),
-                    cancel_poll: Duration::from_secs(5),
-                };
-                let prefix = env.prefix();
-                let url = move |r: ReleaseId| format!("s3://{bucket}/{prefix}releases/{r}");
+                let options =
+                    Options::from_settings(&env_settings, manifest.procfile.release().is_some());
+                let of = env.clone();
+                let url = move |r: ReleaseId| release_url(&bucket, &of, r);
                 let done = run_queued(&deploys, &env, &id, &fleet, &runner, &url, options).await?;
                 Ok(serde_json::to_value(done)?)
             },

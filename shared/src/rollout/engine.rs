@@ -50,6 +50,27 @@ pub struct Options {
     pub cancel_poll: Duration,
 }
 
+impl Options {
+    /// The environment's timeouts for a deploy; `release_phase` when the
+    /// target release's Procfile has a `release:` command.
+    pub fn from_settings(settings: &crate::env_settings::EnvSettings, release_phase: bool) -> Self {
+        Self {
+            release_phase,
+            // Build and health on the instance, plus fetching and starting.
+            agent_timeout: Duration::from_secs(
+                settings.build_timeout_secs + settings.health_timeout_secs + 120,
+            ),
+            health_timeout: Duration::from_secs(settings.lb_health_timeout_secs),
+            cancel_poll: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The release URL the agent gets for a release of `env` in `bucket`.
+pub fn release_url(bucket: &str, env: &EnvRef, id: ReleaseId) -> String {
+    format!("s3://{bucket}/{}releases/{id}", env.prefix())
+}
+
 pub struct Engine<'a, F, R, L> {
     pub fleet: &'a F,
     pub runner: &'a R,

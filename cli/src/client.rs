@@ -1,0 +1,149 @@
+//! The control plane's HTTP API as `ship` uses it: Basic auth on every
+//! request, JSON in and out, and errors that say what to do next.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::context::Target;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach {url} ({detail}): is `ship dev` running? Otherwise set SLIPWAY_URL")]
+    Unreachable { url: String, detail: String },
+    #[error(
+        "{url} refused the credentials of {user}: check SLIPWAY_USER and SLIPWAY_PASSWORD (`ship dev` prints them and keeps them in .slipway/dev.json)"
+    )]
+    Unauthorized { url: String, user: String },
+    #[error("{message}{hint}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        hint: &'static str,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// What to add to an API error so the user knows the next step.
+fn hint(status: StatusCode, message: &str) -> &'static str {
+    if status == StatusCode::CONFLICT && message.contains("holds the environment") {
+        " (follow it with `ship deploys`, or stop it with `ship cancel`)"
+    } else if status == StatusCode::NOT_FOUND && message.contains("no Auto Scaling group") {
+        " (create the environment: `ship dev env create APP ENV` locally)"
+    } else if status == StatusCode::BAD_REQUEST && message.contains("no release to deploy") {
+        " (make one with `ship release`)"
+    } else {
+        ""
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    pub target: Target,
+}
+
+impl Client {
+    pub fn new(target: Target) -> Self {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("ship/", env!("CARGO_PKG_VERSION")))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client");
+        Self { http, target }
+    }
+
+    /// The raw HTTP client (uploads to presigned URLs).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        self.send(Method::POST, path, body, &[]).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.send(Method::PATCH, path, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
+        self.send(Method::DELETE, path, None, &[]).await
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Value, CliError> {
+        let url = format!("{}{path}", self.target.url);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .basic_auth(&self.target.user, Some(&self.target.password));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| CliError::Unreachable {
+            url: self.target.url.clone(),
+            detail: root_cause(&e),
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| CliError::Unreachable {
+            url: self.target.url.clone(),
+            detail: root_cause(&e),
+        })?;
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(CliError::Unauthorized {
+                url: self.target.url.clone(),
+                user: self.target.user.clone(),
+            });
+        }
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value["error"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{} answered {status}", self.target.url));
+            return Err(CliError::Api {
+                status: status.as_u16(),
+                code: value["code"].as_str().unwrap_or_default().to_owned(),
+                hint: hint(status, &message),
+                message,
+            });
+        }
+        Ok(value)
+    }
+}
+
+/// The innermost cause: "Connection refused", not reqwest's wrapper text.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// `/apps/<app>/envs/<env>` plus `rest`.
+pub fn env_path(env: &slipway::names::EnvRef, rest: &str) -> String {
+    format!("/apps/{}/envs/{}{rest}", env.app, env.env)
+}

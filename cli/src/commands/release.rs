@@ -1,0 +1,217 @@
+//! `ship release`: the committed tree of a git checkout, archived with
+//! `git archive`, compressed with zstd, uploaded to the presigned URL the
+//! control plane hands out, then followed until the upload became a
+//! release (or was rejected, with the reason). `ship releases` lists them.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::output::{age_of, table, text};
+
+pub struct ReleaseOptions {
+    pub dir: PathBuf,
+    pub message: Option<String>,
+    pub git_ref: String,
+    pub allow_dirty: bool,
+    pub tag: bool,
+    pub progress: bool,
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .context("running git (is it installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "git {}: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout)
+}
+
+fn git_text(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    Ok(String::from_utf8_lossy(&git(dir, args)?).trim().to_owned())
+}
+
+/// The archive of `dir` at the ref: (zstd bytes, git ref text, commit).
+fn archive(options: &ReleaseOptions) -> anyhow::Result<(Vec<u8>, String, String)> {
+    let dir = &options.dir;
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let commit = git_text(
+        dir,
+        &[
+            "rev-parse",
+            "--verify",
+            &format!("{}^{{commit}}", options.git_ref),
+        ],
+    )
+    .map_err(|_| anyhow!("{:?} is not a commit here", options.git_ref))?;
+    let prefix = git_text(dir, &["rev-parse", "--show-prefix"])?;
+    let dirty = git_text(dir, &["status", "--porcelain", "--", "."])?;
+    if !dirty.is_empty() {
+        if !options.allow_dirty {
+            bail!(
+                "{} has uncommitted changes: commit them, or release the committed tree anyway with --allow-dirty",
+                dir.display()
+            );
+        }
+        eprintln!("note: uncommitted changes are not part of the release");
+    }
+    let tree = if prefix.is_empty() {
+        commit.clone()
+    } else {
+        format!("{commit}:{}", prefix.trim_end_matches('/'))
+    };
+    // From the top: inside a subdirectory, git archive takes only the part
+    // of the tree under that subdirectory's path.
+    let top = PathBuf::from(git_text(dir, &["rev-parse", "--show-toplevel"])?);
+    let tar = git(&top, &["archive", "--format=tar", &tree])?;
+    let compressed = zstd::encode_all(tar.as_slice(), 3).context("compressing the archive")?;
+    let short = &commit[..commit.len().min(12)];
+    let described = if options.git_ref == "HEAD" {
+        short.to_owned()
+    } else {
+        format!("{} ({short})", options.git_ref)
+    };
+    Ok((compressed, described, commit))
+}
+
+pub async fn release(ctx: &Ctx, options: &ReleaseOptions) -> anyhow::Result<String> {
+    let (body, git_ref, commit) = archive(options)?;
+    let mut request = json!({ "git_ref": git_ref, "format": "tar.zst" });
+    if let Some(m) = &options.message {
+        request["description"] = m.clone().into();
+    }
+    let ticket = ctx
+        .client
+        .post(&ctx.path("/releases"), Some(&request))
+        .await?;
+    let url = ticket["upload_url"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the control plane gave no upload URL"))?;
+    let key = ticket["key"].as_str().unwrap_or_default();
+    let name = key.rsplit('/').next().unwrap_or_default().to_owned();
+    upload(ctx, url, &ticket["headers"], body, options.progress).await?;
+    let release = wait_for_release(ctx, &name).await?;
+    if options.tag {
+        git(&options.dir, &["tag", &release, &commit])
+            .with_context(|| format!("tagging {commit} as {release}"))?;
+    }
+    Ok(release)
+}
+
+async fn upload(
+    ctx: &Ctx,
+    url: &str,
+    headers: &Value,
+    body: Vec<u8>,
+    progress: bool,
+) -> anyhow::Result<()> {
+    let len = body.len() as u64;
+    let bar = if progress {
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "uploading {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let chunks: Vec<Vec<u8>> = body.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
+    let counter = bar.clone();
+    let stream = futures::stream::iter(chunks.into_iter().map(move |c| {
+        counter.inc(c.len() as u64);
+        Ok::<_, std::io::Error>(c)
+    }));
+    let mut request = ctx
+        .client
+        .http()
+        .put(url)
+        .header(reqwest::header::CONTENT_LENGTH, len)
+        .body(reqwest::Body::wrap_stream(stream));
+    if let Some(headers) = headers.as_object() {
+        for (k, v) in headers {
+            request = request.header(k, v.as_str().unwrap_or_default());
+        }
+    }
+    let response = request
+        .send()
+        .await
+        .context("uploading the archive to the release bucket")?;
+    bar.finish_and_clear();
+    if !response.status().is_success() {
+        bail!(
+            "the release bucket refused the upload ({}); ask for a new URL by running the command again",
+            response.status()
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for_release(ctx: &Ctx, name: &str) -> anyhow::Result<String> {
+    let started = Instant::now();
+    loop {
+        let status = ctx
+            .client
+            .get(&ctx.path(&format!("/uploads/{name}")))
+            .await?;
+        match status["state"].as_str() {
+            Some("released") => return Ok(text(&status["release"])),
+            Some("rejected") => bail!("the upload was rejected: {}", text(&status["reason"])),
+            _ if started.elapsed() > Duration::from_secs(180) => bail!(
+                "the upload was not processed within 3 minutes: is the release function receiving S3 events?"
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+pub async fn list(ctx: &Ctx, limit: usize) -> anyhow::Result<bool> {
+    let page = ctx
+        .client
+        .get(&ctx.path(&format!("/releases?limit={}", limit.clamp(1, 100))))
+        .await?;
+    if ctx.json(&page) {
+        return Ok(true);
+    }
+    let rows: Vec<Vec<String>> = page["releases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let origin = text(&r["origin"]["kind"]);
+            vec![
+                text(&r["id"]),
+                age_of(&r["created_at"]),
+                text(&r["created_by"]),
+                text(&r["git_ref"]),
+                origin,
+                text(&r["description"]),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &["RELEASE", "AGE", "BY", "GIT", "FROM", "DESCRIPTION"],
+            &rows
+        )
+    );
+    Ok(true)
+}
