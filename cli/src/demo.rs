@@ -82,7 +82,9 @@ async fn fetch(port: u16) -> anyhow::Result<String> {
     Ok(body.trim().to_owned())
 }
 
-async fn tell(platform: &Platform, repo: &std::path::Path) -> anyhow::Result<()> {
+/// Tells the story on a running platform; fails at the first step that
+/// does not go as the story says.
+pub async fn tell(platform: &Platform, repo: &std::path::Path) -> anyhow::Result<()> {
     let env = EnvRef::parse("hello", "production")?;
     let ctx = Ctx {
         client: Client::new(Target {

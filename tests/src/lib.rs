@@ -170,80 +170,15 @@ impl World {
 }
 
 /// An environment made in the emulator from `infra/environment.yaml`, the
-/// template real environments are made from: a launch template, an Auto
-/// Scaling group over two subnets of the default VPC, an ALB and a target
-/// group. The stack is named `<app>-<env>`, like the group.
+/// template real environments are made from, as the local platform makes
+/// them: a launch template, an Auto Scaling group over two subnets, an ALB
+/// and a target group. The stack is named `<app>-<env>`, like the group.
 pub async fn environment_stack(config: &SdkConfig, env: &EnvRef, bucket: &str, desired: u32) {
-    let ec2 = slipway::aws::ec2_client(config);
-    let cfn = slipway::aws::cloudformation_client(config);
-    let vpcs = ec2
-        .describe_vpcs()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("isDefault")
-                .values("true")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("describe the default VPC");
-    let vpc = vpcs.vpcs()[0].vpc_id().expect("a VPC id").to_owned();
-    let subnets = ec2
-        .describe_subnets()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("vpc-id")
-                .values(&vpc)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("describe subnets");
-    let mut by_az = std::collections::BTreeMap::new();
-    for s in subnets.subnets() {
-        by_az
-            .entry(s.availability_zone().unwrap_or_default().to_owned())
-            .or_insert_with(|| s.subnet_id().unwrap_or_default().to_owned());
-    }
-    let subnets: Vec<String> = by_az.into_values().take(2).collect();
-    assert_eq!(subnets.len(), 2, "two AZs in the default VPC");
     let template = std::fs::read_to_string(workspace_root().join("infra/environment.yaml"))
         .expect("read infra/environment.yaml");
-    let max = desired.max(1) * 3;
-    let params = [
-        ("App", env.app.to_string()),
-        ("Env", env.env.to_string()),
-        ("VpcId", vpc),
-        ("Subnets", subnets.join(",")),
-        ("ReleaseBucket", bucket.to_owned()),
-        ("MinSize", "0".to_owned()),
-        ("MaxSize", max.to_string()),
-        ("DesiredCapacity", desired.to_string()),
-    ];
-    let mut create = cfn
-        .create_stack()
-        .stack_name(env.qualified())
-        .template_body(template)
-        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityIam);
-    for (k, v) in params {
-        create = create.parameters(
-            aws_sdk_cloudformation::types::Parameter::builder()
-                .parameter_key(k)
-                .parameter_value(v)
-                .build(),
-        );
-    }
-    create.send().await.expect("create the environment stack");
-    let stack = cfn
-        .describe_stacks()
-        .stack_name(env.qualified())
-        .send()
+    ship::dev::env::create_stack(config, &template, env, bucket, desired)
         .await
-        .expect("describe the stack");
-    let status = stack.stacks()[0]
-        .stack_status()
-        .map(|s| s.as_str().to_owned());
-    assert_eq!(status.as_deref(), Some("CREATE_COMPLETE"), "{stack:?}");
+        .unwrap_or_else(|e| panic!("create the environment stack: {e:#}"));
 }
 
 /// The emulator's agents: tags every instance of the group that has no

@@ -1,0 +1,8 @@
+.PHONY: demo test
+
+# The README's two commands.
+demo:
+	scripts/demo
+
+test:
+	scripts/test

@@ -1,0 +1,278 @@
+//! `ship` and the local platform end to end: the demo's story as a test,
+//! the command line's errors, and `ship dev` stopping everything it started.
+//! These need `slipway-agent` built beside the test binary (`cargo test
+//! --workspace` builds it) and the emulator installed (`scripts/test`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use ship::dev::{Platform, PlatformOptions, agent_binary};
+
+fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn agent() -> PathBuf {
+    let agent = agent_binary();
+    assert!(
+        agent.is_file(),
+        "slipway-agent is not built beside the tests ({}): run `cargo build -p slipway-agent` or scripts/test",
+        agent.display()
+    );
+    agent
+}
+
+async fn platform(work: &Path) -> Platform {
+    Platform::start(PlatformOptions {
+        repo: repo(),
+        work: work.to_path_buf(),
+        agent: agent(),
+        port: 0,
+        fleet_every: Duration::from_millis(200),
+    })
+    .await
+    .expect("the local platform starts")
+}
+
+/// Processes whose working directory is under `dir`.
+fn processes_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(dir) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_story_runs_on_the_local_platform_and_leaves_nothing_behind() {
+    let work = tempfile::tempdir().unwrap();
+    let platform = platform(work.path()).await;
+
+    let told = ship::demo::tell(&platform, &repo()).await;
+    platform.stop().await;
+
+    told.expect("every step of the story went as it says");
+    assert_eq!(processes_under(work.path()), Vec::<String>::new());
+}
+
+fn ship(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ship"));
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("SLIPWAY_URL")
+        .env_remove("SLIPWAY_USER")
+        .env_remove("SLIPWAY_PASSWORD")
+        .env("XDG_CONFIG_HOME", cwd.join(".no-config"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("ship runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_line_says_what_to_do_next_when_something_is_wrong() {
+    let work = tempfile::tempdir().unwrap();
+    let platform = platform(&work.path().join("fleet")).await;
+    let app = work.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("Procfile"), "web: python3 -m http.server $PORT\n").unwrap();
+    std::fs::write(app.join(".slipway.toml"), "app = \"cli\"\nenv = \"prod\"\n").unwrap();
+    git(&app, &["init", "-q"]);
+    git(&app, &["add", "."]);
+    git(&app, &["commit", "-q", "-m", "first"]);
+    let url = platform.url.clone();
+    let good = [
+        ("SLIPWAY_URL", url.as_str()),
+        ("SLIPWAY_USER", "dev"),
+        ("SLIPWAY_PASSWORD", platform.password.as_str()),
+    ];
+
+    let out = ship(
+        &app,
+        &["releases"],
+        &[good[0], good[1], ("SLIPWAY_PASSWORD", "wrong")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("refused the credentials of dev"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = ship(
+        &app,
+        &["releases"],
+        &[("SLIPWAY_URL", "http://127.0.0.1:9"), good[1], good[2]],
+    );
+    assert!(
+        stderr(&out).contains("is `ship dev` running?"),
+        "{}",
+        stderr(&out)
+    );
+
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = ship(&elsewhere, &["releases"], &good);
+    assert!(stderr(&out).contains("which app?"), "{}", stderr(&out));
+
+    let out = ship(&app, &["deploy"], &good);
+    assert!(
+        stderr(&out).contains("make one with `ship release`"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(app.join("Procfile"), "web: changed\n").unwrap();
+    let out = ship(&app, &["release"], &good);
+    assert!(
+        stderr(&out).contains("uncommitted changes"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ship(&app, &["release", "--allow-dirty", "--tag"], &good);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "r1");
+    let tags = Command::new("git")
+        .current_dir(&app)
+        .args(["tag"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&tags.stdout).trim(), "r1");
+
+    let env = slipway::names::EnvRef::parse("cli", "prod").unwrap();
+    let now = chrono::Utc::now();
+    slipway::rollout::lock::acquire(
+        platform.store.objects(),
+        &env,
+        slipway::rollout::lock::Lock::new("d1-held", "bob", now),
+        now,
+    )
+    .await
+    .unwrap();
+    let out = ship(&app, &["deploy"], &good);
+    let said = stderr(&out);
+    assert!(
+        said.contains("deploy d1-held by bob holds the environment")
+            && said.contains("ship cancel"),
+        "{said}"
+    );
+
+    let out = ship(&app, &["--json", "releases"], &good);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["releases"][0]["id"], "r1");
+    platform.stop().await;
+}
+
+#[test]
+fn ship_dev_runs_a_cycle_of_every_instance_and_stops_everything_on_ctrl_c() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_ship"))
+        .current_dir(dir)
+        .arg("dev")
+        .env("SLIPWAY_AGENT_BIN", agent())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state_file = dir.join(".slipway/dev.json");
+    let started = Instant::now();
+    while !state_file.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "ship dev did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let out = ship(
+        dir,
+        &["dev", "env", "create", "hello", "prod", "--instances", "2"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hello = repo().join("examples/hello");
+    let url = state["url"].as_str().unwrap();
+    let env = [
+        ("SLIPWAY_URL", url),
+        ("SLIPWAY_USER", "dev"),
+        ("SLIPWAY_PASSWORD", state["password"].as_str().unwrap()),
+    ];
+    let out = ship(
+        &hello,
+        &["-a", "hello", "-e", "prod", "release", "--allow-dirty"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ship(&hello, &["-a", "hello", "-e", "prod", "deploy"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let apps = processes_under(dir)
+        .into_iter()
+        .filter(|p| p.contains("app.py"))
+        .count();
+    assert_eq!(apps, 4, "two instances, each sh and python");
+
+    let out = ship(
+        &hello,
+        &["-a", "hello", "-e", "prod", "cycle", "--all"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.matches(" replaced by i-").count(), 2, "{said}");
+    let out = ship(&hello, &["-a", "hello", "-e", "prod", "--json", "ps"], &env);
+    let ps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let instances = ps["formation"]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2);
+    assert!(instances.iter().all(|i| i["release"] == "r1"), "{ps}");
+
+    nix_kill(dev.id(), "INT");
+    let status = dev.wait().unwrap();
+
+    assert!(status.success());
+    assert_eq!(processes_under(dir), Vec::<String>::new());
+    assert!(!state_file.exists(), "the state file is removed");
+    let endpoint = state["aws_endpoint"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://");
+    assert!(
+        std::net::TcpStream::connect(endpoint).is_err(),
+        "the emulator is stopped"
+    );
+}
+
+fn nix_kill(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
