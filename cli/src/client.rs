@@ -38,7 +38,9 @@ impl CliError {
 fn hint(status: StatusCode, message: &str) -> &'static str {
     if status == StatusCode::CONFLICT && message.contains("holds the environment") {
         " (follow it with `ship deploys`, or stop it with `ship cancel`)"
-    } else if status == StatusCode::NOT_FOUND && message.contains("no Auto Scaling group") {
+    } else if status == StatusCode::NOT_FOUND
+        && (message.contains("no Auto Scaling group") || message.starts_with("no environment"))
+    {
         " (create the environment: `ship dev env create APP ENV` locally)"
     } else if status == StatusCode::BAD_REQUEST && message.contains("no release to deploy") {
         " (make one with `ship release`)"

@@ -169,9 +169,11 @@ pub async fn tell(platform: &Platform, repo: &std::path::Path) -> anyhow::Result
     println!("config changed: release {r3}");
     println!("$ ship deploy");
     let record = deploy(&ctx, json!({}), false).await?;
+    if record["status"] != "rolled_back" {
+        bail!("the broken deploy was not rolled back: {record}");
+    }
     println!(
-        "ship deploy exits non-zero: the deploy {} ({})",
-        record["status"].as_str().unwrap_or("?"),
+        "ship deploy exits non-zero: rolled back to {r2} ({})",
         record["cause"].as_str().unwrap_or("no cause")
     );
     for (id, port) in instances(platform, &env) {

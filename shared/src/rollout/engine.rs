@@ -139,8 +139,13 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
                 record.cause = Some(cause);
                 record.status = DeployStatus::Failed;
                 if moved(&record).is_empty() {
-                    // Nothing changed on any instance: only `current` moved.
-                    self.restore_current(&env, &mut record).await;
+                    // Nothing changed on any instance (a failed agent goes
+                    // back by itself): only `current` moved. After a batch
+                    // ran, putting it back is the auto-rollback.
+                    let restored = self.restore_current(&env, &mut record).await;
+                    if restored && record.auto_rollback && !record.batches.is_empty() {
+                        record.status = DeployStatus::RolledBack;
+                    }
                 } else if record.auto_rollback {
                     self.roll_back(&env, &mut record).await;
                 }

@@ -439,6 +439,30 @@ async fn instances_that_join_or_vanish_mid_deploy_are_noted_and_handled() {
 }
 
 #[tokio::test]
+async fn a_first_batch_whose_agents_went_back_by_themselves_is_rolled_back_by_restoring_current() {
+    let fleet = fleet(3);
+    let runner = FakeRunner {
+        fails: vec![(id(1), "r7")],
+        ..FakeRunner::default()
+    };
+    let log = FakeLog::default();
+
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+
+    assert_eq!(done.status, DeployStatus::RolledBack);
+    assert_eq!(done.cause.as_deref(), Some("batch 1 failed"));
+    assert!(
+        done.rollback.is_none(),
+        "no instance needed the previous release"
+    );
+    assert_eq!(*log.current.lock().unwrap(), Some(r(6)));
+
+    let log = FakeLog::default();
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", false), false).await;
+    assert_eq!(done.status, DeployStatus::Failed, "without auto-rollback");
+}
+
+#[tokio::test]
 async fn a_failed_release_phase_or_a_refused_plan_moves_no_instance() {
     let fleet = fleet(2);
     let runner = FakeRunner {

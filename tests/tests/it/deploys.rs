@@ -185,8 +185,8 @@ async fn a_deploy_runs_through_the_s3_log_and_a_rollback_finds_the_last_good_rel
     let failed = run(&d, &third.id, true).await;
     assert_eq!(
         failed.status,
-        DeployStatus::Failed,
-        "the agent failed everywhere: nothing moved"
+        DeployStatus::RolledBack,
+        "the agents went back by themselves; current goes back too"
     );
     assert_eq!(
         world.store.current(&env()).await.unwrap(),
