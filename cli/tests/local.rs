@@ -185,6 +185,47 @@ async fn the_command_line_says_what_to_do_next_when_something_is_wrong() {
     let out = ship(&app, &["--json", "releases"], &good);
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["releases"][0]["id"], "r1");
+
+    // Config: a new release; masked unless revealed.
+    let out = ship(&app, &["config", "set", "TOKEN=s3cr3t", "MODE=fast"], &good);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("release r2") && !said.contains("s3cr3t"),
+        "{said}"
+    );
+    let out = ship(&app, &["config"], &good);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t"));
+    let out = ship(&app, &["config", "--reveal"], &good);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("s3cr3t"));
+    let out = ship(&app, &["config", "unset", "MODE"], &good);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("release r3"));
+
+    // Settings take JSON values where they parse, strings otherwise.
+    let out = ship(
+        &app,
+        &["settings", "set", "strategy=25%", "health_timeout_secs=30"],
+        &good,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ship(&app, &["--json", "settings"], &good);
+    let settings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            settings["strategy"].as_str(),
+            settings["health_timeout_secs"].as_u64()
+        ),
+        (Some("25%"), Some(30))
+    );
+    let out = ship(&app, &["settings", "set", "port=0"], &good);
+    assert!(stderr(&out).contains("port"), "{}", stderr(&out));
+
+    // Promote a release to another environment of the app.
+    let out = ship(&app, &["promote", "--to", "staging", "r1"], &good);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ship(&app, &["-e", "staging", "--json", "releases"], &good);
+    let staged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(staged["releases"][0]["origin"]["kind"], "promote");
     platform.stop().await;
 }
 
