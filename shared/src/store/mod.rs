@@ -444,7 +444,7 @@ impl ReleaseStore {
         let env = new.env;
         let source_key = release_key(env, id, &new.format.source_file_name());
         self.objects
-            .copy(new.copy_from, new.copy_etag, &source_key)
+            .copy(new.copy_from, new.copy_etag, &source_key, None)
             .await?;
         let env_key = release_key(env, id, "env");
         self.objects

@@ -35,6 +35,9 @@ pub enum Write<'a> {
     IfMatch(&'a str),
 }
 
+/// The object tag the bucket's lifecycle rules select on.
+pub const LIFECYCLE_TAG: &str = "slipway-lifecycle";
+
 #[derive(Debug, Clone)]
 pub struct Object {
     pub body: Bytes,
@@ -194,19 +197,33 @@ impl S3Objects {
     }
 
     /// A server-side copy of version `etag` of `from` (when given).
-    pub async fn copy(&self, from: &str, etag: Option<&str>, to: &str) -> Result<(), ObjectError> {
+    /// Copies `from` (if still at `etag`) to `to`; with `lifecycle`, the
+    /// copy is tagged `slipway-lifecycle=<lifecycle>` for the bucket's
+    /// lifecycle rules instead of keeping the source's tags.
+    pub async fn copy(
+        &self,
+        from: &str,
+        etag: Option<&str>,
+        to: &str,
+        lifecycle: Option<&str>,
+    ) -> Result<(), ObjectError> {
         let source = format!(
             "{}/{}",
             self.bucket,
             percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
         );
-        let req = self
+        let mut req = self
             .client
             .copy_object()
             .bucket(&self.bucket)
             .key(to)
             .copy_source(source)
             .set_copy_source_if_match(etag.map(str::to_owned));
+        if let Some(lifecycle) = lifecycle {
+            req = req
+                .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
+                .tagging(format!("{LIFECYCLE_TAG}={lifecycle}"));
+        }
         match req.send().await {
             Ok(_) => Ok(()),
             Err(e) if is_precondition(status(&e)) => Err(ObjectError::Precondition {
@@ -291,14 +308,22 @@ impl S3Objects {
     }
 
     /// A URL that lets its holder PUT exactly this key, with exactly these
-    /// metadata headers, until it expires.
+    /// metadata headers, until it expires. The object is tagged
+    /// `slipway-lifecycle=upload`, so the bucket's lifecycle rule removes an
+    /// upload nobody processed (S3 lifecycle filters by prefix cannot
+    /// match `<app>/<env>/uploads/`).
     pub async fn presign_put(
         &self,
         key: &str,
         metadata: &[(String, String)],
         expires_in: Duration,
     ) -> Result<PresignedPut, ObjectError> {
-        let mut req = self.client.put_object().bucket(&self.bucket).key(key);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .tagging(format!("{LIFECYCLE_TAG}=upload"));
         for (k, v) in metadata {
             req = req.metadata(k, v);
         }

@@ -273,7 +273,11 @@ impl ReleaseStore {
             .unwrap_or(key);
         let moved_to = format!("{}rejected/{name}", env.prefix());
         let reason = err.to_string();
-        match self.objects.copy(key, Some(etag), &moved_to).await {
+        match self
+            .objects
+            .copy(key, Some(etag), &moved_to, Some("rejected"))
+            .await
+        {
             Ok(()) => {}
             Err(ObjectError::Precondition { .. }) => return Ok(UploadOutcome::Gone),
             Err(e) => return Err(e.into()),

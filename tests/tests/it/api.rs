@@ -241,6 +241,11 @@ async fn an_upload_ticket_lets_the_client_put_straight_to_s3_and_the_release_rec
         "presigned PUT: {}",
         resp.status()
     );
+    assert_eq!(
+        tags(&world, key).await,
+        [("slipway-lifecycle".to_owned(), "upload".to_owned())],
+        "an upload nobody processes expires by the bucket's lifecycle rule"
+    );
 
     let e = EnvRef::parse("tick", "prod").unwrap();
     assert!(matches!(
@@ -645,10 +650,30 @@ async fn an_upload_can_be_followed_until_it_is_released_or_rejected() {
         .unwrap();
     let (_, body, _) = call(&router, Method::GET, &status("b.tar.gz"), ALICE, None).await;
     assert_eq!(body["state"], "rejected");
+    assert_eq!(
+        tags(&world, "up/prod/rejected/b.tar.gz").await,
+        [("slipway-lifecycle".to_owned(), "rejected".to_owned())]
+    );
     assert!(!body["reason"].as_str().unwrap().is_empty());
 
     for bad in ["..", ".hidden", "a%2Fb", "a%20b"] {
         let (code, _, _) = call(&router, Method::GET, &status(bad), ALICE, None).await;
         assert_eq!(code, StatusCode::NOT_FOUND, "{bad}");
     }
+}
+
+/// An object's tags.
+async fn tags(world: &World, key: &str) -> Vec<(String, String)> {
+    let out = world
+        .s3
+        .get_object_tagging()
+        .bucket(&world.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    out.tag_set()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect()
 }
