@@ -1,4 +1,4 @@
-.PHONY: demo test
+.PHONY: demo test deploy lambdas publish-agent
 
 # The README's two commands.
 demo:
@@ -6,3 +6,33 @@ demo:
 
 test:
 	scripts/test
+
+# The control plane on AWS (needs the SAM CLI, cargo-lambda and AWS
+# credentials): the first run is guided and saves its answers in
+# samconfig.toml; later runs are this one command.
+deploy:
+	sam build --config-file samconfig.toml
+	if grep -q '^region' samconfig.toml; then \
+	  sam deploy --config-file samconfig.toml; \
+	else \
+	  sam deploy --guided --config-file samconfig.toml; \
+	fi
+
+# Every function for Lambda (arm64), zipped, with their sizes.
+lambdas:
+	cargo lambda build --release --arm64 --output-format zip \
+	  -p release -p deploy -p cycle -p formation
+	ls -l target/lambda/*/bootstrap.zip
+
+# The agent for instances, to the bucket user data installs it from; prints
+# the sha256 to give environment stacks (AgentSha256X8664, AgentSha256Arm64).
+# BUCKET is the control plane's bucket (the BucketName output).
+publish-agent:
+	test -n "$(BUCKET)" || { echo "make publish-agent BUCKET=<release bucket>"; exit 2; }
+	cargo lambda build --release --x86-64 -p slipway-agent
+	cargo lambda build --release --arm64 -p slipway-agent
+	for arch in x86_64 aarch64; do \
+	  bin="target/$$arch-unknown-linux-gnu/release/slipway-agent"; \
+	  aws s3 cp "$$bin" "s3://$(BUCKET)/_slipway/agent/$$arch/slipway-agent"; \
+	  echo "$$arch sha256: $$(sha256sum "$$bin" | cut -d' ' -f1)"; \
+	done

@@ -1,6 +1,7 @@
 //! The commands of `ship`, their arguments, and the dispatch.
 
 mod deploy;
+pub mod envs;
 mod fleet;
 mod release;
 mod settings;
@@ -138,6 +139,43 @@ pub enum Command {
     },
     /// The demo: a release, deploys, a broken deploy rolled back, a cycle
     Demo,
+    /// Environments on AWS, with your own credentials: create, update, destroy
+    Env {
+        #[command(subcommand)]
+        action: EnvAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvAction {
+    /// Create APP ENV's stack from infra/environment.yaml and follow it
+    Create {
+        app: String,
+        env: String,
+        #[command(flatten)]
+        settings: envs::StackSettings,
+        /// The release bucket [default: the control plane stack's]
+        #[arg(long)]
+        bucket: Option<String>,
+        /// The control plane's stack, for its bucket and stack role
+        #[arg(long, default_value = "slipway")]
+        control_plane: String,
+    },
+    /// Change instance type, image or sizes; a new launch template is
+    /// followed by a health-gated cycle of every instance
+    Update {
+        app: String,
+        env: String,
+        #[command(flatten)]
+        settings: envs::StackSettings,
+    },
+    /// Delete APP ENV's stack (confirm with --confirm APP-ENV)
+    Destroy {
+        app: String,
+        env: String,
+        #[arg(long)]
+        confirm: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +284,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             return Ok(true);
         }
         Command::Demo => return crate::demo::run().await,
+        Command::Env { action } => {
+            return env_command(action, cli.url.as_deref(), cli.json, &cwd).await;
+        }
         _ => {}
     }
     let target = context::target(cli.url.as_deref(), &cwd).map_err(anyhow::Error::msg)?;
@@ -316,6 +357,68 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Config { action, reveal } => settings::config(&ctx, action, reveal).await,
         Command::Promote { to, release } => settings::promote(&ctx, &to, release).await,
         Command::Settings { action } => settings::settings(&ctx, action).await,
-        Command::Open | Command::Dev { .. } | Command::Demo => unreachable!("handled above"),
+        Command::Open | Command::Dev { .. } | Command::Demo | Command::Env { .. } => {
+            unreachable!("handled above")
+        }
+    }
+}
+
+async fn env_command(
+    action: EnvAction,
+    url: Option<&str>,
+    json: bool,
+    cwd: &std::path::Path,
+) -> anyhow::Result<bool> {
+    let aws = slipway::aws::load_config().await;
+    let print = !json;
+    match action {
+        EnvAction::Create {
+            app,
+            env,
+            settings,
+            bucket,
+            control_plane,
+        } => {
+            let env = EnvRef::parse(&app, &env)?;
+            let plane = envs::ControlPlane::find(&aws, &control_plane, bucket).await?;
+            envs::create(&aws, envs::TEMPLATE, &env, &plane, &settings, print).await?;
+            Ok(true)
+        }
+        EnvAction::Update { app, env, settings } => {
+            let env = EnvRef::parse(&app, &env)?;
+            let new_template = envs::update(&aws, &env, &settings, print).await?;
+            if !new_template {
+                return Ok(true);
+            }
+            match context::target(url, cwd) {
+                Ok(target) => {
+                    println!("the launch template changed: cycling every instance onto it");
+                    let ctx = Ctx {
+                        client: Client::new(target),
+                        env,
+                        json,
+                    };
+                    fleet::cycle(&ctx, None, true).await
+                }
+                Err(_) => {
+                    println!(
+                        "the launch template changed: run `ship -a {} -e {} cycle --all` to replace the instances",
+                        env.app, env.env
+                    );
+                    Ok(true)
+                }
+            }
+        }
+        EnvAction::Destroy { app, env, confirm } => {
+            let env = EnvRef::parse(&app, &env)?;
+            if confirm.as_deref() != Some(env.qualified().as_str()) {
+                anyhow::bail!(
+                    "this deletes {env}'s instances and load balancer: confirm with --confirm {}",
+                    env.qualified()
+                );
+            }
+            envs::destroy(&aws, &env, print).await?;
+            Ok(true)
+        }
     }
 }
