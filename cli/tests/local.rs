@@ -388,3 +388,31 @@ async fn environments_are_created_and_destroyed_with_the_users_credentials() {
     assert_eq!(group().await, None);
     emulator.stop().await;
 }
+
+#[test]
+fn a_users_file_line_is_made_from_a_password_on_stdin_and_authenticates() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ship"))
+        .args(["user", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery staple\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("alice:$argon2"), "{line}");
+    assert!(!line.contains("horse"));
+
+    let users = slipway::auth::Users::parse(&line).unwrap();
+    let header = slipway::auth::basic_header("alice", "correct horse battery staple");
+    assert_eq!(users.authenticate(Some(&header)).as_deref(), Some("alice"));
+    let wrong = slipway::auth::basic_header("alice", "wrong");
+    assert_eq!(users.authenticate(Some(&wrong)), None);
+}

@@ -139,6 +139,8 @@ pub enum Command {
     },
     /// The demo: a release, deploys, a broken deploy rolled back, a cycle
     Demo,
+    /// Print a users-file line (NAME:argon2 hash) for a password read from stdin
+    User { name: String },
     /// Environments on AWS, with your own credentials: create, update, destroy
     Env {
         #[command(subcommand)]
@@ -287,6 +289,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Env { action } => {
             return env_command(action, cli.url.as_deref(), cli.json, &cwd).await;
         }
+        Command::User { name } => {
+            slipway::names::AppName::parse(&name).map_err(|_| {
+                anyhow::anyhow!("a user name is lowercase letters, digits and dashes")
+            })?;
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.len() < 12 {
+                anyhow::bail!("use a password of at least 12 characters");
+            }
+            println!("{name}:{}", slipway::auth::hash_password(password));
+            return Ok(true);
+        }
         _ => {}
     }
     let target = context::target(cli.url.as_deref(), &cwd).map_err(anyhow::Error::msg)?;
@@ -357,7 +372,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Config { action, reveal } => settings::config(&ctx, action, reveal).await,
         Command::Promote { to, release } => settings::promote(&ctx, &to, release).await,
         Command::Settings { action } => settings::settings(&ctx, action).await,
-        Command::Open | Command::Dev { .. } | Command::Demo | Command::Env { .. } => {
+        Command::Open
+        | Command::Dev { .. }
+        | Command::Demo
+        | Command::Env { .. }
+        | Command::User { .. } => {
             unreachable!("handled above")
         }
     }
