@@ -1,4 +1,4 @@
-.PHONY: demo test deploy lambdas publish-agent
+.PHONY: demo test deploy lambdas publish-agent image
 
 # The README's two commands.
 demo:
@@ -36,3 +36,12 @@ publish-agent:
 	  aws s3 cp "$$bin" "s3://$(BUCKET)/_slipway/agent/$$arch/slipway-agent"; \
 	  echo "$$arch sha256: $$(sha256sum "$$bin" | cut -d' ' -f1)"; \
 	done
+
+# The base image (needs Packer and AWS credentials; the agent published
+# first). SHA256_X86_64 / SHA256_AARCH64 are what publish-agent printed.
+image:
+	test -n "$(BUCKET)" || { echo "make image BUCKET=<release bucket> SHA256_X86_64=… SHA256_AARCH64=…"; exit 2; }
+	packer init infra/base-image
+	packer build -var bucket=$(BUCKET) \
+	  -var agent_sha256_x86_64=$(SHA256_X86_64) -var agent_sha256_aarch64=$(SHA256_AARCH64) \
+	  infra/base-image

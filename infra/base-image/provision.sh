@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Provisions the Slipway base image (run by Packer as root on Amazon Linux
+# 2023): the slipway user apps run as, slipway-agent from the release
+# bucket checked by sha256, journald kept bounded, the CloudWatch agent
+# shipping the journal's app and agent lines to /slipway/<app>/<env>, and
+# no SSH daemon (Session Manager is the way in).
+set -euo pipefail
+
+: "${SLIPWAY_BUCKET:?the release bucket}"
+arch="$(uname -m)"
+case "$arch" in
+  x86_64) want="${AGENT_SHA256_X86_64:?}" ;;
+  aarch64) want="${AGENT_SHA256_AARCH64:?}" ;;
+  *) echo "no slipway-agent for $arch" >&2; exit 1 ;;
+esac
+
+dnf install -y -q amazon-cloudwatch-agent amazon-ssm-agent
+
+# The user app processes run as (the agent's systemd units say User=slipway).
+id slipway >/dev/null 2>&1 || useradd --system --create-home --home-dir /srv/slipway slipway
+
+# The agent, verified before it is installed.
+tmp="$(mktemp)"
+aws s3 cp "s3://$SLIPWAY_BUCKET/_slipway/agent/$arch/slipway-agent" "$tmp"
+echo "$want  $tmp" | sha256sum --check --status
+install -m 0755 "$tmp" /usr/local/bin/slipway-agent
+rm -f "$tmp"
+
+# journald: persistent, bounded; app processes log as <app>/<type>.<n>.
+mkdir -p /etc/systemd/journald.conf.d
+cat > /etc/systemd/journald.conf.d/slipway.conf <<'CONF'
+[Journal]
+Storage=persistent
+SystemMaxUse=1G
+RateLimitIntervalSec=0
+CONF
+
+# The CloudWatch agent's settings are written at boot by user data, which
+# knows the app and environment; the image only enables the service.
+systemctl enable amazon-cloudwatch-agent amazon-ssm-agent
+
+# No SSH daemon at boot: Session Manager opens shells. (Packer itself is
+# connected over SSH through Session Manager now, so the running daemon is
+# left alone until the image is taken.)
+systemctl disable sshd.service
+systemctl mask sshd.service
+
+dnf clean all
