@@ -132,6 +132,32 @@ async fn the_formation_of_a_stack_made_environment_shows_its_instances_and_load_
         assert_eq!(i["target_health"].as_object().unwrap().len(), 1, "{i}");
     }
     assert_eq!(body["lock"], Value::Null);
+
+    // What the local platform and the agent rely on: instances tagged with
+    // their app and environment, the group with its target group.
+    let ids: Vec<String> = instances
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    let described = slipway::aws::ec2_client(&s.world.config)
+        .describe_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+        .unwrap();
+    for i in described.reservations().iter().flat_map(|r| r.instances()) {
+        let tag = |k: &str| {
+            i.tags()
+                .iter()
+                .find(|t| t.key() == Some(k))
+                .and_then(|t| t.value())
+                .map(str::to_owned)
+        };
+        assert_eq!(tag("slipway:app"), Some(s.env.app.to_string()));
+        assert_eq!(tag("slipway:env"), Some("prod".to_owned()));
+    }
+    let group = s.fleet.group(&s.env).await.unwrap();
+    assert_eq!(group.target_group_arns().len(), 1);
 }
 
 #[tokio::test]
