@@ -309,11 +309,17 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             if let Err(e) = self.fleet.exit_standby(env, &instances).await {
                 failed.get_or_insert(e.to_string());
             }
-            match self
-                .fleet
-                .wait_healthy(env, &instances, self.options.health_timeout)
-                .await
-            {
+            // After a failed agent there is nothing to wait for: the agent
+            // already checked that the previous release serves (or says it
+            // does not), and the deploy stops here.
+            let health = if failed.is_some() {
+                Ok(Vec::new())
+            } else {
+                self.fleet
+                    .wait_healthy(env, &instances, self.options.health_timeout)
+                    .await
+            };
+            match health {
                 Ok(unhealthy) => {
                     if !unhealthy.is_empty() {
                         failed.get_or_insert("instances did not become healthy".into());
