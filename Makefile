@@ -21,7 +21,7 @@ deploy:
 # Every function for Lambda (arm64), zipped, with their sizes.
 lambdas:
 	cargo lambda build --release --arm64 --output-format zip \
-	  -p release -p deploy -p cycle -p formation
+	  -p release -p deploy -p cycle -p formation -p chat
 	ls -l target/lambda/*/bootstrap.zip
 
 # The agent for instances, to the bucket user data installs it from; prints

@@ -20,6 +20,9 @@ pub struct DevState {
     pub url: String,
     pub user: String,
     pub password: String,
+    /// The Slack signing secret of the local chat route.
+    #[serde(default)]
+    pub slack_secret: String,
     pub aws_endpoint: String,
     pub bucket: String,
     /// The process serving it, so a stale file is recognised.
@@ -199,6 +202,7 @@ mod tests {
             url: "http://127.0.0.1:9".into(),
             user: "dev".into(),
             password: "pw".into(),
+            slack_secret: "s".into(),
             aws_endpoint: "http://127.0.0.1:8".into(),
             bucket: "b".into(),
             pid: std::process::id(),

@@ -40,3 +40,34 @@ pub fn lambda_client(config: &SdkConfig) -> aws_sdk_lambda::Client {
 pub fn cloudformation_client(config: &SdkConfig) -> aws_sdk_cloudformation::Client {
     aws_sdk_cloudformation::Client::new(config)
 }
+
+/// A secret: the SecureString parameter `param` (decrypted), else `inline`
+/// (local runs). Errors name the parameter, never a value.
+pub async fn secret(
+    ssm: &aws_sdk_ssm::Client,
+    param: Option<&str>,
+    inline: Option<&str>,
+) -> Result<String, String> {
+    match (
+        param.filter(|p| !p.is_empty()),
+        inline.filter(|v| !v.is_empty()),
+    ) {
+        (Some(name), _) => ssm
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "reading the parameter {name}: {}",
+                    aws_sdk_ssm::error::DisplayErrorContext(e)
+                )
+            })?
+            .parameter
+            .and_then(|p| p.value)
+            .ok_or_else(|| format!("the parameter {name} is empty")),
+        (None, Some(value)) => Ok(value.to_owned()),
+        (None, None) => Err("no secret configured".into()),
+    }
+}

@@ -80,9 +80,9 @@ impl Default for EnvSettings {
 /// What a webhook URL shows of itself: scheme and host, never the path
 /// (Slack's carries the secret).
 pub fn redact_url(url: &str) -> String {
-    let rest = url.strip_prefix("https://").unwrap_or(url);
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
     let host = rest.split('/').next().unwrap_or_default();
-    format!("https://{host}/…")
+    format!("{scheme}://{host}/…")
 }
 
 /// At most this many processes of one type on one instance.
@@ -135,8 +135,13 @@ impl EnvSettings {
             return bad("lb_health_timeout_secs must be between 1 and 3600".into());
         }
         if let Some(url) = &self.notify_url {
+            // https, or plain http to this machine (a local stand-in).
             let host = url
                 .strip_prefix("https://")
+                .or_else(|| {
+                    url.strip_prefix("http://")
+                        .filter(|r| r.starts_with("127.0.0.1:") || r.starts_with("localhost:"))
+                })
                 .and_then(|r| r.split('/').next());
             if url.len() > 512
                 || !url.bytes().all(|b| b.is_ascii_graphic())
@@ -230,6 +235,10 @@ mod tests {
             (r#"{"min_healthy_percent": 101}"#, "min_healthy_percent"),
             ("[]", "not valid"),
             (r#"{"notify_url": "http://hooks.example/x"}"#, "notify_url"),
+            (
+                r#"{"notify_url": "http://127.0.0.1.evil.example/x"}"#,
+                "notify_url",
+            ),
             (r#"{"notify_url": "https:///x"}"#, "notify_url"),
             (r#"{"notify_url": "https://h/a b"}"#, "notify_url"),
             (r#"{"auto_deploy": "yes"}"#, "not valid"),

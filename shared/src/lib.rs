@@ -3,11 +3,13 @@
 //! per concept.
 
 pub mod archive;
+pub mod chat;
 pub mod config;
 pub mod cycle;
 pub mod deploys;
 pub mod env_settings;
 pub mod names;
+pub mod notify;
 pub mod procfile;
 pub mod rollout;
 

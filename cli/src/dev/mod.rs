@@ -50,6 +50,9 @@ pub struct PlatformOptions {
     pub port: u16,
     /// How often the local fleet follows the groups.
     pub fleet_every: Duration,
+    /// Slack user ids that may change things from chat
+    /// (`SLIPWAY_SLACK_USERS`).
+    pub slack_users: Vec<String>,
 }
 
 impl PlatformOptions {
@@ -61,6 +64,12 @@ impl PlatformOptions {
             agent: agent_binary(),
             port: port.unwrap_or(0),
             fleet_every: Duration::from_millis(500),
+            slack_users: std::env::var("SLIPWAY_SLACK_USERS")
+                .unwrap_or_default()
+                .split(',')
+                .filter(|u| !u.trim().is_empty())
+                .map(|u| u.trim().to_owned())
+                .collect(),
         }
     }
 }
@@ -84,6 +93,8 @@ pub struct Platform {
     pub url: String,
     pub user: String,
     pub password: String,
+    /// The Slack signing secret `POST /chat/slack` checks.
+    pub slack_secret: String,
     pub bucket: String,
     pub config: SdkConfig,
     pub fleet: LocalFleet,
@@ -339,7 +350,28 @@ impl Platform {
                 app: state(None),
                 fleet: fleet.clone(),
             }));
-        let router = slipway::api::serve(routes, users.clone());
+        let slack_secret = uuid::Uuid::new_v4().simple().to_string();
+        let chat = slipway::chat::Chat {
+            deploys: deploys.clone(),
+            fleet: fleet.clone(),
+            launcher: deploy_launcher.clone(),
+            settings: Arc::new(slipway::chat::ChatSettings {
+                secret: slack_secret.clone().into_bytes(),
+                users: options.slack_users.iter().cloned().collect(),
+                teams: Default::default(),
+                // Locally, a stand-in for Slack's response URL may listen
+                // on this machine.
+                response_prefixes: vec![
+                    "https://hooks.slack.com/".into(),
+                    "http://127.0.0.1:".into(),
+                ],
+            }),
+        };
+        let router = slipway::api::serve_with(
+            routes,
+            slipway::api::chat::routes(chat),
+            Some(users.clone()),
+        );
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
             .await
             .context("binding the control plane's port")?;
@@ -376,6 +408,7 @@ impl Platform {
             url,
             user: USER.into(),
             password,
+            slack_secret,
             bucket: BUCKET.into(),
             config,
             fleet,
@@ -395,6 +428,7 @@ impl Platform {
             url: self.url.clone(),
             user: self.user.clone(),
             password: self.password.clone(),
+            slack_secret: self.slack_secret.clone(),
             aws_endpoint: self.emulator.endpoint.clone(),
             bucket: self.bucket.clone(),
             pid: std::process::id(),

@@ -2,6 +2,7 @@
 //! platform, Basic auth on every route but `/healthz`, and the extractors
 //! that parse hostile path segments and bodies into domain types.
 
+pub mod chat;
 pub mod cycle;
 pub mod deploys;
 mod error;
@@ -208,12 +209,22 @@ pub fn with_auth_of<S: Clone + Send + Sync + 'static>(
 /// function's merged, as the local platform serves them): Basic auth on
 /// all of them and the fallback, `/healthz` open, request tracing.
 pub fn serve(routes: Router, users: Arc<Users>) -> Router {
-    let authed = routes
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(users, require_basic_auth));
+    serve_with(routes, Router::new(), Some(users))
+}
+
+/// [`serve`] with `open` routes beside the authenticated ones: routes that
+/// check their own credentials (Slack's signature). Without `users`, every
+/// other path is a 404.
+pub fn serve_with(routes: Router, open: Router, users: Option<Arc<Users>>) -> Router {
+    let rest = routes.fallback(not_found);
+    let rest = match users {
+        Some(users) => rest.layer(middleware::from_fn_with_state(users, require_basic_auth)),
+        None => rest,
+    };
     Router::new()
         .route("/healthz", get(healthz))
-        .merge(authed)
+        .merge(open)
+        .merge(rest)
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty)

@@ -388,12 +388,46 @@ impl Deploys {
         let lock = lock::JobLock::adopt(&self.objects, env, &record.id)
             .await
             .map_err(|e| DeployError::Lock(e.to_string()))?;
+        let webhook = self.settings(env).await.ok().and_then(|s| s.notify_url);
+        let notifier =
+            crate::notify::Notifier::new(webhook, self.response_url(env, &record.id).await);
         Ok(S3DeployLog {
             deploys: self.clone(),
             env: env.clone(),
             lock,
+            notifier,
+            last: tokio::sync::Mutex::new(Some(record.clone())),
         })
     }
+
+    /// Where a chat command that started this deploy wants progress.
+    pub async fn set_response_url(
+        &self,
+        env: &EnvRef,
+        id: &str,
+        url: &str,
+    ) -> Result<(), DeployError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "response_url": url })).expect("json");
+        self.objects
+            .put(
+                &response_url_key(env, id),
+                body,
+                "application/json",
+                Write::Always,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn response_url(&self, env: &EnvRef, id: &str) -> Option<String> {
+        let object = self.objects.get(&response_url_key(env, id)).await.ok()??;
+        let value: serde_json::Value = serde_json::from_slice(&object.body).ok()?;
+        value["response_url"].as_str().map(str::to_owned)
+    }
+}
+
+fn response_url_key(env: &EnvRef, id: &str) -> String {
+    format!("{}{id}/chat.json", deploys_prefix(env))
 }
 
 /// The engine's deploy log on S3.
@@ -401,6 +435,9 @@ pub struct S3DeployLog {
     deploys: Deploys,
     env: EnvRef,
     lock: lock::JobLock,
+    notifier: crate::notify::Notifier,
+    /// The record as last saved, to tell what changed.
+    last: tokio::sync::Mutex<Option<DeployRecord>>,
 }
 
 impl DeployLog for S3DeployLog {
@@ -408,7 +445,11 @@ impl DeployLog for S3DeployLog {
         self.deploys
             .save(&self.env, record)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let mut last = self.last.lock().await;
+        self.notifier.record_changed(last.as_ref(), record).await;
+        *last = Some(record.clone());
+        Ok(())
     }
 
     async fn set_current(&self, env: &EnvRef, id: ReleaseId) -> Result<(), String> {

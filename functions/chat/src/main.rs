@@ -1,0 +1,47 @@
+//! The chat function: Slack slash commands (`POST /chat/slack`), verified
+//! by Slack's signature. Builds its config and clients once, then hands the
+//! router from the shared crate to `lambda_http`. Deploys it starts run in
+//! the deploy function (`SLIPWAY_DEPLOY_FUNCTION`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_http::Error;
+use slipway::chat::{Chat, ChatSettings};
+use slipway::fleet::aws::AwsFleet;
+use slipway::rollout::Deploys;
+use slipway::rollout::launch::{JobKind, LambdaLauncher};
+use slipway::settings::ReleaseSettings;
+use slipway::store::{ReleaseStore, S3Objects};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    slipway::telemetry::init();
+    let settings = ReleaseSettings::from_env()?;
+    let deploy_function = std::env::var("SLIPWAY_DEPLOY_FUNCTION")
+        .map_err(|_| "SLIPWAY_DEPLOY_FUNCTION is not set")?;
+    let aws = slipway::aws::load_config().await;
+    let secret = slipway::aws::secret(
+        &slipway::aws::ssm_client(&aws),
+        std::env::var("SLIPWAY_SLACK_SECRET_PARAM").ok().as_deref(),
+        std::env::var("SLIPWAY_SLACK_SECRET").ok().as_deref(),
+    )
+    .await?;
+    let store = ReleaseStore::new(
+        S3Objects::new(slipway::aws::s3_client(&aws), &settings.bucket),
+        settings.limits,
+    );
+    let chat = Chat {
+        deploys: Deploys::new(store),
+        fleet: AwsFleet::new(&aws, Duration::from_secs(5)),
+        launcher: Arc::new(LambdaLauncher::new(
+            slipway::aws::lambda_client(&aws),
+            deploy_function,
+            JobKind::Deploy,
+        )),
+        settings: Arc::new(ChatSettings::from_lookup(secret.into_bytes(), |k| {
+            std::env::var(k).ok()
+        })),
+    };
+    lambda_http::run(slipway::api::chat::router(chat)).await
+}
