@@ -273,7 +273,12 @@ fn ship_dev_runs_a_cycle_of_every_instance_and_stops_everything_on_ctrl_c() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let out = ship(&hello, &["-a", "hello", "-e", "prod", "deploy"], &env);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
     let apps = processes_under(dir)
         .into_iter()
         .filter(|p| p.contains("app.py"))

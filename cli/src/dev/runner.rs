@@ -14,6 +14,8 @@ use slipway::store::{S3Objects, Write};
 use super::fleet::{AgentSetup, LocalFleet};
 
 const TAIL_LINES: usize = 20;
+/// How long a command waits for its instance to be a local one.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct LocalRunner {
     pub fleet: LocalFleet,
@@ -48,10 +50,18 @@ impl LocalRunner {
         cancel: futures::future::Shared<Cancel<'_>>,
     ) -> Invocation {
         let started = Instant::now();
-        let Some(instance) = self.fleet.instance(id) else {
+        // An instance the group just launched may not be a local one yet
+        // (the fleet follows the group every moment): like SSM's delivery
+        // timeout, give it a little while.
+        let mut instance = self.fleet.instance(id);
+        while instance.is_none() && started.elapsed() < DELIVERY_TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            instance = self.fleet.instance(id);
+        }
+        let Some(instance) = instance else {
             return invocation(
                 id,
-                RunStatus::Undeliverable,
+                RunStatus::DeliveryTimedOut,
                 None,
                 started,
                 "no such local instance".into(),
