@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::engine::{CycleEngine, CycleLog, CycleOptions};
 use super::{CycleMode, CycleRecord, CycleStep, StepStatus, cycles_prefix, is_cycle_id};
-use crate::deploys::{DeployStatus, is_record_key};
+use crate::deploys::DeployStatus;
 use crate::fleet::{Destroyed, Fleet, FleetError, GroupControl, InstanceId, Sizes};
 use crate::names::EnvRef;
 use crate::rollout::Launcher;
@@ -326,24 +326,10 @@ impl Cycles {
 
     /// Records newest first, at most `limit`.
     pub async fn list(&self, env: &EnvRef, limit: usize) -> Result<Vec<CycleRecord>, CycleError> {
-        let prefix = cycles_prefix(env);
-        let mut keys: Vec<String> = self
+        Ok(self
             .objects
-            .list_keys(&prefix)
-            .await?
-            .into_iter()
-            .filter(|k| is_record_key(&prefix, k))
-            .collect();
-        keys.sort_by(|a, b| b.cmp(a));
-        let mut records = Vec::new();
-        for key in keys.into_iter().take(limit) {
-            if let Some(o) = self.objects.get(&key).await?
-                && let Ok(r) = serde_json::from_slice(&o.body)
-            {
-                records.push(r);
-            }
-        }
-        Ok(records)
+            .newest_records(&cycles_prefix(env), limit)
+            .await?)
     }
 
     /// Asks a running cycle to stop before its next instance.

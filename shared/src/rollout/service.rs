@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::lock::{self, Held, Lock, LockError};
 use super::record::DeployRecord;
 use super::{DeployLog, Engine, Options, Strategy};
-use crate::deploys::{DeployStatus, is_record_key};
+use crate::deploys::DeployStatus;
 use crate::env_settings::EnvSettings;
 use crate::fleet::Fleet;
 use crate::names::{EnvRef, ReleaseId};
@@ -314,24 +314,10 @@ impl Deploys {
 
     /// Records newest first, at most `limit`.
     pub async fn list(&self, env: &EnvRef, limit: usize) -> Result<Vec<DeployRecord>, DeployError> {
-        let prefix = deploys_prefix(env);
-        let mut keys: Vec<String> = self
+        Ok(self
             .objects
-            .list_keys(&prefix)
-            .await?
-            .into_iter()
-            .filter(|k| is_record_key(&prefix, k))
-            .collect();
-        keys.sort_by(|a, b| b.cmp(a));
-        let mut records = Vec::new();
-        for key in keys.into_iter().take(limit) {
-            if let Some(o) = self.objects.get(&key).await?
-                && let Ok(r) = serde_json::from_slice(&o.body)
-            {
-                records.push(r);
-            }
-        }
-        Ok(records)
+            .newest_records(&deploys_prefix(env), limit)
+            .await?)
     }
 
     /// A queued deploy that could not be launched: record why and free the

@@ -284,6 +284,32 @@ impl S3Objects {
         Ok(keys)
     }
 
+    /// The JSON records directly under `prefix` (`<prefix><id>.json`,
+    /// ids that sort by time), newest first, at most `limit`; one that no
+    /// longer parses is skipped.
+    pub async fn newest_records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<T>, ObjectError> {
+        let mut keys: Vec<String> = self
+            .list_keys(prefix)
+            .await?
+            .into_iter()
+            .filter(|k| crate::deploys::is_record_key(prefix, k))
+            .collect();
+        keys.sort_by(|a, b| b.cmp(a));
+        let mut records = Vec::new();
+        for key in keys.into_iter().take(limit) {
+            if let Some(o) = self.get(&key).await?
+                && let Ok(r) = serde_json::from_slice(&o.body)
+            {
+                records.push(r);
+            }
+        }
+        Ok(records)
+    }
+
     /// The "folders" directly under `prefix` (`a/` for `a/b/c`), each with
     /// its trailing slash: one listing with a `/` delimiter.
     pub async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
