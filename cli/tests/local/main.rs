@@ -1,0 +1,11 @@
+//! `ship` and the local platform end to end: the demo's story as a test,
+//! the command line's errors, `ship dev` stopping everything it started,
+//! environments from `ship env`, and chat. These need `slipway-agent` built
+//! beside the test binary (`cargo test --workspace` builds it) and the
+//! emulator installed (`scripts/test`).
+
+mod chat;
+mod command_line;
+mod demo;
+mod envs;
+mod support;

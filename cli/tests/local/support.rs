@@ -1,0 +1,91 @@
+//! What the end-to-end tests share: the checkout, the agent, a platform,
+//! running `ship`, and the processes left under a directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ship::dev::{Platform, PlatformOptions, agent_binary};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+pub fn agent() -> PathBuf {
+    let agent = agent_binary();
+    assert!(
+        agent.is_file(),
+        "slipway-agent is not built beside the tests ({}): run `cargo build -p slipway-agent` or scripts/test",
+        agent.display()
+    );
+    agent
+}
+
+pub async fn platform(work: &Path) -> Platform {
+    Platform::start(PlatformOptions {
+        repo: repo(),
+        work: work.to_path_buf(),
+        agent: agent(),
+        port: 0,
+        fleet_every: Duration::from_millis(200),
+        slack_users: vec!["U2CERLKJA".into()],
+    })
+    .await
+    .expect("the local platform starts")
+}
+
+/// Processes whose working directory is under `dir`.
+pub fn processes_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(dir) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+        }
+    }
+    found
+}
+
+pub fn ship(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ship"));
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("SLIPWAY_URL")
+        .env_remove("SLIPWAY_USER")
+        .env_remove("SLIPWAY_PASSWORD")
+        .env("XDG_CONFIG_HOME", cwd.join(".no-config"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("ship runs")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+pub fn nix_kill(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
