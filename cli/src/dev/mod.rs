@@ -136,6 +136,7 @@ impl LocalDeploys {
             &runner,
             &url,
             options,
+            None,
         )
         .await?;
         tracing::info!(deploy = %id, status = ?done.status, "deploy finished");

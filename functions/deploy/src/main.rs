@@ -12,7 +12,7 @@ use slipway::fleet::aws::AwsFleet;
 use slipway::names::{EnvRef, ReleaseId};
 use slipway::rollout::engine::release_url;
 use slipway::rollout::launch::{JobKind, LambdaLauncher};
-use slipway::rollout::{Deploys, Options, run_queued};
+use slipway::rollout::{Deploys, Launcher, Options, run_queued};
 use slipway::runner::ssm::SsmRunner;
 use slipway::settings::ReleaseSettings;
 
@@ -27,28 +27,30 @@ async fn main() -> Result<(), Error> {
     let aws = slipway::aws::load_config().await;
     let ssm = slipway::aws::ssm_client(&aws);
     let mut state = AppState::load(&settings, &aws).await?;
-    state.launcher = Some(Arc::new(LambdaLauncher::new(
+    let launcher: Arc<dyn Launcher> = Arc::new(LambdaLauncher::new(
         slipway::aws::lambda_client(&aws),
         function,
         JobKind::Deploy,
-    )));
+    ));
+    state.launcher = Some(launcher.clone());
     let store = state.store.clone();
     let router = deploys::router(state);
     let fleet = AwsFleet::new(&aws, Duration::from_secs(5));
     let deploys = Deploys::new(store);
     let bucket = settings.bucket.clone();
     lambda_runtime::run(service_fn(move |event| {
-        let (deploys, fleet, ssm, bucket, document) = (
+        let (deploys, fleet, ssm, bucket, document, launcher) = (
             deploys.clone(),
             fleet.clone(),
             ssm.clone(),
             bucket.clone(),
             document.clone(),
+            Some(launcher.clone()),
         );
         slipway::lambda::worker_handler(
             router.clone(),
             JobKind::Deploy,
-            move |env: EnvRef, id: String, _| async move {
+            move |env: EnvRef, id: String, time_left| async move {
                 let runner = SsmRunner::new(
                     ssm,
                     document,
@@ -59,10 +61,14 @@ async fn main() -> Result<(), Error> {
                 let record = deploys.get(&env, &id).await?;
                 let manifest = deploys.store.release(&env, record.to).await?;
                 let options =
-                    Options::from_settings(&env_settings, manifest.procfile.release().is_some());
+                    Options::from_settings(&env_settings, manifest.procfile.release().is_some())
+                        .within(time_left);
                 let of = env.clone();
                 let url = move |r: ReleaseId| release_url(&bucket, &of, r);
-                let done = run_queued(&deploys, &env, &id, &fleet, &runner, &url, options).await?;
+                let done = run_queued(
+                    &deploys, &env, &id, &fleet, &runner, &url, options, launcher,
+                )
+                .await?;
                 Ok(serde_json::to_value(done)?)
             },
             event,

@@ -35,6 +35,8 @@ pub trait DeployLog: Sync {
     fn renew_lock(&self) -> impl Future<Output = Result<(), String>> + Send;
     fn release_lock(&self) -> impl Future<Output = ()> + Send;
     fn cancel_requested(&self, record: &DeployRecord) -> impl Future<Output = bool> + Send;
+    /// Starts a fresh worker that continues this deploy.
+    fn hand_off(&self, record: &DeployRecord) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// Timeouts and what the release needs.
@@ -48,6 +50,9 @@ pub struct Options {
     pub health_timeout: Duration,
     /// How often a running batch looks for a cancel request.
     pub cancel_poll: Duration,
+    /// After this long a worker starts no further batch and hands the
+    /// rest to a fresh one (a Lambda invocation ends at 15 minutes).
+    pub budget: Duration,
 }
 
 impl Options {
@@ -62,7 +67,17 @@ impl Options {
             ),
             health_timeout: Duration::from_secs(settings.lb_health_timeout_secs),
             cancel_poll: Duration::from_secs(5),
+            budget: Duration::MAX,
         }
+    }
+
+    /// A worker with `time_left` stops starting batches when a whole one
+    /// (agent and load balancer) might not fit any more.
+    pub fn within(mut self, time_left: Option<Duration>) -> Self {
+        if let Some(left) = time_left {
+            self.budget = left.saturating_sub(self.agent_timeout + self.health_timeout);
+        }
+        self
     }
 }
 
@@ -98,6 +113,8 @@ fn moved(record: &DeployRecord) -> Vec<InstanceId> {
 enum Outcome {
     Ok,
     Failed(String),
+    /// This worker's time is up; a fresh one continues.
+    HandOff,
 }
 
 impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
@@ -127,10 +144,26 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             app: record.app.clone(),
             env: record.env.clone(),
         };
+        let resuming = record.handed_off;
+        record.handed_off = false;
         record.status = DeployStatus::Running;
         self.save(&record).await;
-        let outcome = self.deploy(&env, &mut record).await;
+        let mut outcome = self.deploy(&env, &mut record, resuming).await;
+        if let Outcome::HandOff = outcome {
+            record.handed_off = true;
+            self.save(&record).await;
+            match self.log.hand_off(&record).await {
+                // The lock stays: the next worker holds it on.
+                Ok(()) => return record,
+                Err(e) => {
+                    record.handed_off = false;
+                    outcome =
+                        Outcome::Failed(format!("could not hand over to a fresh worker: {e}"));
+                }
+            }
+        }
         match outcome {
+            Outcome::HandOff => unreachable!("handled above"),
             Outcome::Ok if record.status == DeployStatus::Running => {
                 record.status = DeployStatus::Succeeded;
             }
@@ -157,18 +190,53 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         record
     }
 
-    async fn deploy(&self, env: &EnvRef, record: &mut DeployRecord) -> Outcome {
+    async fn deploy(&self, env: &EnvRef, record: &mut DeployRecord, resuming: bool) -> Outcome {
+        let started = std::time::Instant::now();
+        let batches = if resuming {
+            record.plan.clone()
+        } else {
+            match self.prepare(env, record).await {
+                Ok(b) => b,
+                Err(cause) => return Outcome::Failed(cause),
+            }
+        };
+        let known: BTreeSet<InstanceId> = batches.iter().flatten().cloned().collect();
+        let mut ran = false;
+        for (number, planned) in batches.into_iter().enumerate() {
+            let done = record
+                .batches
+                .iter()
+                .any(|b| b.number == number + 1 && b.status == BatchStatus::Succeeded);
+            if done {
+                continue;
+            }
+            // Every worker runs at least one batch, so each makes progress.
+            if ran && started.elapsed() >= self.options.budget {
+                return Outcome::HandOff;
+            }
+            ran = true;
+            if let Some(outcome) = self.next_batch(env, record, number, planned, &known).await {
+                return outcome;
+            }
+        }
+        Outcome::Ok
+    }
+
+    /// Moves `current`, plans the batches and runs the release phase.
+    async fn prepare(
+        &self,
+        env: &EnvRef,
+        record: &mut DeployRecord,
+    ) -> Result<Vec<Vec<InstanceId>>, String> {
         if let Err(e) = self.log.set_current(env, record.to).await {
-            return Outcome::Failed(format!("could not move current to {}: {e}", record.to));
+            return Err(format!("could not move current to {}: {e}", record.to));
         }
         let instances = match self.fleet.in_service(env).await {
             Ok(i) => i,
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => return Err(e.to_string()),
         };
-        let batches = match plan(&instances, record.strategy, record.min_healthy_percent) {
-            Ok(b) => b,
-            Err(e) => return Outcome::Failed(e.to_string()),
-        };
+        let batches = plan(&instances, record.strategy, record.min_healthy_percent)
+            .map_err(|e| e.to_string())?;
         if self.options.release_phase
             && let Some(first) = instances.first()
         {
@@ -191,69 +259,81 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
                     record.release_phase = Some(result);
                     self.save(record).await;
                     if !ok {
-                        return Outcome::Failed("the release phase failed".into());
+                        return Err("the release phase failed".into());
                     }
                 }
-                Ok(_) => return Outcome::Failed("the release phase reported nothing".into()),
-                Err(e) => return Outcome::Failed(e.to_string()),
+                Ok(_) => return Err("the release phase reported nothing".into()),
+                Err(e) => return Err(e.to_string()),
             }
         }
-        let known: BTreeSet<InstanceId> = instances.iter().cloned().collect();
-        for (number, planned) in batches.into_iter().enumerate() {
-            if self.log.cancel_requested(record).await {
+        record.plan = batches.clone();
+        Ok(batches)
+    }
+
+    /// Batch `number` (0-based) of the plan; `Some` when the deploy ends.
+    async fn next_batch(
+        &self,
+        env: &EnvRef,
+        record: &mut DeployRecord,
+        number: usize,
+        planned: Vec<InstanceId>,
+        known: &BTreeSet<InstanceId>,
+    ) -> Option<Outcome> {
+        if self.log.cancel_requested(record).await {
+            record.status = DeployStatus::Cancelled;
+            record.cause = Some(format!("cancelled before batch {}", number + 1));
+            return Some(Outcome::Ok);
+        }
+        if let Err(e) = self.log.renew_lock().await {
+            return Some(Outcome::Failed(format!(
+                "the environment lock was lost: {e}"
+            )));
+        }
+        // The group may have changed since the plan: skip the vanished,
+        // note the new (they boot `current`, which is the target).
+        let now: BTreeSet<InstanceId> = match self.fleet.in_service(env).await {
+            Ok(i) => i.into_iter().collect(),
+            Err(e) => return Some(Outcome::Failed(e.to_string())),
+        };
+        for joined in now.difference(known) {
+            let note = format!("{joined} joined during the deploy and boots {}", record.to);
+            if !record.notes.contains(&note) {
+                record.notes.push(note);
+            }
+        }
+        let mut batch: Vec<InstanceId> = Vec::new();
+        for id in planned {
+            if now.contains(&id) {
+                batch.push(id);
+            } else {
+                record
+                    .notes
+                    .push(format!("{id} left the group before its batch"));
+            }
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        let url = (self.release_url)(record.to);
+        let done = self.batch(env, number + 1, batch, url, record, false).await;
+        if done.status == BatchStatus::Failed {
+            let cancelled = done
+                .results
+                .iter()
+                .any(|r| r.status == RunStatus::Cancelled);
+            if cancelled && self.log.cancel_requested(record).await {
+                // Like a cancel between batches: the fleet stays as it
+                // is, every instance back in service.
                 record.status = DeployStatus::Cancelled;
-                record.cause = Some(format!("cancelled before batch {}", number + 1));
-                return Outcome::Ok;
+                record.cause = Some(format!(
+                    "cancelled during batch {}: its command was cancelled",
+                    number + 1
+                ));
+                return Some(Outcome::Ok);
             }
-            if let Err(e) = self.log.renew_lock().await {
-                return Outcome::Failed(format!("the environment lock was lost: {e}"));
-            }
-            // The group may have changed since the plan: skip the vanished,
-            // note the new (they boot `current`, which is the target).
-            let now: BTreeSet<InstanceId> = match self.fleet.in_service(env).await {
-                Ok(i) => i.into_iter().collect(),
-                Err(e) => return Outcome::Failed(e.to_string()),
-            };
-            for joined in now.difference(&known) {
-                let note = format!("{joined} joined during the deploy and boots {}", record.to);
-                if !record.notes.contains(&note) {
-                    record.notes.push(note);
-                }
-            }
-            let mut batch: Vec<InstanceId> = Vec::new();
-            for id in planned {
-                if now.contains(&id) {
-                    batch.push(id);
-                } else {
-                    record
-                        .notes
-                        .push(format!("{id} left the group before its batch"));
-                }
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            let url = (self.release_url)(record.to);
-            let done = self.batch(env, number + 1, batch, url, record, false).await;
-            if done.status == BatchStatus::Failed {
-                let cancelled = done
-                    .results
-                    .iter()
-                    .any(|r| r.status == RunStatus::Cancelled);
-                if cancelled && self.log.cancel_requested(record).await {
-                    // Like a cancel between batches: the fleet stays as it
-                    // is, every instance back in service.
-                    record.status = DeployStatus::Cancelled;
-                    record.cause = Some(format!(
-                        "cancelled during batch {}: its command was cancelled",
-                        number + 1
-                    ));
-                    return Outcome::Ok;
-                }
-                return Outcome::Failed(format!("batch {} failed", number + 1));
-            }
+            return Some(Outcome::Failed(format!("batch {} failed", number + 1)));
         }
-        Outcome::Ok
+        None
     }
 
     /// One batch: standby, agent, back in service, load-balancer health.

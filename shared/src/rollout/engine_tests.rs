@@ -147,6 +147,7 @@ struct FakeLog {
     released: Mutex<bool>,
     lock_lost: bool,
     cancel_after_batches: Option<usize>,
+    hand_offs: Mutex<usize>,
 }
 
 impl DeployLog for FakeLog {
@@ -171,6 +172,10 @@ impl DeployLog for FakeLog {
     async fn cancel_requested(&self, record: &DeployRecord) -> bool {
         self.cancel_after_batches
             .is_some_and(|n| record.batches.len() >= n)
+    }
+    async fn hand_off(&self, _: &DeployRecord) -> Result<(), String> {
+        *self.hand_offs.lock().unwrap() += 1;
+        Ok(())
     }
 }
 
@@ -200,6 +205,9 @@ fn record(strategy: &str, auto_rollback: bool) -> DeployRecord {
         batches: Vec::new(),
         rollback: None,
         notes: Vec::new(),
+        plan: Vec::new(),
+        workers: 1,
+        handed_off: false,
     }
 }
 
@@ -214,6 +222,17 @@ async fn run(
     record: DeployRecord,
     release_phase: bool,
 ) -> DeployRecord {
+    run_within(fleet, runner, log, record, release_phase, Duration::MAX).await
+}
+
+async fn run_within(
+    fleet: &FakeFleet,
+    runner: &FakeRunner,
+    log: &FakeLog,
+    record: DeployRecord,
+    release_phase: bool,
+    budget: Duration,
+) -> DeployRecord {
     let engine = Engine {
         fleet,
         runner,
@@ -224,9 +243,56 @@ async fn run(
             agent_timeout: Duration::from_secs(60),
             health_timeout: Duration::from_secs(60),
             cancel_poll: Duration::from_millis(1),
+            budget,
         },
     };
     engine.run(record).await
+}
+
+#[tokio::test]
+async fn a_worker_out_of_time_hands_over_between_batches_and_the_next_continues_the_plan() {
+    let (fleet, log) = (fleet(4), FakeLog::default());
+    let runner = FakeRunner {
+        release_phase_fails: false,
+        ..FakeRunner::default()
+    };
+
+    let mut record = record("one-at-a-time", true);
+    let mut workers = 0;
+    while !record.is_finished() {
+        workers += 1;
+        assert!(workers < 10, "every worker runs a batch");
+        record = run_within(&fleet, &runner, &log, record, true, Duration::ZERO).await;
+        if !record.is_finished() {
+            assert!(record.handed_off);
+            assert!(
+                !*log.released.lock().unwrap(),
+                "the lock is kept for the next worker"
+            );
+        }
+    }
+
+    assert_eq!(record.status, DeployStatus::Succeeded, "{:?}", record.cause);
+    assert_eq!(workers, 4, "one batch each");
+    assert_eq!(*log.hand_offs.lock().unwrap(), 3);
+    assert_eq!(record.plan.len(), 4);
+    let ran = deployed(&runner);
+    assert_eq!(
+        ran[0].1, "release-phase",
+        "the release phase ran once, first"
+    );
+    assert_eq!(ran.iter().filter(|(_, w)| w == "release-phase").count(), 1);
+    let batches: Vec<_> = ran
+        .iter()
+        .filter(|(_, w)| w == "r7")
+        .map(|(ids, _)| ids.clone())
+        .collect();
+    assert_eq!(
+        batches,
+        [vec![id(1)], vec![id(2)], vec![id(3)], vec![id(4)]],
+        "each batch once, in plan order"
+    );
+    assert!(*log.released.lock().unwrap());
 }
 
 fn deployed(runner: &FakeRunner) -> Vec<(Vec<InstanceId>, String)> {

@@ -63,6 +63,16 @@ pub struct DeployRecord {
     /// Things worth knowing: instances that joined or vanished meanwhile.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The batches as planned, so a worker that takes over continues the
+    /// same plan.
+    #[serde(default)]
+    pub plan: Vec<Vec<InstanceId>>,
+    /// Workers that ran it so far (one per Lambda time budget).
+    #[serde(default)]
+    pub workers: u32,
+    /// Set when a worker hands the rest to a fresh one.
+    #[serde(default)]
+    pub handed_off: bool,
 }
 
 impl DeployRecord {

@@ -53,7 +53,10 @@ pub trait Launcher: Send + Sync {
     fn launch(&self, env: EnvRef, deploy_id: String) -> BoxFuture<'_, Result<(), String>>;
 }
 
-/// Runs a queued deploy to its end: what the launched worker does.
+/// Runs a queued deploy to its end (or until it hands over to a fresh
+/// worker through `launcher`): what the launched worker does.
+// The worker's whole context, each part supplied by a different caller.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_queued<F: Fleet, R: Runner>(
     deploys: &Deploys,
     env: &EnvRef,
@@ -62,13 +65,33 @@ pub async fn run_queued<F: Fleet, R: Runner>(
     runner: &R,
     release_url: &(dyn Fn(ReleaseId) -> String + Sync),
     options: Options,
+    launcher: Option<std::sync::Arc<dyn Launcher>>,
 ) -> Result<DeployRecord, DeployError> {
-    let record = deploys.get(env, deploy_id).await?;
-    if record.status != DeployStatus::Queued {
-        // A repeated launch of a deploy that already ran.
+    let (mut record, etag) = deploys.get_versioned(env, deploy_id).await?;
+    let resumable = record.status == DeployStatus::Queued
+        || (record.status == DeployStatus::Running && record.handed_off);
+    if record.is_finished() || !resumable {
+        // A repeated launch of a deploy that already ran, or runs.
         return Ok(record);
     }
-    let log = deploys.log_for(env, &record).await?;
+    // Claim it: of two launches of the same deploy, one runs it.
+    record.workers += 1;
+    let body = serde_json::to_vec_pretty(&record).expect("a record always serialises");
+    match deploys
+        .objects
+        .put(
+            &record_key(env, deploy_id),
+            body,
+            "application/json",
+            Write::IfMatch(&etag),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(ObjectError::Precondition { .. }) => return deploys.get(env, deploy_id).await,
+        Err(e) => return Err(e.into()),
+    }
+    let log = deploys.log_for(env, &record, launcher).await?;
     let engine = Engine {
         fleet,
         runner,
@@ -253,6 +276,9 @@ impl Deploys {
             batches: Vec::new(),
             rollback: None,
             notes: Vec::new(),
+            plan: Vec::new(),
+            workers: 0,
+            handed_off: false,
         };
         let saved = self.save(env, &record).await;
         if let Err(e) = saved {
@@ -295,6 +321,15 @@ impl Deploys {
     }
 
     pub async fn get(&self, env: &EnvRef, id: &str) -> Result<DeployRecord, DeployError> {
+        Ok(self.get_versioned(env, id).await?.0)
+    }
+
+    /// The record and its version.
+    async fn get_versioned(
+        &self,
+        env: &EnvRef,
+        id: &str,
+    ) -> Result<(DeployRecord, String), DeployError> {
         if !is_deploy_id(id) {
             return Err(DeployError::NotFound(id.chars().take(40).collect()));
         }
@@ -303,13 +338,11 @@ impl Deploys {
             .get(&record_key(env, id))
             .await?
             .ok_or_else(|| DeployError::NotFound(id.to_owned()))?;
-        serde_json::from_slice(&object.body).map_err(|e| {
-            StoreError::Corrupt {
-                what: format!("deploy record {id}"),
-                detail: e.to_string(),
-            }
-            .into()
-        })
+        let record = serde_json::from_slice(&object.body).map_err(|e| StoreError::Corrupt {
+            what: format!("deploy record {id}"),
+            detail: e.to_string(),
+        })?;
+        Ok((record, object.etag))
     }
 
     /// Records newest first, at most `limit`.
@@ -363,6 +396,7 @@ impl Deploys {
         &self,
         env: &EnvRef,
         record: &DeployRecord,
+        launcher: Option<std::sync::Arc<dyn Launcher>>,
     ) -> Result<S3DeployLog, DeployError> {
         let (lock, _) = lock::read(&self.objects, env)
             .await
@@ -383,6 +417,7 @@ impl Deploys {
             lock,
             notifier,
             last: tokio::sync::Mutex::new(Some(record.clone())),
+            launcher,
         })
     }
 
@@ -424,6 +459,9 @@ pub struct S3DeployLog {
     notifier: crate::notify::Notifier,
     /// The record as last saved, to tell what changed.
     last: tokio::sync::Mutex<Option<DeployRecord>>,
+    /// Starts the worker that takes over; none where workers never run
+    /// out of time (the local platform).
+    launcher: Option<std::sync::Arc<dyn Launcher>>,
 }
 
 impl DeployLog for S3DeployLog {
@@ -458,5 +496,12 @@ impl DeployLog for S3DeployLog {
         self.lock
             .cancel_requested(&cancel_key(&self.env, &record.id))
             .await
+    }
+
+    async fn hand_off(&self, record: &DeployRecord) -> Result<(), String> {
+        match &self.launcher {
+            Some(launcher) => launcher.launch(self.env.clone(), record.id.clone()).await,
+            None => Err("no launcher to hand over to".into()),
+        }
     }
 }

@@ -105,6 +105,7 @@ async fn run(d: &Deploys, id: &str, fail: bool) -> slipway::rollout::DeployRecor
         agent_timeout: Duration::from_secs(60),
         health_timeout: Duration::from_secs(60),
         cancel_poll: Duration::from_millis(20),
+        budget: Duration::MAX,
     };
     let done = run_queued(
         d,
@@ -114,11 +115,12 @@ async fn run(d: &Deploys, id: &str, fail: bool) -> slipway::rollout::DeployRecor
         &Agents { fail },
         &url,
         options.clone(),
+        None,
     )
     .await
     .unwrap();
     // Launched twice (a retried invocation): the second run changes nothing.
-    let again = run_queued(d, &env(), id, &fleet, &Agents { fail }, &url, options)
+    let again = run_queued(d, &env(), id, &fleet, &Agents { fail }, &url, options, None)
         .await
         .unwrap();
     assert_eq!(again, done);
@@ -289,6 +291,7 @@ async fn a_cancel_through_the_store_stops_the_running_batch() {
         agent_timeout: Duration::from_secs(60),
         health_timeout: Duration::from_secs(60),
         cancel_poll: Duration::from_millis(20),
+        budget: Duration::MAX,
     };
     let canceller = {
         let (d, id) = (d.clone(), record.id.clone());
@@ -300,7 +303,7 @@ async fn a_cancel_through_the_store_stops_the_running_batch() {
 
     let done = tokio::time::timeout(
         Duration::from_secs(20),
-        run_queued(&d, &env(), &record.id, &fleet, &Stuck, &url, options),
+        run_queued(&d, &env(), &record.id, &fleet, &Stuck, &url, options, None),
     )
     .await
     .expect("the cancel stops the batch")
@@ -313,4 +316,78 @@ async fn a_cancel_through_the_store_stops_the_running_batch() {
         d.get(&env(), &record.id).await.unwrap().status,
         DeployStatus::Cancelled
     );
+}
+
+/// Counts the workers it was asked to start.
+#[derive(Default)]
+struct Relay(std::sync::atomic::AtomicUsize);
+
+impl slipway::rollout::Launcher for Relay {
+    fn launch(&self, _: EnvRef, _: String) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_deploy_longer_than_one_worker_is_handed_over_through_the_store_and_finishes() {
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let (record, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    let fleet = Healthy(vec![
+        InstanceId::parse("i-1").unwrap(),
+        InstanceId::parse("i-2").unwrap(),
+        InstanceId::parse("i-3").unwrap(),
+    ]);
+    let url = |id: ReleaseId| format!("s3://bucket/hello/prod/releases/{id}");
+    let options = Options {
+        release_phase: false,
+        agent_timeout: Duration::from_secs(60),
+        health_timeout: Duration::from_secs(60),
+        cancel_poll: Duration::from_millis(20),
+        budget: Duration::ZERO,
+    };
+    let relay = std::sync::Arc::new(Relay::default());
+
+    let mut done = None;
+    for _ in 0..10 {
+        let launched: std::sync::Arc<dyn slipway::rollout::Launcher> = relay.clone();
+        let after = run_queued(
+            &d,
+            &env(),
+            &record.id,
+            &fleet,
+            &Agents { fail: false },
+            &url,
+            options.clone(),
+            Some(launched),
+        )
+        .await
+        .unwrap();
+        if after.is_finished() {
+            done = Some(after);
+            break;
+        }
+        assert!(after.handed_off, "{after:?}");
+    }
+
+    let done = done.expect("the deploy finished");
+    assert_eq!(done.status, DeployStatus::Succeeded);
+    assert_eq!(done.workers, 3, "one batch per worker");
+    assert_eq!(relay.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(done.batches.len(), 3);
+    let again = run_queued(
+        &d,
+        &env(),
+        &record.id,
+        &fleet,
+        &Agents { fail: false },
+        &url,
+        options,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, done, "a late duplicate launch changes nothing");
 }
