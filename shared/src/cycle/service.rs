@@ -308,16 +308,13 @@ impl Cycles {
         if !is_cycle_id(id) {
             return Err(CycleError::NotFound(id.chars().take(40).collect()));
         }
-        let object = self
-            .objects
-            .get(&record_key(env, id))
-            .await?
-            .ok_or_else(|| CycleError::NotFound(id.to_owned()))?;
-        let record = serde_json::from_slice(&object.body).map_err(|e| StoreError::Corrupt {
-            what: format!("cycle record {id}"),
-            detail: e.to_string(),
-        })?;
-        Ok((record, object.etag))
+        crate::store::read_record(
+            &self.objects,
+            &record_key(env, id),
+            &format!("cycle record {id}"),
+        )
+        .await?
+        .ok_or_else(|| CycleError::NotFound(id.to_owned()))
     }
 
     pub async fn get(&self, env: &EnvRef, id: &str) -> Result<CycleRecord, CycleError> {

@@ -333,16 +333,13 @@ impl Deploys {
         if !is_deploy_id(id) {
             return Err(DeployError::NotFound(id.chars().take(40).collect()));
         }
-        let object = self
-            .objects
-            .get(&record_key(env, id))
-            .await?
-            .ok_or_else(|| DeployError::NotFound(id.to_owned()))?;
-        let record = serde_json::from_slice(&object.body).map_err(|e| StoreError::Corrupt {
-            what: format!("deploy record {id}"),
-            detail: e.to_string(),
-        })?;
-        Ok((record, object.etag))
+        crate::store::read_record(
+            &self.objects,
+            &record_key(env, id),
+            &format!("deploy record {id}"),
+        )
+        .await?
+        .ok_or_else(|| DeployError::NotFound(id.to_owned()))
     }
 
     /// Records newest first, at most `limit`.

@@ -131,6 +131,23 @@ pub fn settings_key(env: &EnvRef) -> String {
 }
 
 /// `<app>/<env>/deploys/`: one `<id>.json` record per deploy.
+/// A JSON record (a deploy's, a cycle's) and its version; `what` names it
+/// when it no longer parses.
+pub async fn read_record<T: serde::de::DeserializeOwned>(
+    objects: &S3Objects,
+    key: &str,
+    what: &str,
+) -> Result<Option<(T, String)>, StoreError> {
+    let Some(object) = objects.get(key).await? else {
+        return Ok(None);
+    };
+    let record = serde_json::from_slice(&object.body).map_err(|e| StoreError::Corrupt {
+        what: what.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok(Some((record, object.etag)))
+}
+
 pub fn deploys_prefix(env: &EnvRef) -> String {
     format!("{}deploys/", env.prefix())
 }
