@@ -161,12 +161,9 @@ async fn auto_deploy(
             return Some("not started: the deploy could not be queued".into());
         }
     };
-    if let Err(e) = launcher.launch(env.clone(), record.id.clone()).await {
-        tracing::error!(env = %env, deploy = %record.id, error = %e, "auto-deploy launch failed");
-        let cause = "the rollout could not be started".to_owned();
-        deploys.abandon(env, record, &held, cause).await;
+    let Ok(record) = deploys.launch(env, record, &held, launcher).await else {
         return Some("not started: the rollout could not be launched".into());
-    }
+    };
     tracing::info!(env = %env, deploy = %record.id, %release, "auto-deploy started");
     Some(record.id)
 }

@@ -347,10 +347,14 @@ impl Platform {
                 app: state(Some(cycle_launcher)),
                 fleet: fleet.clone(),
             }))
-            .merge(slipway::api::formation::routes().with_state(FleetState {
-                app: state(None),
-                fleet: fleet.clone(),
-            }));
+            .merge(
+                slipway::api::formation::routes()
+                    .merge(slipway::web::routes())
+                    .with_state(FleetState {
+                        app: state(Some(deploy_launcher.clone())),
+                        fleet: fleet.clone(),
+                    }),
+            );
         let slack_secret = uuid::Uuid::new_v4().simple().to_string();
         let chat = slipway::chat::Chat {
             deploys: deploys.clone(),

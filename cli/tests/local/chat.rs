@@ -70,23 +70,7 @@ async fn a_slash_command_deploys_and_its_progress_reaches_slack_and_the_webhook(
     let work = tempfile::tempdir().unwrap();
     let platform = platform(work.path()).await;
     let env = slipway::names::EnvRef::parse("hello", "prod").unwrap();
-    ship::dev::env::create_stack(
-        &platform.config,
-        ship::commands::envs::TEMPLATE,
-        &env,
-        &platform.bucket,
-        2,
-    )
-    .await
-    .unwrap();
-    let booted = Instant::now();
-    while platform.fleet.instances.lock().unwrap().len() < 2 {
-        assert!(
-            booted.elapsed() < Duration::from_secs(30),
-            "the local fleet boots"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    booted_environment(&platform, &env, 2).await;
     let (hooks, seen) = stand_in().await;
     let good = [
         ("SLIPWAY_URL", platform.url.as_str()),

@@ -34,6 +34,41 @@ pub async fn platform(work: &Path) -> Platform {
     .expect("the local platform starts")
 }
 
+/// Creates `env` with `instances` instances from the environment template
+/// and waits until the local fleet has booted them all.
+pub async fn booted_environment(
+    platform: &Platform,
+    env: &slipway::names::EnvRef,
+    instances: usize,
+) {
+    ship::dev::env::create_stack(
+        &platform.config,
+        ship::commands::envs::TEMPLATE,
+        env,
+        &platform.bucket,
+        instances as u32,
+    )
+    .await
+    .unwrap();
+    let booted = std::time::Instant::now();
+    while platform.fleet.instances.lock().unwrap().len() < instances {
+        assert!(
+            booted.elapsed() < Duration::from_secs(30),
+            "the local fleet boots"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The environment variables that point `ship` at `platform`.
+pub fn credentials(platform: &Platform) -> [(&'static str, String); 3] {
+    [
+        ("SLIPWAY_URL", platform.url.clone()),
+        ("SLIPWAY_USER", platform.user.clone()),
+        ("SLIPWAY_PASSWORD", platform.password.clone()),
+    ]
+}
+
 /// Processes whose working directory is under `dir`.
 pub fn processes_under(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();

@@ -10,7 +10,6 @@ use lambda_http::Error;
 use slipway::chat::{Chat, ChatSettings};
 use slipway::fleet::aws::AwsFleet;
 use slipway::rollout::Deploys;
-use slipway::rollout::launch::{JobKind, LambdaLauncher};
 use slipway::settings::ReleaseSettings;
 use slipway::store::{ReleaseStore, S3Objects};
 
@@ -18,9 +17,9 @@ use slipway::store::{ReleaseStore, S3Objects};
 async fn main() -> Result<(), Error> {
     slipway::telemetry::init();
     let settings = ReleaseSettings::from_env()?;
-    let deploy_function = std::env::var("SLIPWAY_DEPLOY_FUNCTION")
-        .map_err(|_| "SLIPWAY_DEPLOY_FUNCTION is not set")?;
     let aws = slipway::aws::load_config().await;
+    let launcher = slipway::rollout::launch::deploy_launcher_from_env(&aws)
+        .ok_or("SLIPWAY_DEPLOY_FUNCTION is not set")?;
     let secret = slipway::aws::secret(
         &slipway::aws::ssm_client(&aws),
         std::env::var("SLIPWAY_SLACK_SECRET_PARAM").ok().as_deref(),
@@ -34,11 +33,7 @@ async fn main() -> Result<(), Error> {
     let chat = Chat {
         deploys: Deploys::new(store),
         fleet: AwsFleet::new(&aws, Duration::from_secs(5)),
-        launcher: Arc::new(LambdaLauncher::new(
-            slipway::aws::lambda_client(&aws),
-            deploy_function,
-            JobKind::Deploy,
-        )),
+        launcher,
         settings: Arc::new(ChatSettings::from_lookup(secret.into_bytes(), |k| {
             std::env::var(k).ok()
         })),

@@ -1,6 +1,8 @@
-//! The formation function: the apps and environments, and each
-//! environment's load balancers and instances. HTTP only: builds its config
-//! and clients once, then hands the router from the shared crate to
+//! The formation function: the apps and environments, each environment's
+//! load balancers and instances, and the web UI (`/ui`), whose forms start
+//! deploys in the deploy function (`SLIPWAY_DEPLOY_FUNCTION`) and
+//! terminate instances or environments. HTTP only: builds its config and
+//! clients once, then hands the router from the shared crate to
 //! `lambda_http`.
 
 use std::time::Duration;
@@ -15,7 +17,12 @@ async fn main() -> Result<(), Error> {
     slipway::telemetry::init();
     let settings = ReleaseSettings::from_env()?;
     let aws = slipway::aws::load_config().await;
-    let app = AppState::load(&settings, &aws).await?;
+    let mut app = AppState::load(&settings, &aws).await?;
+    app.launcher = slipway::rollout::launch::deploy_launcher_from_env(&aws);
+    let users = app.users.clone();
     let fleet = AwsFleet::new(&aws, Duration::from_secs(5));
-    lambda_http::run(formation::router(FleetState { app, fleet })).await
+    let routes = formation::routes()
+        .merge(slipway::web::routes())
+        .with_state(FleetState { app, fleet });
+    lambda_http::run(slipway::api::serve(routes, users)).await
 }

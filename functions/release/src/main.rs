@@ -4,12 +4,8 @@
 //! `SLIPWAY_DEPLOY_FUNCTION` set, uploads to environments with auto-deploy
 //! on start a deploy by invoking the deploy function asynchronously.
 
-use std::sync::Arc;
-
 use lambda_runtime::{Error, service_fn};
 use slipway::api::{AppState, releases};
-use slipway::rollout::Launcher;
-use slipway::rollout::launch::{JobKind, LambdaLauncher};
 use slipway::settings::ReleaseSettings;
 
 #[tokio::main]
@@ -18,16 +14,7 @@ async fn main() -> Result<(), Error> {
     let settings = ReleaseSettings::from_env()?;
     let aws = slipway::aws::load_config().await;
     let state = AppState::load(&settings, &aws).await?;
-    let deployer: Option<Arc<dyn Launcher>> = std::env::var("SLIPWAY_DEPLOY_FUNCTION")
-        .ok()
-        .filter(|f| !f.is_empty())
-        .map(|function| {
-            Arc::new(LambdaLauncher::new(
-                slipway::aws::lambda_client(&aws),
-                function,
-                JobKind::Deploy,
-            )) as Arc<dyn Launcher>
-        });
+    let deployer = slipway::rollout::launch::deploy_launcher_from_env(&aws);
     let store = state.store.clone();
     let router = releases::router(state);
     lambda_runtime::run(service_fn(move |event| {

@@ -205,17 +205,9 @@ async fn begin(
             .put(key, record.id.clone(), "text/plain", Write::IfAbsent)
             .await;
     }
-    if let Err(e) = launcher.launch(env.clone(), record.id.clone()).await {
-        deploys
-            .abandon(
-                env,
-                record,
-                &held,
-                "the rollout could not be started".into(),
-            )
-            .await;
-        return Err(ApiError::internal(e));
-    }
+    let record = deploys
+        .launch(env, record, &held, launcher.as_ref())
+        .await?;
     Ok(accepted(env, record))
 }
 

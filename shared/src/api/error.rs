@@ -21,6 +21,8 @@ pub enum ApiError {
     #[error("authentication required")]
     Unauthorized,
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -39,6 +41,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
@@ -83,9 +86,10 @@ impl From<DeployError> for ApiError {
             | DeployError::NothingToRollBackTo
             | DeployError::BadSettings(_) => Self::BadRequest(e.to_string()),
             DeployError::Store(s) => s.into(),
-            DeployError::Settings(_) | DeployError::Objects(_) | DeployError::Lock(_) => {
-                Self::internal(e)
-            }
+            DeployError::Settings(_)
+            | DeployError::Objects(_)
+            | DeployError::Lock(_)
+            | DeployError::NotLaunched(_) => Self::internal(e),
         }
     }
 }

@@ -13,9 +13,9 @@ use super::{ApiError, EnvPath, FleetState};
 use crate::cycle::Cycles;
 use crate::fleet::FleetError;
 use crate::fleet::aws::{AwsFleet, Formation};
-use crate::names::{AppName, EnvName, EnvRef};
-use crate::rollout::Deploys;
-use crate::rollout::lock;
+use crate::names::{AppName, EnvName, EnvRef, ReleaseId};
+use crate::rollout::lock::{self, Lock};
+use crate::rollout::{DeployRecord, Deploys};
 
 /// Where a formation comes from: AWS, or the local platform's view of it.
 pub trait FormationSource: Clone + Send + Sync + 'static {
@@ -60,20 +60,29 @@ async fn names<F, T: std::str::FromStr>(
         .collect())
 }
 
-async fn apps<F: FormationSource>(
-    State(state): State<FleetState<F>>,
-) -> Result<Json<Value>, ApiError> {
+/// One environment the bucket knows, as an overview shows it.
+pub struct EnvOverview {
+    pub env: EnvRef,
+    pub current: Option<ReleaseId>,
+    pub last_deploy: Option<DeployRecord>,
+    pub terminated: bool,
+}
+
+/// Every app (even one without environments) and its environments.
+pub async fn overview<F>(
+    state: &FleetState<F>,
+) -> Result<Vec<(AppName, Vec<EnvOverview>)>, ApiError> {
     let deploys = Deploys::new(state.app.store.clone());
     let mut apps = Vec::new();
-    for app in names::<F, AppName>(&state, "").await? {
+    for app in names::<F, AppName>(state, "").await? {
         let mut envs = Vec::new();
-        for name in names::<F, EnvName>(&state, &format!("{app}/")).await? {
+        for name in names::<F, EnvName>(state, &format!("{app}/")).await? {
             let env = EnvRef {
                 app: app.clone(),
-                env: name.clone(),
+                env: name,
             };
             let current = state.app.store.current(&env).await?;
-            let last = deploys.list(&env, 1).await?.into_iter().next();
+            let last_deploy = deploys.list(&env, 1).await?.into_iter().next();
             let terminated = state
                 .app
                 .store
@@ -82,30 +91,62 @@ async fn apps<F: FormationSource>(
                 .await
                 .map_err(ApiError::internal)?
                 .is_some();
-            envs.push(json!({
-                "name": name,
-                "current": current,
-                "last_deploy": last.map(|d| json!({
-                    "id": d.id, "to": d.to, "status": d.status, "user": d.user,
-                    "created_at": d.created_at, "finished_at": d.finished_at,
-                })),
-                "terminated": terminated,
-            }));
+            envs.push(EnvOverview {
+                env,
+                current,
+                last_deploy,
+                terminated,
+            });
         }
-        apps.push(json!({ "name": app, "envs": envs }));
+        apps.push((app, envs));
     }
+    Ok(apps)
+}
+
+async fn apps<F: FormationSource>(
+    State(state): State<FleetState<F>>,
+) -> Result<Json<Value>, ApiError> {
+    let apps: Vec<Value> = overview(&state)
+        .await?
+        .into_iter()
+        .map(|(app, envs)| {
+            let envs: Vec<Value> = envs
+                .into_iter()
+                .map(|e| {
+                    json!({
+                        "name": e.env.env,
+                        "current": e.current,
+                        "last_deploy": e.last_deploy.map(|d| json!({
+                            "id": d.id, "to": d.to, "status": d.status, "user": d.user,
+                            "created_at": d.created_at, "finished_at": d.finished_at,
+                        })),
+                        "terminated": e.terminated,
+                    })
+                })
+                .collect();
+            json!({ "name": app, "envs": envs })
+        })
+        .collect();
     Ok(Json(json!({ "apps": apps })))
 }
 
-async fn environment<F: FormationSource>(
-    State(state): State<FleetState<F>>,
-    EnvPath(env): EnvPath,
-) -> Result<Json<Value>, ApiError> {
+/// An environment's current release, formation and lock, read at once;
+/// not found when it has none of them.
+pub struct EnvState {
+    pub current: Option<ReleaseId>,
+    pub formation: Option<Formation>,
+    pub lock: Option<Lock>,
+}
+
+pub async fn env_state<F: FormationSource>(
+    state: &FleetState<F>,
+    env: &EnvRef,
+) -> Result<EnvState, ApiError> {
     let store = &state.app.store;
     let (current, formation, held) = tokio::join!(
-        store.current(&env),
-        state.fleet.formation(&env),
-        lock::read(store.objects(), &env),
+        store.current(env),
+        state.fleet.formation(env),
+        lock::read(store.objects(), env),
     );
     let current = current?;
     let formation = match formation {
@@ -113,12 +154,29 @@ async fn environment<F: FormationSource>(
         Err(FleetError::NoGroup(_)) => None,
         Err(e) => return Err(ApiError::internal(e)),
     };
-    let held = held.map_err(ApiError::internal)?.map(|(lock, _)| lock);
-    if formation.is_none() && current.is_none() && held.is_none() {
+    let lock = held.map_err(ApiError::internal)?.map(|(lock, _)| lock);
+    if formation.is_none() && current.is_none() && lock.is_none() {
         return Err(ApiError::NotFound(format!(
             "no environment {env}: no releases and no Auto Scaling group"
         )));
     }
+    Ok(EnvState {
+        current,
+        formation,
+        lock,
+    })
+}
+
+async fn environment<F: FormationSource>(
+    State(state): State<FleetState<F>>,
+    EnvPath(env): EnvPath,
+) -> Result<Json<Value>, ApiError> {
+    let store = &state.app.store;
+    let EnvState {
+        current,
+        formation,
+        lock: held,
+    } = env_state(&state, &env).await?;
     let (mut deploy, mut cycle) = (None, None);
     if let Some(lock) = &held {
         if lock.deploy_id.starts_with('d') {

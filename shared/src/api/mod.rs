@@ -7,6 +7,7 @@ pub mod cycle;
 pub mod deploys;
 mod error;
 pub mod formation;
+pub mod origin;
 pub mod releases;
 
 use std::collections::HashMap;
@@ -207,7 +208,8 @@ pub fn with_auth_of<S: Clone + Send + Sync + 'static>(
 
 /// The finished service around stateful routes (one function's, or every
 /// function's merged, as the local platform serves them): Basic auth on
-/// all of them and the fallback, `/healthz` open, request tracing.
+/// all of them and the fallback, cross-site changes refused, `/healthz`
+/// open, request tracing.
 pub fn serve(routes: Router, users: Arc<Users>) -> Router {
     serve_with(routes, Router::new(), Some(users))
 }
@@ -216,7 +218,9 @@ pub fn serve(routes: Router, users: Arc<Users>) -> Router {
 /// check their own credentials (Slack's signature). Without `users`, every
 /// other path is a 404.
 pub fn serve_with(routes: Router, open: Router, users: Option<Arc<Users>>) -> Router {
-    let rest = routes.fallback(not_found);
+    let rest = routes
+        .fallback(not_found)
+        .layer(middleware::from_fn(origin::refuse_cross_site));
     let rest = match users {
         Some(users) => rest.layer(middleware::from_fn_with_state(users, require_basic_auth)),
         None => rest,

@@ -201,18 +201,11 @@ impl<F: GroupControl + FormationSource> Chat<F> {
         if let Some(url) = command.response_url(&self.settings.response_prefixes) {
             let _ = self.deploys.set_response_url(env, &record.id, url).await;
         }
-        if let Err(e) = self.launcher.launch(env.clone(), record.id.clone()).await {
-            tracing::error!(deploy = %record.id, error = %e, "chat: the rollout could not be started");
-            self.deploys
-                .abandon(
-                    env,
-                    record,
-                    &held,
-                    "the rollout could not be started".into(),
-                )
-                .await;
-            return Err("the rollout could not be started".into());
-        }
+        let record = self
+            .deploys
+            .launch(env, record, &held, self.launcher.as_ref())
+            .await
+            .map_err(|_| "the rollout could not be started".to_owned())?;
         let from = record.from.map_or("nothing".to_owned(), |f| f.to_string());
         Ok(format!(
             "Deploying {} to {env} ({from} → {}, {}), deploy {}. Progress follows here.",

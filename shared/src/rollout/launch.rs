@@ -4,6 +4,8 @@
 //! the rollout gets the function's full 15 minutes. The cycle function
 //! launches its long cycles the same way.
 
+use std::sync::Arc;
+
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use futures::future::BoxFuture;
@@ -96,6 +98,23 @@ impl LambdaLauncher {
             kind,
         }
     }
+}
+
+/// The environment variable naming the deploy function, for the functions
+/// that start deploys without running them (release, chat, formation).
+pub const DEPLOY_FUNCTION_VAR: &str = "SLIPWAY_DEPLOY_FUNCTION";
+
+/// A launcher of deploys in the function `SLIPWAY_DEPLOY_FUNCTION` names;
+/// `None` when it is unset or empty.
+pub fn deploy_launcher_from_env(aws: &aws_config::SdkConfig) -> Option<Arc<dyn Launcher>> {
+    let function = std::env::var(DEPLOY_FUNCTION_VAR)
+        .ok()
+        .filter(|f| !f.is_empty())?;
+    Some(Arc::new(LambdaLauncher::new(
+        crate::aws::lambda_client(aws),
+        function,
+        JobKind::Deploy,
+    )))
 }
 
 impl Launcher for LambdaLauncher {

@@ -44,6 +44,10 @@ pub enum DeployError {
     Objects(#[from] ObjectError),
     #[error("the environment lock: {0}")]
     Lock(String),
+    /// The worker could not be started; the deploy was recorded as failed
+    /// and the environment freed.
+    #[error("the rollout could not be started: {0}")]
+    NotLaunched(String),
 }
 
 /// Starts the rollout of a queued deploy without waiting for it: an
@@ -367,6 +371,27 @@ impl Deploys {
         }
         if let Err(e) = lock::release(&self.objects, env, held).await {
             tracing::warn!(deploy = %record.id, error = %e, "could not release the lock");
+        }
+    }
+
+    /// Starts the worker of a deploy [`start`](Self::start) queued; if it
+    /// cannot be started the deploy is recorded as failed and the
+    /// environment freed, so nothing waits for a worker that never comes.
+    pub async fn launch(
+        &self,
+        env: &EnvRef,
+        record: DeployRecord,
+        held: &Held,
+        launcher: &dyn Launcher,
+    ) -> Result<DeployRecord, DeployError> {
+        match launcher.launch(env.clone(), record.id.clone()).await {
+            Ok(()) => Ok(record),
+            Err(e) => {
+                tracing::error!(deploy = %record.id, error = %e, "the rollout could not be started");
+                self.abandon(env, record, held, "the rollout could not be started".into())
+                    .await;
+                Err(DeployError::NotLaunched(e))
+            }
         }
     }
 

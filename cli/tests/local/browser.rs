@@ -1,0 +1,405 @@
+//! The web UI in a real browser: Debian's headless Chromium driven through
+//! chromedriver (WebDriver) against the local platform. The test clicks
+//! what a person would click and waits for what htmx updates in place, so
+//! it proves the pages, the forms, the live updates and the same-origin
+//! rule together. Screenshots of every page are kept under
+//! `$CARGO_TARGET_TMPDIR/browser-screenshots/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use ship::dev::Platform;
+use slipway::names::EnvRef;
+
+use crate::support::*;
+
+fn program(var: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    assert!(
+        path.is_file(),
+        "{} is not installed (set {var}, or run scripts/test, which installs Debian's chromium and chromium-driver)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// chromedriver in its own process group (so Chromium goes with it), and
+/// a WebDriver session on it.
+struct Browser {
+    client: Client,
+    driver: Child,
+    shots: PathBuf,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        use std::os::unix::process::CommandExt;
+        let chromium = program("CHROME_BIN", "/usr/bin/chromium");
+        let port = free_port();
+        let driver = Command::new(program("CHROMEDRIVER", "/usr/bin/chromedriver"))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver starts");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver listens"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        // This machine's network is closed: without the background
+        // networking flags Chromium keeps trying to reach Google.
+        let caps = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                    "--window-size=1100,1400",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }
+        });
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let client = ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session on Chromium");
+        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        Self {
+            client,
+            driver,
+            shots,
+            _profile: profile,
+        }
+    }
+
+    async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let path = self.shots.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css} is on the page: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits (without reloading: htmx refreshes the page) until the text
+    /// of `css` satisfies `ok`.
+    async fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let text = self.text(css).await;
+            if ok(&text) {
+                return text;
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                self.shot(&format!("timeout-{what}")).await;
+                panic!("waited for {what} in {css}; it says {text:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn instances(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for row in self
+            .client
+            .find_all(Locator::Css("tr[data-instance]"))
+            .await
+            .unwrap_or_default()
+        {
+            if let Ok(Some(id)) = row.attr("data-instance").await {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+}
+
+impl Drop for Browser {
+    /// chromedriver and whatever Chromium it left (its process group).
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, killpg};
+        use nix::unistd::Pid;
+        let group = self.driver.id() as i32;
+        // Never 0 or 1: killpg on those would hit this process's own group
+        // or every process.
+        if group > 1 {
+            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+        }
+        let _ = self.driver.wait();
+    }
+}
+
+/// A page of another origin whose form posts a deploy to the platform, as
+/// a malicious site would: the browser holds the platform's credentials.
+async fn hostile_site(target: &str) -> String {
+    let page = format!(
+        r#"<!doctype html><title>Free kittens</title>
+<form method="post" action="{target}"><input type="hidden" name="release" value="r1">
+<button id="go" type="submit">See kittens</button></form>"#
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move { axum::response::Html(page) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // `localhost` is another origin than the platform's `127.0.0.1`.
+    format!("http://localhost:{port}/")
+}
+
+async fn deploys_of(platform: &Platform, env: &EnvRef) -> usize {
+    slipway::rollout::Deploys::new(platform.store.clone())
+        .list(env, 100)
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_ui_deploys_rolls_back_and_terminates_in_a_real_browser() {
+    let work = tempfile::tempdir().unwrap();
+    let platform = platform(work.path()).await;
+    let env = EnvRef::parse("hello", "web").unwrap();
+    booted_environment(&platform, &env, 2).await;
+    let creds = credentials(&platform);
+    let creds: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let hello = repo().join("examples/hello");
+    let out = ship(
+        &hello,
+        &["-a", "hello", "-e", "web", "release", "--allow-dirty"],
+        &creds,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ship(
+        &hello,
+        &[
+            "-a",
+            "hello",
+            "-e",
+            "web",
+            "config",
+            "set",
+            "API_TOKEN=tok-7a91-secret",
+        ],
+        &creds,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Without credentials nothing is shown.
+    let anonymous = reqwest::get(format!("{}/ui", platform.url)).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+
+    let browser = Browser::start().await;
+    let authed = platform.url.replacen(
+        "http://",
+        &format!("http://{}:{}@", platform.user, platform.password),
+        1,
+    );
+    browser.client.goto(&format!("{authed}/ui")).await.unwrap();
+    let listed = browser.text("a[href='/ui/apps/hello/envs/web']").await;
+    assert_eq!(listed, "hello/web", "the overview lists the environment");
+    browser.shot("01-overview").await;
+
+    // Deploy r1 with its button, 50% at a time; the page follows it live.
+    browser.click("a[href='/ui/apps/hello/envs/web']").await;
+    browser
+        .wait_text("h1", "the environment page", |t| t == "hello/web")
+        .await;
+    let page = browser.client.source().await.unwrap();
+    assert!(
+        !page.contains("tok-7a91-secret"),
+        "config values are masked"
+    );
+    assert!(page.contains("API_TOKEN"));
+    browser.shot("02-environment").await;
+    browser
+        .client
+        .find(Locator::Css("#strategy-r1"))
+        .await
+        .unwrap()
+        .select_by_value("50%")
+        .await
+        .unwrap();
+    browser.click("#deploy-r1").await;
+    browser
+        .wait_text("#deploy-status", "r1 deployed", |t| t.contains("succeeded"))
+        .await;
+    let facts = browser.text("dl.facts").await;
+    assert!(
+        facts.contains("none → r1") && facts.contains("50%"),
+        "{facts}"
+    );
+    browser.shot("03-deploy-r1").await;
+
+    // r2, then roll back to r1.
+    browser.click("a[href='/ui/apps/hello/envs/web']").await;
+    browser.click("#deploy-r2").await;
+    browser
+        .wait_text("#deploy-status", "r2 deployed", |t| t.contains("succeeded"))
+        .await;
+    browser.shot("04-deploy-r2").await;
+    browser.click("a[href='/ui/apps/hello/envs/web']").await;
+    browser.click("#rollback").await;
+    browser
+        .wait_text("#deploy-status", "the rollback", |t| {
+            t.contains("succeeded")
+        })
+        .await;
+    assert!(browser.text("dl.facts").await.contains("r2 → r1"));
+    browser.shot("05-rollback").await;
+    assert_eq!(
+        platform
+            .store
+            .current(&env)
+            .await
+            .unwrap()
+            .map(|r| r.to_string()),
+        Some("r1".into())
+    );
+
+    // Terminate an instance; the page shows its replacement arrive.
+    browser.click("a[href='/ui/apps/hello/envs/web']").await;
+    browser
+        .wait_text("#current", "the current release", |t| t == "r1")
+        .await;
+    let before = browser.instances().await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    browser.click(&format!("#terminate-{}", before[0])).await;
+    browser
+        .wait_text("h1", "the confirmation", |t| t.starts_with("Terminate i-"))
+        .await;
+    browser.shot("06-confirm-terminate").await;
+    browser.click("form button.danger").await;
+    let notice = browser
+        .wait_text("p.notice", "the notice", |t| t.contains("Terminating"))
+        .await;
+    assert!(notice.contains(&before[0]), "{notice}");
+    let started = Instant::now();
+    let after = loop {
+        let now = browser.instances().await;
+        if now.len() == 2 && !now.contains(&before[0]) {
+            break now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "a replacement appears: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(after.contains(&before[1]));
+    browser
+        .wait_text("#live", "the replacement serving r1", |t| {
+            t.contains("2 of 2 instances healthy")
+        })
+        .await;
+    browser.shot("07-replacement").await;
+
+    // Another site's form cannot deploy, though the browser is logged in.
+    let deploys = deploys_of(&platform, &env).await;
+    let target = format!("{}/ui/apps/hello/envs/web/deploys", platform.url);
+    browser
+        .client
+        .goto(&hostile_site(&target).await)
+        .await
+        .unwrap();
+    browser.click("#go").await;
+    let refused = browser
+        .wait_text("body", "the answer", |t| {
+            !t.trim().is_empty() && !t.contains("See kittens")
+        })
+        .await;
+    assert!(
+        refused.contains("cross-site requests may not change anything"),
+        "{refused}"
+    );
+    browser.shot("08-cross-site-refused").await;
+    assert_eq!(
+        deploys_of(&platform, &env).await,
+        deploys,
+        "no deploy started"
+    );
+
+    // Terminating the environment takes its name.
+    browser
+        .client
+        .goto(&format!("{authed}/ui/apps/hello/envs/web/terminate"))
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .send_keys("hello-wrong")
+        .await
+        .unwrap();
+    browser.click("form button.danger").await;
+    browser
+        .wait_text("p.notice", "the refusal", |t| {
+            t.contains("nothing was terminated")
+        })
+        .await;
+    browser.shot("09-terminate-wrong-name").await;
+    browser
+        .client
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .send_keys("hello-web")
+        .await
+        .unwrap();
+    browser.click("form button.danger").await;
+    browser
+        .wait_text("p.notice", "the termination", |t| {
+            t.contains("is being terminated")
+        })
+        .await;
+    browser.shot("10-environment-terminated").await;
+
+    browser.client.clone().close().await.unwrap();
+    drop(browser);
+    platform.stop().await;
+}
