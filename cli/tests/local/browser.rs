@@ -255,6 +255,29 @@ async fn the_web_ui_deploys_rolls_back_and_terminates_in_a_real_browser() {
     );
     assert!(page.contains("API_TOKEN"));
     browser.shot("02-environment").await;
+    // Readable on a phone: nothing wider than the screen but the tables,
+    // which scroll in their own box.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    let wider = browser
+        .client
+        .execute(
+            "const w = document.documentElement.clientWidth;
+             const wider = [...document.querySelectorAll('body *')]
+               .filter(e => !e.closest('.table-wrap') && e.getBoundingClientRect().right > w + 1)
+               .map(e => e.tagName + '.' + e.className + ' ' + e.textContent.slice(0, 30));
+             if (document.documentElement.scrollWidth > w) wider.push('the page scrolls sideways');
+             return wider;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.shot("02-environment-phone").await;
+    assert_eq!(
+        wider,
+        serde_json::json!([]),
+        "only tables scroll on a phone"
+    );
+    browser.client.set_window_size(1100, 1400).await.unwrap();
     browser
         .client
         .find(Locator::Css("#strategy-r1"))
@@ -330,6 +353,14 @@ async fn the_web_ui_deploys_rolls_back_and_terminates_in_a_real_browser() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(after.contains(&before[1]));
+    let replacement = after.iter().find(|i| **i != before[1]).unwrap();
+    browser
+        .wait_text(
+            &format!("tr[data-instance='{replacement}']"),
+            "the replacement serving r1",
+            |t| t.contains("r1"),
+        )
+        .await;
     browser
         .wait_text("#live", "the replacement serving r1", |t| {
             t.contains("2 of 2 instances healthy")

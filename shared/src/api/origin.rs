@@ -149,6 +149,43 @@ mod tests {
         assert_eq!(provenance(&h), Provenance::CrossSite);
     }
 
+    async fn post(uri: &str, origin: Option<&str>) -> (u16, String) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route("/{*rest}", axum::routing::post(|| async { "done" }))
+            .layer(axum::middleware::from_fn(refuse_cross_site));
+        let mut req = axum::http::Request::post(uri).header("host", "ui.example");
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let res = app
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_cross_site_post_is_refused_before_the_handler_on_any_route() {
+        let (status, body) = post("/apps/a/envs/b/deploys", Some("http://evil.example")).await;
+        assert_eq!(status, 403);
+        assert!(body.contains("\"code\":\"forbidden\""), "{body}");
+        let (status, body) = post("/ui/apps/a/envs/b/deploys", Some("http://evil.example")).await;
+        assert_eq!(status, 403);
+        assert!(body.contains("<html"), "the UI answers in HTML: {body}");
+        // curl and ship send no Origin; a same-origin page does.
+        assert_eq!(post("/apps/a/envs/b/deploys", None).await.1, "done");
+        assert_eq!(
+            post("/apps/a/envs/b/deploys", Some("https://ui.example"))
+                .await
+                .1,
+            "done"
+        );
+    }
+
     #[test]
     fn a_request_without_browser_headers_is_unknown_and_forms_refuse_it() {
         let h = headers(&[("host", "ui.example")]);

@@ -257,7 +257,8 @@ fn formation_section(env: &EnvRef, formation: &Formation, now: DateTime<Utc>) ->
                                         @if instance_healthy(i) {
                                             span class="status status-ok" { span aria-hidden="true" { "✓" } " healthy" }
                                         } @else {
-                                            span class="status status-bad" { span aria-hidden="true" { "✗" } " " (i.health.to_lowercase()) }
+                                            span class="status status-bad" { span aria-hidden="true" { "✗" } " not serving" }
+                                            br; span.muted { "group check: " (i.health) }
                                         }
                                         @for (tg, h) in &i.target_health {
                                             br; span.muted { "load balancer: " (h) } span.visually-hidden { " in " (tg) }
@@ -562,6 +563,41 @@ mod tests {
         let html = status(DeployStatus::RolledBack).into_string();
         assert!(html.contains("rolled back"), "{html}");
         assert!(html.contains("status-warn"), "{html}");
+    }
+
+    fn manifest(description: &str) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "id": "r3", "app": "hello", "env": "web",
+            "source": { "key": "hello/web/releases/r3/source.tar.zst", "sha256": "00", "size": 1, "format": "tar.zst" },
+            "config_sha256": "00", "procfile": { "web": "run" },
+            "description": description,
+            "created_at": "2026-11-29T00:00:00Z", "created_by": "alice",
+            "origin": { "kind": "config", "from": "r2" },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_environment_page_escapes_what_users_wrote_and_shows_no_config_values() {
+        let env = EnvRef::parse("hello", "web").unwrap();
+        let html = environment(&EnvPage {
+            env,
+            current: None,
+            formation: None,
+            lock: None,
+            releases: vec![manifest("<script>alert(1)</script>")],
+            deploys: vec![],
+            config_keys: vec!["API_TOKEN".into()],
+            strategy: Strategy::Percent(25),
+            notice: None,
+            now: Utc::now(),
+        })
+        .into_string();
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("API_TOKEN") && html.contains("••••••"));
+        assert!(html.contains(r#"<option value="25%" selected>"#), "{html}");
+        assert!(html.contains(r#"id="deploy-r3""#));
     }
 
     #[test]
