@@ -20,6 +20,7 @@ pub mod events;
 pub mod extract;
 pub mod fleet;
 pub mod lambda;
+pub mod logs;
 pub mod runner;
 pub mod settings;
 pub mod store;

@@ -10,6 +10,7 @@
 pub mod emulator;
 pub mod env;
 pub mod fleet;
+pub mod logs;
 pub mod runner;
 
 use std::path::{Path, PathBuf};
@@ -335,6 +336,7 @@ impl Platform {
             cycles: Cycles::new(store.clone()),
             fleet: fleet.clone(),
         });
+        let logs = slipway::logs::Logs::new(&config);
         let state = |launcher: Option<Arc<dyn Launcher>>| AppState {
             store: store.clone(),
             users: users.clone(),
@@ -354,6 +356,11 @@ impl Platform {
                         app: state(Some(deploy_launcher.clone())),
                         fleet: fleet.clone(),
                     }),
+            )
+            .merge(
+                slipway::api::logs::routes()
+                    .merge(slipway::web::log_routes())
+                    .with_state(logs.clone()),
             );
         let slack_secret = uuid::Uuid::new_v4().simple().to_string();
         let chat = slipway::chat::Chat {
@@ -399,6 +406,15 @@ impl Platform {
             store.clone(),
             deploy_launcher,
         )));
+        let mut shipper = logs::LogShipper::new(logs, fleet.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = shipper.step().await {
+                    tracing::warn!(error = %format!("{e:#}"), "the local fleet could not ship its logs");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
         let every = options.fleet_every;
         let follower = reconciler.clone();
         tasks.push(tokio::spawn(async move {

@@ -9,4 +9,5 @@ mod chat;
 mod command_line;
 mod demo;
 mod envs;
+mod logs;
 mod support;

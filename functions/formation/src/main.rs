@@ -1,5 +1,5 @@
 //! The formation function: the apps and environments, each environment's
-//! load balancers and instances, and the web UI (`/ui`), whose forms start
+//! load balancers, instances and log lines, and the web UI (`/ui`), whose forms start
 //! deploys in the deploy function (`SLIPWAY_DEPLOY_FUNCTION`) and
 //! terminate instances or environments. HTTP only: builds its config and
 //! clients once, then hands the router from the shared crate to
@@ -21,8 +21,14 @@ async fn main() -> Result<(), Error> {
     app.launcher = slipway::rollout::launch::deploy_launcher_from_env(&aws);
     let users = app.users.clone();
     let fleet = AwsFleet::new(&aws, Duration::from_secs(5));
+    let logs = slipway::logs::Logs::new(&aws);
     let routes = formation::routes()
         .merge(slipway::web::routes())
-        .with_state(FleetState { app, fleet });
+        .with_state(FleetState { app, fleet })
+        .merge(
+            slipway::api::logs::routes()
+                .merge(slipway::web::log_routes())
+                .with_state(logs),
+        );
     lambda_http::run(slipway::api::serve(routes, users)).await
 }

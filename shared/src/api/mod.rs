@@ -7,6 +7,7 @@ pub mod cycle;
 pub mod deploys;
 mod error;
 pub mod formation;
+pub mod logs;
 pub mod origin;
 pub mod releases;
 

@@ -25,10 +25,12 @@ use serde::Deserialize;
 
 use crate::api::cycle::CycleFleet;
 use crate::api::formation::{self, EnvState, FormationSource};
+use crate::api::logs::SearchParams;
 use crate::api::origin::same_origin;
 use crate::api::{ApiError, EnvPath, FleetState, User};
 use crate::cycle::Cycles;
 use crate::fleet::InstanceId;
+use crate::logs::Logs;
 use crate::names::{EnvRef, ReleaseId};
 use crate::rollout::{Deploys, StartDeploy, Strategy};
 
@@ -73,6 +75,36 @@ pub fn routes<F: WebFleet>() -> Router<FleetState<F>> {
             get(confirm_environment).post(terminate_environment::<F>),
         )
         .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The log search page, whose state is CloudWatch Logs.
+pub fn log_routes() -> Router<Logs> {
+    Router::new()
+        .route("/ui/apps/{app}/envs/{env}/logs", get(search_logs))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+async fn search_logs(
+    State(logs): State<Logs>,
+    EnvPath(env): EnvPath,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> PageResult {
+    let params = params.map(|Query(p)| p).map_err(|_| {
+        PageError::from(ApiError::BadRequest(
+            "the search fields are q, since, until, instance, process, limit and next".into(),
+        ))
+        .back_to(&env)
+    })?;
+    let result = match params.query() {
+        Ok(query) => logs.search(&env, &query).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let result = match result {
+        Ok(page) => Ok(page),
+        Err(ApiError::BadRequest(m)) => Err(m),
+        Err(e) => return Err(PageError::from(e).back_to(&env)),
+    };
+    Ok(views::logs(&env, &params, &result))
 }
 
 /// Pages may not be framed (clickjacking), load nothing from elsewhere, run

@@ -20,6 +20,8 @@ use crate::rollout::record::{Batch, BatchStatus, DeployRecord};
 use crate::store::Manifest;
 
 use super::HTMX;
+use crate::api::logs::SearchParams;
+use crate::logs::LogPage;
 
 /// How often live parts of a page refresh (with JavaScript).
 const POLL: &str = "every 2s";
@@ -388,6 +390,7 @@ pub fn environment(p: &EnvPage) -> Markup {
     let body = html! {
         h1 { (env) }
         @if let Some(n) = &p.notice { p.notice role="status" { (n) } }
+        (search_form(env, &SearchParams::default()))
         div #live hx-get=(env_url(env)) hx-trigger=(POLL) hx-select="#live" hx-swap="outerHTML" {
             dl.facts {
                 dt { "Current release" } dd #current { (release_text(p.current)) }
@@ -468,6 +471,19 @@ fn batch_rows(title: &str, batch: &Batch) -> Markup {
     }
 }
 
+/// From a minute before the deploy to a minute after it ended (or now).
+pub fn deploy_logs_url(env: &EnvRef, d: &DeployRecord, now: DateTime<Utc>) -> String {
+    let margin = chrono::Duration::minutes(1);
+    let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let until = d.finished_at.map_or(now, |f| (f + margin).min(now));
+    format!(
+        "{}?since={}&until={}&limit=1000",
+        logs_url(env),
+        fmt(d.created_at - margin),
+        fmt(until)
+    )
+}
+
 pub fn deploy(env: &EnvRef, d: &DeployRecord, now: DateTime<Utc>) -> Markup {
     let url = deploy_url(env, &d.id);
     let live = !d.is_finished();
@@ -507,7 +523,11 @@ pub fn deploy(env: &EnvRef, d: &DeployRecord, now: DateTime<Utc>) -> Markup {
                 ul { @for n in &d.notes { li { (n) } } }
             }
         }
-        p { a href=(env_url(env)) { "Back to " (env) } }
+        p {
+            a #deploy-logs href=(deploy_logs_url(env, d, now)) { "Log lines around this deploy" }
+            " · "
+            a href=(env_url(env)) { "Back to " (env) }
+        }
     };
     page(&format!("Deploy {}", d.id), &env_crumbs(env), body)
 }
@@ -542,6 +562,71 @@ pub fn confirm_environment(env: &EnvRef, error: Option<&str>) -> Markup {
         }
     };
     page(&format!("Terminate {env}"), &env_crumbs(env), body)
+}
+
+pub fn logs_url(env: &EnvRef) -> String {
+    format!("{}/logs", env_url(env))
+}
+
+fn search_form(env: &EnvRef, p: &SearchParams) -> Markup {
+    let v = |o: &Option<String>| o.clone().unwrap_or_default();
+    html! {
+        form.inline method="get" action=(logs_url(env)) role="search" {
+            label for="log-q" { "Search logs" }
+            input #log-q type="text" name="q" value=(v(&p.q)) placeholder="text in the line";
+            label for="log-process" { "Process" }
+            input #log-process type="text" name="process" value=(v(&p.process)) placeholder="web" size="8";
+            label for="log-since" { "Since" }
+            input #log-since type="text" name="since" value=(p.since.clone().unwrap_or_else(|| "1h".into())) size="8";
+            @if let Some(u) = &p.until { input type="hidden" name="until" value=(u); }
+            @if let Some(i) = &p.instance { input type="hidden" name="instance" value=(i); }
+            button type="submit" { "Search" }
+        }
+    }
+}
+
+pub fn logs(env: &EnvRef, p: &SearchParams, result: &Result<LogPage, String>) -> Markup {
+    let body = html! {
+        h1 { "Logs of " (env) }
+        (search_form(env, p))
+        @match result {
+            Err(e) => p.notice.error role="alert" { (e) },
+            Ok(page) if page.events.is_empty() => p.muted { "No lines match." },
+            Ok(page) => {
+                p.muted { (page.events.len()) " lines, oldest first." }
+                div.table-wrap {
+                    table.logs {
+                        thead { tr {
+                            th scope="col" { "Time (UTC)" }
+                            th scope="col" { "Instance" }
+                            th scope="col" { "Process" }
+                            th scope="col" { "Line" }
+                        } }
+                        tbody {
+                            @for e in &page.events {
+                                tr {
+                                    td.mono { (e.timestamp.format("%m-%d %H:%M:%S%.3f")) }
+                                    td.mono { (e.instance) }
+                                    td.mono { (e.process) }
+                                    td.mono { (e.message) }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if let Some(next) = &page.next {
+                    form method="get" action=(logs_url(env)) {
+                        @for (k, val) in [("q", &p.q), ("process", &p.process), ("since", &p.since), ("until", &p.until), ("instance", &p.instance)] {
+                            @if let Some(val) = val { input type="hidden" name=(k) value=(val); }
+                        }
+                        input type="hidden" name="next" value=(next);
+                        button.secondary type="submit" { "More" }
+                    }
+                }
+            }
+        }
+    };
+    page(&format!("Logs of {env}"), &env_crumbs(env), body)
 }
 
 pub fn error_page(status: u16, message: &str, back: Option<&str>) -> Markup {

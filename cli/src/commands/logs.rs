@@ -1,0 +1,104 @@
+//! `ship logs`: search an environment's log lines, or follow them (`-f`)
+//! by polling with a cursor: each poll asks from the newest timestamp seen
+//! and skips the lines already printed at it, so nothing is shown twice
+//! and nothing between polls is missed.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::Ctx;
+use crate::output::text;
+
+/// What to search for.
+pub struct LogArgs {
+    pub follow: bool,
+    pub grep: Option<String>,
+    pub since: String,
+    pub instance: Option<String>,
+    pub process: Option<String>,
+    pub limit: usize,
+}
+
+fn query(args: &LogArgs, since: &str, next: Option<&str>) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("since", since);
+    q.append_pair("limit", &args.limit.to_string());
+    for (k, v) in [
+        ("q", &args.grep),
+        ("instance", &args.instance),
+        ("process", &args.process),
+    ] {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    if let Some(n) = next {
+        q.append_pair("next", n);
+    }
+    q.finish()
+}
+
+fn print_line(event: &Value, json: bool) {
+    if json {
+        println!("{event}");
+    } else {
+        println!(
+            "{} {} {}: {}",
+            text(&event["timestamp"]),
+            text(&event["instance"]),
+            text(&event["process"]),
+            text(&event["message"])
+        );
+    }
+}
+
+/// One search, following `next` until the span is exhausted.
+async fn search(ctx: &Ctx, args: &LogArgs, since: &str) -> anyhow::Result<Vec<Value>> {
+    let mut events = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = ctx
+            .client
+            .get(&ctx.path(&format!("/logs?{}", query(args, since, next.as_deref()))))
+            .await?;
+        events.extend(page["events"].as_array().cloned().unwrap_or_default());
+        next = page["next"].as_str().map(str::to_owned);
+        if next.is_none() || events.len() >= args.limit {
+            return Ok(events);
+        }
+    }
+}
+
+pub async fn logs(ctx: &Ctx, args: LogArgs) -> anyhow::Result<bool> {
+    let mut since = args.since.clone();
+    let mut seen: HashSet<String> = HashSet::new();
+    loop {
+        let events = search(ctx, &args, &since).await?;
+        let at = |e: &Value| {
+            e["timestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        };
+        let newest = events.iter().filter_map(at).max();
+        for e in &events {
+            if seen.insert(text(&e["id"])) {
+                print_line(e, ctx.json);
+            }
+        }
+        if !args.follow {
+            return Ok(true);
+        }
+        if let Some(newest) = newest {
+            // Keep only the ids at the newest timestamp: the next poll
+            // starts there and sees them again.
+            seen = events
+                .iter()
+                .filter(|e| at(e) == Some(newest))
+                .map(|e| text(&e["id"]))
+                .collect();
+            since = newest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        }
+        tokio::time::sleep(slipway::logs::FOLLOW_EVERY).await;
+    }
+}
