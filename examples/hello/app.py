@@ -10,12 +10,40 @@ exits at start-up, `BREAK=health` answers 503 on /health.
 import json
 import os
 import signal
+import socket
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 RELEASE = os.environ.get("SLIPWAY_RELEASE", "unknown")
 GREETING = os.environ.get("GREETING", "Hello from Slipway")
 BREAK = os.environ.get("BREAK", "")
+
+
+# Business metrics, two ways (see README.md): StatsD to the CloudWatch
+# agent's listener on the instance, and a CloudWatch embedded-metric-format
+# line on stdout. Both are fire-and-forget: no listener, no harm.
+STATSD = ("127.0.0.1", int(os.environ.get("STATSD_PORT", "8125")))
+_statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def count_greeting():
+    try:
+        _statsd.sendto(b"hello.greetings:1|c", STATSD)
+    except OSError:
+        pass
+    print(json.dumps({
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [{
+                "Namespace": "Slipway/Apps",
+                "Dimensions": [["release"]],
+                "Metrics": [{"Name": "greetings", "Unit": "Count"}],
+            }],
+        },
+        "release": RELEASE,
+        "greetings": 1,
+    }), flush=True)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -27,6 +55,7 @@ class Handler(BaseHTTPRequestHandler):
             body = json.dumps({"status": "ok", "release": RELEASE}).encode()
             content_type = "application/json"
         elif self.path == "/":
+            count_greeting()
             body = f"{GREETING}! This is release {RELEASE}.\n".encode()
             content_type = "text/plain; charset=utf-8"
         else:

@@ -14,7 +14,7 @@ case "$arch" in
   *) echo "no slipway-agent for $arch" >&2; exit 1 ;;
 esac
 
-dnf install -y -q amazon-cloudwatch-agent amazon-ssm-agent
+dnf install -y -q amazon-cloudwatch-agent amazon-ssm-agent rsyslog
 
 # The user app processes run as (the agent's systemd units say User=slipway).
 id slipway >/dev/null 2>&1 || useradd --system --create-home --home-dir /srv/slipway slipway
@@ -35,9 +35,14 @@ SystemMaxUse=1G
 RateLimitIntervalSec=0
 CONF
 
-# The CloudWatch agent's settings are written at boot by user data, which
-# knows the app and environment; the image only enables the service.
-systemctl enable amazon-cloudwatch-agent amazon-ssm-agent
+# Logs: rsyslog reads the journal and writes /var/log/slipway/journal.log
+# (see rsyslog-slipway.conf for why), which the CloudWatch agent ships.
+install -d -m 0755 /var/log/slipway /etc/slipway
+install -m 0644 /tmp/rsyslog-slipway.conf /etc/rsyslog.d/10-slipway.conf
+# The CloudWatch agent's settings, with @APP@ and @ENV@ filled in at boot by
+# user data, which knows the app and environment.
+install -m 0644 /tmp/cloudwatch-agent.json /etc/slipway/cloudwatch-agent.json
+systemctl enable rsyslog amazon-cloudwatch-agent amazon-ssm-agent
 
 # No SSH daemon at boot: Session Manager opens shells. (Packer itself is
 # connected over SSH through Session Manager now, so the running daemon is

@@ -79,6 +79,13 @@ build {
     }
   }
 
+  # What provision.sh installs: the CloudWatch agent's settings (rendered
+  # for the app and environment at boot) and rsyslog's journal forwarding.
+  provisioner "file" {
+    sources     = ["${path.root}/cloudwatch-agent.json", "${path.root}/rsyslog-slipway.conf"]
+    destination = "/tmp/"
+  }
+
   provisioner "shell" {
     script          = "${path.root}/provision.sh"
     execute_command = "sudo env {{ .Vars }} bash '{{ .Path }}'"

@@ -21,6 +21,7 @@ pub mod extract;
 pub mod fleet;
 pub mod lambda;
 pub mod logs;
+pub mod metrics;
 pub mod runner;
 pub mod settings;
 pub mod store;

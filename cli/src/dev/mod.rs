@@ -11,6 +11,7 @@ pub mod emulator;
 pub mod env;
 pub mod fleet;
 pub mod logs;
+pub mod metrics;
 pub mod runner;
 
 use std::path::{Path, PathBuf};
@@ -337,6 +338,9 @@ impl Platform {
             fleet: fleet.clone(),
         });
         let logs = slipway::logs::Logs::new(&config);
+        // The local fleet samples every few seconds; points of 10 s show
+        // them (CloudWatch keeps such high-resolution points too).
+        let metrics = slipway::metrics::Metrics::from_config(&config, 10);
         let state = |launcher: Option<Arc<dyn Launcher>>| AppState {
             store: store.clone(),
             users: users.clone(),
@@ -346,6 +350,7 @@ impl Platform {
             .with_state(state(None))
             .merge(slipway::api::deploys::routes().with_state(state(Some(deploy_launcher.clone()))))
             .merge(slipway::api::cycle::routes().with_state(FleetState {
+                metrics: None,
                 app: state(Some(cycle_launcher)),
                 fleet: fleet.clone(),
             }))
@@ -353,6 +358,7 @@ impl Platform {
                 slipway::api::formation::routes()
                     .merge(slipway::web::routes())
                     .with_state(FleetState {
+                        metrics: Some(metrics.clone()),
                         app: state(Some(deploy_launcher.clone())),
                         fleet: fleet.clone(),
                     }),
@@ -406,6 +412,15 @@ impl Platform {
             store.clone(),
             deploy_launcher,
         )));
+        let mut sampler = metrics::MetricsSampler::new(metrics, fleet.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = sampler.step().await {
+                    tracing::warn!(error = %format!("{e:#}"), "the local fleet could not publish its metrics");
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+        }));
         let mut shipper = logs::LogShipper::new(logs, fleet.clone());
         tasks.push(tokio::spawn(async move {
             loop {

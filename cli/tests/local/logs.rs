@@ -1,6 +1,7 @@
-//! Log lines on the local platform: the fleet ships each instance's process
-//! output to the emulator's CloudWatch Logs, and `ship logs` and the API
-//! find them as they would in AWS.
+//! Logs and metrics on the local platform: the fleet ships each instance's
+//! process output to the emulator's CloudWatch Logs and samples its
+//! processes into the emulator's CloudWatch metrics; `ship logs`, the API
+//! and the formation find them as they would in AWS.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -17,7 +18,7 @@ async fn request(port: u16, path: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn log_lines_are_found_by_grep_and_followed_once_each() {
+async fn log_lines_are_found_by_grep_and_followed_once_each_and_the_formation_has_metrics() {
     let work = tempfile::tempdir().unwrap();
     let platform = platform(work.path()).await;
     let env = EnvRef::parse("hello", "logs").unwrap();
@@ -139,5 +140,37 @@ async fn log_lines_are_found_by_grep_and_followed_once_each() {
         assert_eq!(hits, 2, "each instance's line {n} once: {seen:#?}");
     }
     assert_eq!(seen.len(), 6, "{seen:#?}");
+
+    // The formation carries CPU and memory series for every instance.
+    let started = Instant::now();
+    loop {
+        let env: serde_json::Value = client
+            .get(format!("{}/apps/hello/envs/logs", platform.url))
+            .basic_auth(&platform.user, Some(&platform.password))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let complete = instances.iter().all(|(id, _)| {
+            let series = &env["metrics"][id];
+            series["cpu"].as_array().is_some_and(|a| !a.is_empty())
+                && series["memory"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .all(|p| p["v"].as_f64().is_some_and(|v| v > 0.0 && v < 100.0))
+                        && !a.is_empty()
+                })
+        });
+        if complete {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "metric series for every instance: {}",
+            env["metrics"]
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     platform.stop().await;
 }

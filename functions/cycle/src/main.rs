@@ -33,6 +33,7 @@ async fn main() -> Result<(), Error> {
     let fleet = AwsFleet::new(&aws, Duration::from_secs(5));
     let cycles = Cycles::new(app.store.clone());
     let router = cycle::router(FleetState {
+        metrics: None,
         app,
         fleet: fleet.clone(),
     });

@@ -24,7 +24,11 @@ async fn main() -> Result<(), Error> {
     let logs = slipway::logs::Logs::new(&aws);
     let routes = formation::routes()
         .merge(slipway::web::routes())
-        .with_state(FleetState { app, fleet })
+        .with_state(FleetState {
+            app,
+            fleet,
+            metrics: Some(slipway::metrics::Metrics::from_config(&aws, 60)),
+        })
         .merge(
             slipway::api::logs::routes()
                 .merge(slipway::web::log_routes())

@@ -2,6 +2,7 @@
 //! knows, and one environment's formation (load balancers, instances by
 //! health and release) with its current release, lock and running job.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use axum::extract::State;
@@ -13,6 +14,7 @@ use super::{ApiError, EnvPath, FleetState};
 use crate::cycle::Cycles;
 use crate::fleet::FleetError;
 use crate::fleet::aws::{AwsFleet, Formation};
+use crate::metrics::Series;
 use crate::names::{AppName, EnvName, EnvRef, ReleaseId};
 use crate::rollout::lock::{self, Lock};
 use crate::rollout::{DeployRecord, Deploys};
@@ -136,6 +138,10 @@ pub struct EnvState {
     pub current: Option<ReleaseId>,
     pub formation: Option<Formation>,
     pub lock: Option<Lock>,
+    /// Each instance's CPU and memory over the last minutes (one
+    /// GetMetricData call); empty when metrics are not configured or could
+    /// not be read (the formation is still shown).
+    pub metrics: BTreeMap<String, Series>,
 }
 
 pub async fn env_state<F: FormationSource>(
@@ -160,10 +166,19 @@ pub async fn env_state<F: FormationSource>(
             "no environment {env}: no releases and no Auto Scaling group"
         )));
     }
+    let mut metrics = BTreeMap::new();
+    if let (Some(source), Some(f)) = (&state.metrics, &formation) {
+        let ids: Vec<_> = f.instances.iter().map(|i| i.id.clone()).collect();
+        match source.recent(env, &ids, chrono::Utc::now()).await {
+            Ok(m) => metrics = m,
+            Err(e) => tracing::warn!(env = %env, error = %e, "could not read instance metrics"),
+        }
+    }
     Ok(EnvState {
         current,
         formation,
         lock,
+        metrics,
     })
 }
 
@@ -176,6 +191,7 @@ async fn environment<F: FormationSource>(
         current,
         formation,
         lock: held,
+        metrics,
     } = env_state(&state, &env).await?;
     let (mut deploy, mut cycle) = (None, None);
     if let Some(lock) = &held {
@@ -196,6 +212,7 @@ async fn environment<F: FormationSource>(
         "env": env.env,
         "current": current,
         "formation": formation,
+        "metrics": metrics,
         "lock": held,
         "deploy": deploy,
         "cycle": cycle,

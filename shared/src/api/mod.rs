@@ -70,6 +70,8 @@ impl AppState {
 pub struct FleetState<F> {
     pub app: AppState,
     pub fleet: F,
+    /// Instance CPU and memory for the formation, where configured.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// The authenticated user, put in the request by the auth layer.

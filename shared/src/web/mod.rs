@@ -253,6 +253,7 @@ async fn environment<F: WebFleet>(
         current,
         formation,
         lock,
+        metrics,
     } = found?;
     let notice = notice_query(query)
         .terminated
@@ -262,6 +263,7 @@ async fn environment<F: WebFleet>(
         current,
         formation,
         lock,
+        metrics,
         releases: releases?.releases,
         deploys: history?,
         config_keys: config?.iter().map(|(k, _)| k.to_owned()).collect(),

@@ -22,6 +22,7 @@ use crate::store::Manifest;
 use super::HTMX;
 use crate::api::logs::SearchParams;
 use crate::logs::LogPage;
+use crate::metrics::{Point, Series, WINDOW_MINUTES};
 
 /// How often live parts of a page refresh (with JavaScript).
 const POLL: &str = "every 2s";
@@ -42,6 +43,7 @@ pub struct EnvPage {
     pub current: Option<ReleaseId>,
     pub formation: Option<Formation>,
     pub lock: Option<Lock>,
+    pub metrics: BTreeMap<String, Series>,
     pub releases: Vec<Manifest>,
     pub deploys: Vec<DeployRecord>,
     pub config_keys: Vec<String>,
@@ -209,7 +211,62 @@ fn lock_line(env: &EnvRef, lock: &Lock) -> Markup {
     }
 }
 
-fn formation_section(env: &EnvRef, formation: &Formation, now: DateTime<Utc>) -> Markup {
+const SPARK_W: f64 = 120.0;
+const SPARK_H: f64 = 24.0;
+
+/// A percent series as a small inline SVG (0–100% bottom to top over the
+/// last minutes), deploy times marked, and the latest value in words.
+fn sparkline(
+    what: &str,
+    points: &[Point],
+    deploys: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+) -> Markup {
+    let start = now - chrono::Duration::minutes(WINDOW_MINUTES);
+    let span = (WINDOW_MINUTES * 60_000) as f64;
+    let x = |t: DateTime<Utc>| {
+        ((t - start).num_milliseconds() as f64 / span * SPARK_W).clamp(0.0, SPARK_W)
+    };
+    let y = |v: f64| SPARK_H - (v.clamp(0.0, 100.0) / 100.0 * SPARK_H);
+    let line: Vec<String> = points
+        .iter()
+        .map(|p| format!("{:.1},{:.1}", x(p.t), y(p.v)))
+        .collect();
+    let latest = points.last().map(|p| {
+        if p.v < 10.0 {
+            format!("{:.1}%", p.v)
+        } else {
+            format!("{:.0}%", p.v)
+        }
+    });
+    let label = match &latest {
+        Some(l) => format!("{what} over the last {WINDOW_MINUTES} minutes, now {l}"),
+        None => format!("no {what} figures in the last {WINDOW_MINUTES} minutes"),
+    };
+    html! {
+        span.spark {
+            svg width=(SPARK_W) height=(SPARK_H) viewBox={ "0 0 " (SPARK_W) " " (SPARK_H) } role="img" aria-label=(label) {
+                title { (label) }
+                rect x="0" y="0" width=(SPARK_W) height=(SPARK_H) fill="none" stroke="#d8dde5" {}
+                @for t in deploys.iter().filter(|t| **t >= start) {
+                    line.deploy x1=(format!("{:.1}", x(*t))) x2=(format!("{:.1}", x(*t))) y1="0" y2=(SPARK_H) stroke="#8a5a00" stroke-dasharray="2 2" {}
+                }
+                @if !line.is_empty() {
+                    polyline points=(line.join(" ")) fill="none" stroke="currentColor" stroke-width="1.5" {}
+                }
+            }
+            " " span.muted { (what) " " (latest.as_deref().unwrap_or("—")) }
+        }
+    }
+}
+
+fn formation_section(
+    env: &EnvRef,
+    formation: &Formation,
+    metrics: &BTreeMap<String, Series>,
+    deploy_times: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+) -> Markup {
     let mut by_zone: BTreeMap<&str, Vec<&InstanceView>> = BTreeMap::new();
     for z in &formation.availability_zones {
         by_zone.entry(z.as_str()).or_default();
@@ -248,6 +305,7 @@ fn formation_section(env: &EnvRef, formation: &Formation, now: DateTime<Utc>) ->
                             th scope="col" { "Health" }
                             th scope="col" { "Release" }
                             th scope="col" { "Age" }
+                            th scope="col" { "Last " (WINDOW_MINUTES) " minutes" }
                             th scope="col" { span.visually-hidden { "Actions" } }
                         } }
                         tbody {
@@ -268,6 +326,12 @@ fn formation_section(env: &EnvRef, formation: &Formation, now: DateTime<Utc>) ->
                                     }
                                     td { (i.release.as_deref().unwrap_or("—")) }
                                     td { @if let Some(t) = i.launched_at { (time(t, now)) } }
+                                    td.metrics {
+                                        @let series = metrics.get(i.id.as_str()).cloned().unwrap_or_default();
+                                        (sparkline("CPU", &series.cpu, deploy_times, now))
+                                        br;
+                                        (sparkline("memory", &series.memory, deploy_times, now))
+                                    }
                                     td {
                                         a href=(i.session_url) aria-label={ "Open a session on " (i.id) } { "Session" }
                                         " "
@@ -397,7 +461,7 @@ pub fn environment(p: &EnvPage) -> Markup {
             }
             @if let Some(lock) = &p.lock { (lock_line(env, lock)) }
             @match &p.formation {
-                Some(f) => (formation_section(env, f, p.now)),
+                Some(f) => (formation_section(env, f, &p.metrics, &p.deploys.iter().map(|d| d.created_at).collect::<Vec<_>>(), p.now)),
                 None => { h2 { "Formation" } p.muted { "No Auto Scaling group: create one with " code { "ship env create" } "." } },
             }
             (history(env, &p.deploys, p.now))
@@ -670,6 +734,7 @@ mod tests {
             current: None,
             formation: None,
             lock: None,
+            metrics: BTreeMap::new(),
             releases: vec![manifest("<script>alert(1)</script>")],
             deploys: vec![],
             config_keys: vec!["API_TOKEN".into()],

@@ -40,6 +40,7 @@ async fn setup(instances: u32) -> Setup {
 impl Setup {
     fn state(&self, launcher: Option<Arc<dyn Launcher>>) -> FleetState<AwsFleet> {
         FleetState {
+            metrics: None,
             app: AppState {
                 store: self.world.store.clone(),
                 users: users(),

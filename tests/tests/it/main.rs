@@ -1,5 +1,6 @@
 //! Integration tests against the AWS emulator: one binary, one emulator.
 
+mod agent_config;
 mod api;
 mod deploy_api;
 mod deploys;
