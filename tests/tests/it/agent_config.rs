@@ -74,7 +74,7 @@ fn metrics_carry_the_names_and_dimensions_the_formation_queries() {
             "production"
         );
     }
-    for plugin in ["diskio", "net", "procstat"] {
+    for plugin in ["diskio", "net"] {
         assert!(!collected[plugin].is_null(), "{plugin} is collected");
     }
     assert_eq!(collected["statsd"]["service_address"], "127.0.0.1:8125");
