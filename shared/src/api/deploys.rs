@@ -56,19 +56,19 @@ async fn list(
 }
 
 /// The environment and the deploy id of a `…/deploys/{id}` route.
-fn deploy_path(app: String, env: String, id: String) -> Result<(EnvRef, String), ApiError> {
-    let env = EnvRef::parse(&app, &env)?;
-    if !crate::rollout::service::is_deploy_id(&id) {
+pub(crate) fn deploy_path(app: &str, env: &str, id: &str) -> Result<(EnvRef, String), ApiError> {
+    let env = EnvRef::parse(app, env)?;
+    if !crate::rollout::service::is_deploy_id(id) {
         return Err(ApiError::NotFound("no such deploy".into()));
     }
-    Ok((env, id))
+    Ok((env, id.to_owned()))
 }
 
 async fn show(
     State(state): State<AppState>,
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (env, id) = deploy_path(app, env, id)?;
+    let (env, id) = deploy_path(&app, &env, &id)?;
     Ok(Json(json!(deploys(&state).get(&env, &id).await?)))
 }
 
@@ -76,7 +76,7 @@ async fn cancel(
     State(state): State<AppState>,
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (env, id) = deploy_path(app, env, id)?;
+    let (env, id) = deploy_path(&app, &env, &id)?;
     let record = deploys(&state).cancel(&env, &id).await?;
     let note = if record.is_finished() {
         "the deploy had already finished"

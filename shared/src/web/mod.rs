@@ -24,6 +24,7 @@ use maud::Markup;
 use serde::Deserialize;
 
 use crate::api::cycle::CycleFleet;
+use crate::api::deploys::deploy_path;
 use crate::api::formation::{self, EnvState, FormationSource};
 use crate::api::logs::SearchParams;
 use crate::api::origin::same_origin;
@@ -344,14 +345,6 @@ async fn rollback<F: WebFleet>(
         ..StartDeploy::default()
     };
     begin(&state, &env, request).await
-}
-
-fn deploy_path(app: &str, env: &str, id: &str) -> Result<(EnvRef, String), ApiError> {
-    let env = EnvRef::parse(app, env)?;
-    if !crate::rollout::service::is_deploy_id(id) {
-        return Err(ApiError::NotFound("no such deploy".into()));
-    }
-    Ok((env, id.to_owned()))
 }
 
 async fn show_deploy<F: WebFleet>(
