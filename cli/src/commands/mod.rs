@@ -149,7 +149,8 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<SettingsAction>,
     },
-    /// Print the control plane's URL
+    /// Print the web UI's address: the environment's page when the app and
+    /// environment are known, else the overview
     Open,
     /// Run Slipway on this machine: emulator, control plane, local fleet
     Dev {
@@ -328,7 +329,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
     }
     let target = context::target(cli.url.as_deref(), &cwd).map_err(anyhow::Error::msg)?;
     if let Command::Open = cli.command {
-        println!("{}", target.url);
+        let page = match context::env_ref(cli.app.as_deref(), cli.env.as_deref(), &cwd) {
+            Ok(env) => format!("/ui/apps/{}/envs/{}", env.app, env.env),
+            Err(_) => "/ui".into(),
+        };
+        println!("{}{page}", target.url.trim_end_matches('/'));
         return Ok(true);
     }
     let env = context::env_ref(cli.app.as_deref(), cli.env.as_deref(), &cwd)

@@ -167,3 +167,25 @@ fn a_users_file_line_is_made_from_a_password_on_stdin_and_authenticates() {
     let wrong = slipway::auth::basic_header("alice", "wrong");
     assert_eq!(users.authenticate(Some(&wrong)), None);
 }
+
+#[test]
+fn open_prints_the_environments_page_in_the_web_ui_or_the_overview() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = [
+        ("SLIPWAY_URL", "http://127.0.0.1:9/"),
+        ("SLIPWAY_USER", "alice"),
+        ("SLIPWAY_PASSWORD", "not-used-here"),
+    ];
+    let out = ship(dir.path(), &["-a", "hello", "-e", "web", "open"], &target);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "http://127.0.0.1:9/ui/apps/hello/envs/web\n"
+    );
+    let out = ship(dir.path(), &["open"], &target);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "http://127.0.0.1:9/ui\n"
+    );
+}
