@@ -323,6 +323,42 @@ async fn the_web_ui_deploys_rolls_back_and_terminates_in_a_real_browser() {
         Some("r1".into())
     );
 
+    // A release whose health check fails: the page shows the agent's
+    // output for the failed batch, and the deploy ends rolled back.
+    for change in [
+        &["settings", "set", "health_timeout_secs=5"][..],
+        &["config", "set", "BREAK=health"][..],
+    ] {
+        let mut args = vec!["-a", "hello", "-e", "web"];
+        args.extend_from_slice(change);
+        let out = ship(&hello, &args, &creds);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    browser.click("a[href='/ui/apps/hello/envs/web']").await;
+    browser.click("#deploy-r3").await;
+    browser
+        .wait_text("#deploy-status", "the failed deploy", |t| {
+            t.contains("rolled back") || t.contains("failed")
+        })
+        .await;
+    let output = browser.text("details pre").await;
+    assert!(
+        !output.trim().is_empty(),
+        "the failed batch's output is shown"
+    );
+    assert!(browser.text("#live").await.contains("failed (exit"));
+    browser.shot("05b-deploy-failed").await;
+    assert_eq!(
+        platform
+            .store
+            .current(&env)
+            .await
+            .unwrap()
+            .map(|r| r.to_string()),
+        Some("r1".into()),
+        "a failed deploy leaves the previous release current"
+    );
+
     // Terminate an instance; the page shows its replacement arrive.
     browser.click("a[href='/ui/apps/hello/envs/web']").await;
     browser

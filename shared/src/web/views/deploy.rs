@@ -97,7 +97,7 @@ pub fn deploy(env: &EnvRef, d: &DeployRecord, now: DateTime<Utc>) -> Markup {
             @if d.batches.is_empty() && d.plan.is_empty() { p.muted { "Not started yet." } }
             @for b in &d.batches { (batch_rows(&format!("Batch {}", b.number), b)) }
             @for (n, planned) in d.plan.iter().enumerate().skip(d.batches.len()) {
-                h3 { "Batch " (n + 1) " " span.muted { "waiting" } }
+                h3 { "Batch " (n + 1) " " span.muted { @if live { "waiting" } @else { "not run" } } }
                 ul { @for id in planned { li.mono { (id) } } }
             }
             @if let Some(b) = &d.rollback { (batch_rows("Rollback", b)) }
