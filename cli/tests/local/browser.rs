@@ -429,6 +429,78 @@ async fn the_web_ui_deploys_rolls_back_and_terminates_in_a_real_browser() {
         "no deploy started"
     );
 
+    // Hostile form input, sent from this origin with the credentials, gets
+    // a clear refusal and changes nothing.
+    let client = reqwest::Client::new();
+    let form = |path: &str, body: &'static str| {
+        client
+            .post(format!("{}{path}", platform.url))
+            .basic_auth(&platform.user, Some(&platform.password))
+            .header("origin", &platform.url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    for (path, body, status, says) in [
+        (
+            "/ui/apps/hello/envs/web/deploys",
+            "release=..%2Fr1",
+            400,
+            "release",
+        ),
+        (
+            "/ui/apps/hello/envs/web/deploys",
+            "release=r1&strategy=999%25",
+            400,
+            "strategy",
+        ),
+        (
+            "/ui/apps/hello/envs/web/deploys",
+            "release=r1&force=yes",
+            400,
+            "form",
+        ),
+        ("/ui/apps/hello/envs/web/deploys", "release=r99", 404, "r99"),
+        (
+            "/ui/apps/Hello%21/envs/web/deploys",
+            "release=r1",
+            400,
+            "name",
+        ),
+        (
+            "/ui/apps/hello/envs/web/instances/i-..%2Fetc/terminate",
+            "",
+            400,
+            "instance",
+        ),
+        (
+            "/ui/apps/hello/envs/web/instances/i-0123456789abcdef0/terminate",
+            "",
+            404,
+            "i-0123456789abcdef0",
+        ),
+    ] {
+        let response = form(path, body).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path} {body}");
+        let page = response.text().await.unwrap();
+        assert!(
+            page.contains("That did not work") && page.contains(says),
+            "{path} {body}: {page}"
+        );
+    }
+    let unproven = client
+        .post(format!("{}/ui/apps/hello/envs/web/rollback", platform.url))
+        .basic_auth(&platform.user, Some(&platform.password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unproven.status(), 403, "a form without Origin or Referer");
+    assert_eq!(
+        deploys_of(&platform, &env).await,
+        deploys,
+        "no deploy started"
+    );
+
     // Terminating the environment takes its name.
     browser
         .client

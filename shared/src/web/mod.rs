@@ -34,6 +34,8 @@ use crate::fleet::InstanceId;
 use crate::logs::Logs;
 use crate::names::{EnvRef, ReleaseId};
 use crate::rollout::{Deploys, StartDeploy, Strategy};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 
 /// The vendored htmx (2.0.11, 0BSD licence, from the npm package
 /// `htmx.org`), named by version so browsers may cache it for good.
@@ -87,7 +89,7 @@ pub fn log_routes() -> Router<Logs> {
 
 async fn search_logs(
     State(logs): State<Logs>,
-    EnvPath(env): EnvPath,
+    PageEnv(env): PageEnv,
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> PageResult {
     let params = params.map(|Query(p)| p).map_err(|_| {
@@ -172,6 +174,17 @@ impl IntoResponse for PageError {
 
 type PageResult = Result<Markup, PageError>;
 
+/// The app and environment of a `/ui/apps/{app}/envs/{env}/…` route,
+/// parsed; a bad name is answered with a page, not the API's JSON.
+struct PageEnv(EnvRef);
+
+impl<S: Send + Sync> FromRequestParts<S> for PageEnv {
+    type Rejection = PageError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        Ok(Self(EnvPath::from_request_parts(parts, state).await?.0))
+    }
+}
+
 async fn asset(Path(name): Path<String>) -> Response {
     let (body, kind, cache) = match name.as_str() {
         HTMX => (
@@ -239,7 +252,7 @@ async fn overview<F: WebFleet>(
 
 async fn environment<F: WebFleet>(
     State(state): State<FleetState<F>>,
-    EnvPath(env): EnvPath,
+    PageEnv(env): PageEnv,
     query: Result<Query<NoticeQuery>, QueryRejection>,
 ) -> PageResult {
     let deploys = Deploys::new(state.app.store.clone());
@@ -310,7 +323,7 @@ async fn begin<F: WebFleet>(
 async fn deploy<F: WebFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
-    EnvPath(env): EnvPath,
+    PageEnv(env): PageEnv,
     headers: HeaderMap,
     body: Result<Form<DeployForm>, FormRejection>,
 ) -> Result<Redirect, PageError> {
@@ -335,7 +348,7 @@ async fn deploy<F: WebFleet>(
 async fn rollback<F: WebFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
-    EnvPath(env): EnvPath,
+    PageEnv(env): PageEnv,
     headers: HeaderMap,
 ) -> Result<Redirect, PageError> {
     same_origin(&headers)?;
@@ -404,7 +417,7 @@ async fn terminate_instance<F: WebFleet>(
     )))
 }
 
-async fn confirm_environment(EnvPath(env): EnvPath) -> Markup {
+async fn confirm_environment(PageEnv(env): PageEnv) -> Markup {
     views::confirm_environment(&env, None)
 }
 
@@ -417,7 +430,7 @@ struct TerminateForm {
 async fn terminate_environment<F: WebFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
-    EnvPath(env): EnvPath,
+    PageEnv(env): PageEnv,
     headers: HeaderMap,
     body: Result<Form<TerminateForm>, FormRejection>,
 ) -> Result<Response, PageError> {
