@@ -80,6 +80,14 @@ impl LocalFleet {
         self.instances.lock().ok()?.get(id).cloned()
     }
 
+    /// Every local instance now, for work that must not hold the lock.
+    pub fn snapshot(&self) -> Vec<(InstanceId, LocalInstance)> {
+        self.instances
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
     /// Does the instance answer its health check with a 2xx?
     pub async fn probe(&self, id: &InstanceId, health_path: &str) -> bool {
         let Some(instance) = self.instance(id) else {

@@ -155,12 +155,7 @@ impl LogShipper {
 
     /// Ships what every instance wrote since the last step.
     pub async fn step(&mut self) -> anyhow::Result<()> {
-        let instances: Vec<(InstanceId, LocalInstance)> = self
-            .fleet
-            .instances
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let instances = self.fleet.snapshot();
         for (id, instance) in &instances {
             self.ship(id, instance).await?;
         }

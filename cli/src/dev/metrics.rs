@@ -77,12 +77,7 @@ impl MetricsSampler {
     /// Samples every instance once and publishes what changed since the
     /// previous sample (an instance's first sample only sets the baseline).
     pub async fn step(&mut self) -> anyhow::Result<()> {
-        let instances: Vec<(InstanceId, LocalInstance)> = self
-            .fleet
-            .instances
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let instances = self.fleet.snapshot();
         let total = memory_total().unwrap_or(1).max(1);
         let now = Instant::now();
         let at = AwsTime::from_millis(chrono::Utc::now().timestamp_millis());

@@ -115,6 +115,19 @@ impl Browser {
             .unwrap();
     }
 
+    /// Types `text` into the field `css` and presses its form's danger
+    /// button.
+    async fn submit_typed(&self, css: &str, text: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+        self.click("form button.danger").await;
+    }
+
     async fn text(&self, css: &str) -> String {
         match self.client.find(Locator::Css(css)).await {
             Ok(e) => e.text().await.unwrap_or_default(),
@@ -507,30 +520,14 @@ async fn the_web_ui_deploys_rolls_back_and_terminates_in_a_real_browser() {
         .goto(&format!("{authed}/ui/apps/hello/envs/web/terminate"))
         .await
         .unwrap();
-    browser
-        .client
-        .find(Locator::Css("#confirm"))
-        .await
-        .unwrap()
-        .send_keys("hello-wrong")
-        .await
-        .unwrap();
-    browser.click("form button.danger").await;
+    browser.submit_typed("#confirm", "hello-wrong").await;
     browser
         .wait_text("p.notice", "the refusal", |t| {
             t.contains("nothing was terminated")
         })
         .await;
     browser.shot("09-terminate-wrong-name").await;
-    browser
-        .client
-        .find(Locator::Css("#confirm"))
-        .await
-        .unwrap()
-        .send_keys("hello-web")
-        .await
-        .unwrap();
-    browser.click("form button.danger").await;
+    browser.submit_typed("#confirm", "hello-web").await;
     browser
         .wait_text("p.notice", "the termination", |t| {
             t.contains("is being terminated")
