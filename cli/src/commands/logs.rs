@@ -11,12 +11,25 @@ use super::Ctx;
 use crate::output::text;
 
 /// What to search for.
+#[derive(Debug, clap::Args)]
 pub struct LogArgs {
+    /// Keep printing new lines as they arrive
+    #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Only lines containing this text
+    #[arg(long)]
     pub grep: Option<String>,
+    /// How far back: 15m, 2h, 7d, or an RFC 3339 time
+    #[arg(long, default_value = "1h")]
     pub since: String,
+    /// Only this instance's lines
+    #[arg(long)]
     pub instance: Option<String>,
+    /// Only this process type (web) or process (web.2)
+    #[arg(long)]
     pub process: Option<String>,
+    /// At most this many lines per search
+    #[arg(long, default_value_t = 500)]
     pub limit: usize,
 }
 

@@ -95,26 +95,7 @@ pub enum Command {
     /// The formation: load balancers and instances by availability zone
     Ps,
     /// Search the environment's log lines, or follow them
-    Logs {
-        /// Keep printing new lines as they arrive
-        #[arg(long, short = 'f')]
-        follow: bool,
-        /// Only lines containing this text
-        #[arg(long)]
-        grep: Option<String>,
-        /// How far back: 15m, 2h, 7d, or an RFC 3339 time
-        #[arg(long, default_value = "1h")]
-        since: String,
-        /// Only this instance's lines
-        #[arg(long)]
-        instance: Option<String>,
-        /// Only this process type (web) or process (web.2)
-        #[arg(long)]
-        process: Option<String>,
-        /// At most this many lines per search
-        #[arg(long, default_value_t = 500)]
-        limit: usize,
-    },
+    Logs(logs::LogArgs),
     /// Replace an instance (the group launches a new one), or all of them
     Cycle {
         instance: Option<String>,
@@ -394,24 +375,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Cancel => deploy::cancel(&ctx).await,
         Command::Deploys { limit } => deploy::list(&ctx, limit).await,
         Command::Ps => fleet::ps(&ctx).await,
-        Command::Logs {
-            follow,
-            grep,
-            since,
-            instance,
-            process,
-            limit,
-        } => {
-            let args = logs::LogArgs {
-                follow,
-                grep,
-                since,
-                instance,
-                process,
-                limit,
-            };
-            logs::logs(&ctx, args).await
-        }
+        Command::Logs(args) => logs::logs(&ctx, args).await,
         Command::Cycle { instance, all } => fleet::cycle(&ctx, instance, all).await,
         Command::Scale { desired, min, max } => fleet::scale(&ctx, desired, min, max).await,
         Command::Config { action, reveal } => settings::config(&ctx, action, reveal).await,

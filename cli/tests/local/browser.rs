@@ -202,6 +202,15 @@ async fn hostile_site(target: &str) -> String {
     format!("http://localhost:{port}/")
 }
 
+async fn current_of(platform: &Platform, env: &EnvRef) -> Option<String> {
+    platform
+        .store
+        .current(env)
+        .await
+        .unwrap()
+        .map(|r| r.to_string())
+}
+
 async fn deploys_of(platform: &Platform, env: &EnvRef) -> usize {
     slipway::rollout::Deploys::new(platform.store.clone())
         .list(env, 100)
@@ -216,29 +225,12 @@ async fn the_web_ui_deploys_rolls_back_and_terminates_in_a_real_browser() {
     let platform = platform(work.path()).await;
     let env = EnvRef::parse("hello", "web").unwrap();
     booted_environment(&platform, &env, 2).await;
-    let creds = credentials(&platform);
-    let creds: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let hello = repo().join("examples/hello");
-    let out = ship(
-        &hello,
-        &["-a", "hello", "-e", "web", "release", "--allow-dirty"],
-        &creds,
+    ship_ok(&platform, &env, &["release", "--allow-dirty"]);
+    ship_ok(
+        &platform,
+        &env,
+        &["config", "set", "API_TOKEN=tok-7a91-secret"],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = ship(
-        &hello,
-        &[
-            "-a",
-            "hello",
-            "-e",
-            "web",
-            "config",
-            "set",
-            "API_TOKEN=tok-7a91-secret",
-        ],
-        &creds,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
 
     // Without credentials nothing is shown.
     let anonymous = reqwest::get(format!("{}/ui", platform.url)).await.unwrap();
@@ -326,27 +318,16 @@ async fn the_web_ui_deploys_rolls_back_and_terminates_in_a_real_browser() {
         .await;
     assert!(browser.text("dl.facts").await.contains("r2 → r1"));
     browser.shot("05-rollback").await;
-    assert_eq!(
-        platform
-            .store
-            .current(&env)
-            .await
-            .unwrap()
-            .map(|r| r.to_string()),
-        Some("r1".into())
-    );
+    assert_eq!(current_of(&platform, &env).await, Some("r1".into()));
 
     // A release whose health check fails: the page shows the agent's
     // output for the failed batch, and the deploy ends rolled back.
-    for change in [
-        &["settings", "set", "health_timeout_secs=5"][..],
-        &["config", "set", "BREAK=health"][..],
-    ] {
-        let mut args = vec!["-a", "hello", "-e", "web"];
-        args.extend_from_slice(change);
-        let out = ship(&hello, &args, &creds);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
+    ship_ok(
+        &platform,
+        &env,
+        &["settings", "set", "health_timeout_secs=5"],
+    );
+    ship_ok(&platform, &env, &["config", "set", "BREAK=health"]);
     browser.click("a[href='/ui/apps/hello/envs/web']").await;
     browser.click("#deploy-r3").await;
     browser
@@ -362,12 +343,7 @@ async fn the_web_ui_deploys_rolls_back_and_terminates_in_a_real_browser() {
     assert!(browser.text("#live").await.contains("failed (exit"));
     browser.shot("05b-deploy-failed").await;
     assert_eq!(
-        platform
-            .store
-            .current(&env)
-            .await
-            .unwrap()
-            .map(|r| r.to_string()),
+        current_of(&platform, &env).await,
         Some("r1".into()),
         "a failed deploy leaves the previous release current"
     );

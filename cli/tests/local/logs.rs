@@ -26,15 +26,9 @@ async fn log_lines_are_found_by_grep_and_followed_once_each_and_the_formation_ha
     let creds = credentials(&platform);
     let creds: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let hello = repo().join("examples/hello");
-    let ship_here = |args: &[&str]| {
-        let mut all = vec!["-a", "hello", "-e", "logs"];
-        all.extend_from_slice(args);
-        ship(&hello, &all, &creds)
-    };
-    let out = ship_here(&["release", "--allow-dirty"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = ship_here(&["deploy"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let ship_here = |args: &[&str]| ship_ok(&platform, &env, args);
+    ship_here(&["release", "--allow-dirty"]);
+    ship_here(&["deploy"]);
 
     let instances: Vec<(String, u16)> = platform
         .fleet

@@ -69,6 +69,18 @@ pub fn credentials(platform: &Platform) -> [(&'static str, String); 3] {
     ]
 }
 
+/// Runs `ship -a <app> -e <env> ARGS` in `examples/hello` against
+/// `platform` and expects it to succeed.
+pub fn ship_ok(platform: &Platform, env: &slipway::names::EnvRef, args: &[&str]) -> Output {
+    let creds = credentials(platform);
+    let creds: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut all = vec!["-a", env.app.as_str(), "-e", env.env.as_str()];
+    all.extend_from_slice(args);
+    let out = ship(&repo().join("examples/hello"), &all, &creds);
+    assert!(out.status.success(), "ship {args:?}: {}", stderr(&out));
+    out
+}
+
 /// Processes whose working directory is under `dir`.
 pub fn processes_under(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
