@@ -76,6 +76,11 @@ impl Layout {
         self.root.join("lock")
     }
 
+    /// `<root>/<app>`: everything of the app on this instance.
+    pub fn app_root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run")
     }

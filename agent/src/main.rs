@@ -15,7 +15,9 @@ use slipway::names::{AppName, EnvRef};
 use slipway_agent::agent::{Agent, Failure};
 use slipway_agent::command::RunAs;
 use slipway_agent::source::{Location, ReleaseUrl};
-use slipway_agent::supervisor::{Supervisor, direct::Direct, systemd::Systemd};
+use slipway_agent::supervisor::{
+    Supervisor, cloudwatch::CloudWatchAgent, direct::Direct, systemd::Systemd,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SupervisorKind {
@@ -173,8 +175,16 @@ async fn main() -> ExitCode {
             let unit_dir = setting("SLIPWAY_SYSTEMD_DIR")
                 .unwrap_or_else(|| "/etc/systemd/system".into())
                 .into();
+            let ctl = PathBuf::from(setting("SLIPWAY_CLOUDWATCH_AGENT_CTL").unwrap_or_else(|| {
+                "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl".into()
+            }));
+            let cloudwatch = ctl.is_file().then_some(CloudWatchAgent { ctl });
             (
-                Supervisor::Systemd(Systemd { unit_dir, user }),
+                Supervisor::Systemd(Systemd {
+                    unit_dir,
+                    user,
+                    cloudwatch,
+                }),
                 Some(run_as),
             )
         }

@@ -457,6 +457,7 @@ impl Agent {
                         .kv("release", id)
                         .kv("processes", names.join(",")),
                 );
+                self.watch(layout, &plan).await;
                 self.story.checkpoint("health");
                 probe
                     .wait(Duration::from_secs(settings.health_timeout_secs), || {
@@ -492,6 +493,24 @@ impl Agent {
                     .await)
             }
         }
+    }
+
+    /// Points the metrics collector at the processes just started. Its
+    /// failure is said, not fatal: the app serves without process metrics.
+    async fn watch(&self, layout: &Layout, plan: &Plan) {
+        let line = match self.supervisor.watch(layout, plan).await {
+            None => return,
+            Some(Ok(applied)) => self
+                .story
+                .line("metrics")
+                .kv("cloudwatch", applied.as_str()),
+            Some(Err(e)) => self
+                .story
+                .line("metrics")
+                .kv("cloudwatch", "failed")
+                .kv("warning", e),
+        };
+        self.story.say(line);
     }
 
     /// After a failed start: back to the release that was healthy.
@@ -547,6 +566,7 @@ impl Agent {
                 .start(layout, &plan)
                 .await
                 .map_err(|e| e.to_string())?;
+            self.watch(layout, &plan).await;
             probe
                 .wait(Duration::from_secs(settings.health_timeout_secs), || {
                     self.supervisor.check(layout)

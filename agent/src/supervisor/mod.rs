@@ -6,6 +6,7 @@
 //! Procfile type, as many times as the environment's settings say (`web`
 //! once, on `$PORT`), in `<root>/<app>/current` with the release's env file.
 
+pub mod cloudwatch;
 pub mod direct;
 pub mod systemd;
 
@@ -141,6 +142,20 @@ impl Supervisor {
         match self {
             Self::Direct(d) => d.check(layout),
             Self::Systemd(s) => s.check(layout).await,
+        }
+    }
+
+    /// Tells the metrics collector which processes run: the CloudWatch
+    /// agent on instances; `None` where nothing needs telling (the local
+    /// fleet reads the direct supervisor's pidfiles itself).
+    pub async fn watch(
+        &self,
+        layout: &Layout,
+        plan: &Plan,
+    ) -> Option<Result<cloudwatch::Applied, String>> {
+        match self {
+            Self::Direct(_) => None,
+            Self::Systemd(s) => s.watch(layout, plan).await,
         }
     }
 

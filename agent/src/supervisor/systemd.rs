@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
+use super::cloudwatch::{Applied, CloudWatchAgent, pid_file, procstat};
 use super::{Plan, ProcessStatus, SupervisorError, io_err};
 use crate::layout::{Layout, remove_if_exists, write_atomic};
 
@@ -27,6 +28,8 @@ pub struct Systemd {
     pub unit_dir: PathBuf,
     /// The user (and group of the same name) processes run as.
     pub user: String,
+    /// Told about the processes after every start, when installed.
+    pub cloudwatch: Option<CloudWatchAgent>,
 }
 
 /// `"…"` for a systemd command line, with `%` and `$` doubled.
@@ -44,6 +47,14 @@ fn quote(arg: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A path inside a unit line: `%` and `$` doubled, so systemd expands
+/// neither (the `%i` of a pid file name is added after).
+fn unit_path(path: &std::path::Path) -> String {
+    let text = path.display().to_string();
+    let (dir, file) = text.rsplit_once('/').unwrap_or(("", &text));
+    format!("{}/{file}", dir.replace('%', "%%").replace('$', "$$"))
 }
 
 pub fn target_name(app: &str) -> String {
@@ -96,6 +107,8 @@ impl Systemd {
                  {port}\
                  Environment=SLIPWAY_APP={app} SLIPWAY_ENV={env} SLIPWAY_RELEASE={release} SLIPWAY_PROCESS={process_type}.%i\n\
                  ExecStart=/bin/sh -c {command}\n\
+                 ExecStartPost=+/bin/sh -c \"echo $$MAINPID > {pid_file}\"\n\
+                 ExecStopPost=+/bin/rm -f {pid_file}\n\
                  Restart=always\n\
                  RestartSec=1\n\
                  KillMode=mixed\n\
@@ -114,6 +127,7 @@ impl Systemd {
                 cwd = current.display(),
                 env_file = plan.env_file.display(),
                 command = quote(command),
+                pid_file = unit_path(&pid_file(&layout.run_dir(), &format!("{process_type}.%i"))),
                 grace = plan.settings.stop_grace_secs.max(1),
             );
             units.insert(template_name(app, process_type), unit);
@@ -186,6 +200,7 @@ impl Systemd {
             write_atomic(&self.unit_dir.join(name), text.as_bytes(), 0o644)
                 .map_err(io_err(format!("writing {name}")))?;
         }
+        fs::create_dir_all(layout.run_dir()).map_err(io_err("creating the pid file directory"))?;
         let target = target_name(app);
         systemctl(&["daemon-reload"]).await?;
         systemctl(&["enable", &target]).await?;
@@ -193,6 +208,14 @@ impl Systemd {
         // pattern that matches nothing is not an error worth failing for.
         let _ = systemctl(&["reset-failed", &format!("{}*", unit_prefix(app))]).await;
         systemctl(&["start", &target]).await.map(drop)
+    }
+
+    /// Points the CloudWatch agent at the plan's processes; `None` when
+    /// it is not installed here.
+    pub async fn watch(&self, layout: &Layout, plan: &Plan) -> Option<Result<Applied, String>> {
+        let agent = self.cloudwatch.as_ref()?;
+        let path = CloudWatchAgent::fragment_path(layout.app_root(), plan.app.as_str());
+        Some(agent.apply(&path, &procstat(plan, &layout.run_dir())).await)
     }
 
     async fn show(&self, app: &str) -> Result<Vec<BTreeMap<String, String>>, SupervisorError> {
@@ -314,6 +337,7 @@ mod tests {
         Systemd {
             unit_dir: dir.to_owned(),
             user: "slipway".into(),
+            cloudwatch: None,
         }
     }
 

@@ -3,7 +3,9 @@
 //! agent's pidfiles, `<app>/run/<type>.<n>.pid`) are sampled from `/proc`
 //! (CPU time since the last sample, resident memory) and published to the
 //! emulator's CloudWatch under the same namespace, names and dimensions
-//! the formation reads, so the sparklines work locally as in AWS.
+//! the formation reads, so the sparklines work locally as in AWS. Each
+//! process is published on its own too (`slipway:process` = `web.1`), its
+//! main pid only, as the CloudWatch agent's procstat does on EC2.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -11,7 +13,9 @@ use std::time::Instant;
 use aws_sdk_cloudwatch::primitives::DateTime as AwsTime;
 use aws_sdk_cloudwatch::types::{MetricDatum, StandardUnit};
 use slipway::fleet::InstanceId;
-use slipway::metrics::{CPU, MEMORY, Metrics, NAMESPACE, dimensions};
+use slipway::metrics::{
+    CPU, MEMORY, Metrics, NAMESPACE, PROCESS_CPU, PROCESS_MEMORY, dimensions, process_dimensions,
+};
 
 use super::fleet::{LocalFleet, LocalInstance};
 
@@ -24,10 +28,12 @@ pub struct MetricsSampler {
     fleet: LocalFleet,
     /// Each instance's CPU ticks at its last sample.
     last: HashMap<InstanceId, (u64, Instant)>,
+    /// Each process's (instance, `web.1`, pid) CPU ticks at its last sample.
+    last_process: HashMap<(InstanceId, String, u32), u64>,
 }
 
-/// The pids in the instance's pidfiles.
-fn pids(instance: &LocalInstance) -> Vec<u32> {
+/// The processes in the instance's pidfiles: (`web.1`, pid).
+fn pids(instance: &LocalInstance) -> Vec<(String, u32)> {
     let dir = instance.dir.join(instance.env.app.as_str()).join("run");
     std::fs::read_dir(dir)
         .into_iter()
@@ -35,9 +41,10 @@ fn pids(instance: &LocalInstance) -> Vec<u32> {
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
         .filter_map(|e| {
+            let name = e.path().file_stem()?.to_str()?.to_owned();
             let v: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
-            v["pid"].as_u64().map(|p| p as u32)
+            v["pid"].as_u64().map(|p| (name, p as u32))
         })
         .collect()
 }
@@ -71,6 +78,7 @@ impl MetricsSampler {
             metrics,
             fleet,
             last: HashMap::new(),
+            last_process: HashMap::new(),
         }
     }
 
@@ -81,32 +89,51 @@ impl MetricsSampler {
         let total = memory_total().unwrap_or(1).max(1);
         let now = Instant::now();
         let at = AwsTime::from_millis(chrono::Utc::now().timestamp_millis());
+        let datum = |name: &str, dims, value, unit| {
+            MetricDatum::builder()
+                .metric_name(name)
+                .set_dimensions(Some(dims))
+                .timestamp(at)
+                .value(value)
+                .unit(unit)
+                .storage_resolution(1)
+                .build()
+        };
         let mut data = Vec::new();
+        let mut seen = Vec::new();
         for (id, instance) in &instances {
-            let (ticks, resident) = pids(instance)
-                .into_iter()
-                .filter_map(usage)
-                .fold((0, 0), |(t, r), (t2, r2)| (t + t2, r + r2));
+            let mut ticks = 0;
+            let mut resident = 0;
+            let secs = self
+                .last
+                .get(id)
+                .map(|(_, then)| now.duration_since(*then).as_secs_f64().max(0.001));
+            for (process, pid) in pids(instance) {
+                let Some((t, r)) = usage(pid) else { continue };
+                ticks += t;
+                resident += r;
+                let key = (id.clone(), process.clone(), pid);
+                if let (Some(before), Some(secs)) = (self.last_process.get(&key), secs) {
+                    let cpu = t.saturating_sub(*before) as f64 / TICKS / secs * 100.0;
+                    let dims = process_dimensions(&instance.env, id.as_str(), &process);
+                    data.push(datum(PROCESS_CPU, dims.clone(), cpu, StandardUnit::Percent));
+                    data.push(datum(PROCESS_MEMORY, dims, r as f64, StandardUnit::Bytes));
+                }
+                self.last_process.insert(key.clone(), t);
+                seen.push(key);
+            }
             if let Some((before, then)) = self.last.insert(id.clone(), (ticks, now)) {
                 let secs = now.duration_since(then).as_secs_f64().max(0.001);
                 let cpu = (ticks.saturating_sub(before) as f64 / TICKS / secs * 100.0).min(100.0);
                 let memory = resident as f64 / total as f64 * 100.0;
-                for (name, value) in [(CPU, cpu), (MEMORY, memory)] {
-                    data.push(
-                        MetricDatum::builder()
-                            .metric_name(name)
-                            .set_dimensions(Some(dimensions(&instance.env, id.as_str())))
-                            .timestamp(at)
-                            .value(value)
-                            .unit(StandardUnit::Percent)
-                            .storage_resolution(1)
-                            .build(),
-                    );
-                }
+                let dims = dimensions(&instance.env, id.as_str());
+                data.push(datum(CPU, dims.clone(), cpu, StandardUnit::Percent));
+                data.push(datum(MEMORY, dims, memory, StandardUnit::Percent));
             }
         }
         self.last
             .retain(|id, _| instances.iter().any(|(i, _)| i == id));
+        self.last_process.retain(|key, _| seen.contains(key));
         // PutMetricData takes up to 1000 data points a call.
         for chunk in data.chunks(1000) {
             self.metrics

@@ -18,7 +18,8 @@ async fn request(port: u16, path: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn log_lines_are_found_by_grep_and_followed_once_each_and_the_formation_has_metrics() {
+async fn log_lines_are_found_by_grep_and_followed_once_each_and_the_formation_has_instance_and_process_metrics()
+ {
     let work = tempfile::tempdir().unwrap();
     let platform = platform(work.path()).await;
     let env = EnvRef::parse("hello", "logs").unwrap();
@@ -155,6 +156,14 @@ async fn log_lines_are_found_by_grep_and_followed_once_each_and_the_formation_ha
                         .all(|p| p["v"].as_f64().is_some_and(|v| v > 0.0 && v < 100.0))
                         && !a.is_empty()
                 })
+                // The web process on its own: the hello app is a small
+                // Python server, some megabytes resident.
+                && series["processes"]["web.1"]["memory_bytes"]
+                    .as_f64()
+                    .is_some_and(|b| b > 1_000_000.0)
+                && series["processes"]["web.1"]["cpu_percent"]
+                    .as_f64()
+                    .is_some_and(|v| v >= 0.0)
         });
         if complete {
             break;

@@ -50,8 +50,18 @@ fn metrics_carry_the_names_and_dimensions_the_formation_queries() {
     );
     assert_eq!(
         metrics["aggregation_dimensions"],
-        serde_json::json!([["InstanceId", "slipway:app", "slipway:env"]]),
-        "the aggregated series has exactly the dimensions the formation asks for"
+        serde_json::json!([
+            ["InstanceId", "slipway:app", "slipway:env"],
+            [
+                "InstanceId",
+                "slipway:app",
+                "slipway:env",
+                slipway::metrics::PROCESS_DIMENSION
+            ]
+        ]),
+        "the aggregated series have exactly the dimensions the formation asks for, \
+         per instance and per process (the agent's procstat settings, written on \
+         each deploy, add slipway:process)"
     );
     let collected = &metrics["metrics_collected"];
     for (plugin, name) in [

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::api::logs::SearchParams;
 use crate::fleet::aws::{Formation, InstanceView};
-use crate::metrics::{Point, Series, WINDOW_MINUTES};
+use crate::metrics::{Point, ProcessUsage, Series, WINDOW_MINUTES};
 use crate::names::{EnvRef, ReleaseId};
 use crate::rollout::Strategy;
 use crate::rollout::lock::Lock;
@@ -51,6 +51,21 @@ const SPARK_H: f64 = 24.0;
 
 /// A percent series as a small inline SVG (0–100% bottom to top over the
 /// last minutes), deploy times marked, and the latest value in words.
+/// `3.2% CPU · 41 MB`, or what is missing said in words.
+fn process_usage(usage: &ProcessUsage) -> String {
+    let cpu = match usage.cpu_percent {
+        Some(v) if v < 10.0 => format!("{v:.1}% CPU"),
+        Some(v) => format!("{v:.0}% CPU"),
+        None => "CPU not reported".to_owned(),
+    };
+    let memory = match usage.memory_bytes {
+        Some(b) if b >= 1024.0 * 1024.0 * 1024.0 => format!("{:.1} GB", b / 1024f64.powi(3)),
+        Some(b) => format!("{:.0} MB", b / 1024f64.powi(2)),
+        None => "memory not reported".to_owned(),
+    };
+    format!("{cpu} · {memory}")
+}
+
 fn sparkline(
     what: &str,
     points: &[Point],
@@ -166,6 +181,13 @@ fn formation_section(
                                         (sparkline("CPU", &series.cpu, deploy_times, now))
                                         br;
                                         (sparkline("memory", &series.memory, deploy_times, now))
+                                        @if !series.processes.is_empty() {
+                                            ul.processes aria-label={ "Processes on " (i.id) } {
+                                                @for (name, usage) in &series.processes {
+                                                    li { (name) " " span.muted { (process_usage(usage)) } }
+                                                }
+                                            }
+                                        }
                                     }
                                     td {
                                         a href=(i.session_url) aria-label={ "Open a session on " (i.id) } { "Session" }
@@ -341,6 +363,24 @@ mod tests {
             "origin": { "kind": "config", "from": "r2" },
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_process_says_its_cpu_and_memory_in_words_and_what_did_not_report() {
+        let both = ProcessUsage {
+            cpu_percent: Some(3.24),
+            memory_bytes: Some(41.0 * 1024.0 * 1024.0),
+        };
+        let busy_and_big = ProcessUsage {
+            cpu_percent: Some(151.0),
+            memory_bytes: Some(2.5 * 1024.0 * 1024.0 * 1024.0),
+        };
+        assert_eq!(process_usage(&both), "3.2% CPU · 41 MB");
+        assert_eq!(process_usage(&busy_and_big), "151% CPU · 2.5 GB");
+        assert_eq!(
+            process_usage(&ProcessUsage::default()),
+            "CPU not reported · memory not reported"
+        );
     }
 
     #[test]
