@@ -16,7 +16,7 @@ use slipway_agent::agent::{Agent, Failure};
 use slipway_agent::command::RunAs;
 use slipway_agent::source::{Location, ReleaseUrl};
 use slipway_agent::supervisor::{
-    Supervisor, cloudwatch::CloudWatchAgent, direct::Direct, systemd::Systemd,
+    Supervisor, cloudwatch::CloudWatchAgent, direct::Direct, rsyslog::Rsyslog, systemd::Systemd,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -179,11 +179,27 @@ async fn main() -> ExitCode {
                 "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl".into()
             }));
             let cloudwatch = ctl.is_file().then_some(CloudWatchAgent { ctl });
+            let rsyslogd = PathBuf::from(
+                setting("SLIPWAY_RSYSLOGD").unwrap_or_else(|| "/usr/sbin/rsyslogd".into()),
+            );
+            let rsyslog_dir = PathBuf::from(
+                setting("SLIPWAY_RSYSLOG_DIR").unwrap_or_else(|| "/etc/rsyslog.d".into()),
+            );
+            let rsyslog = (rsyslogd.is_file() && rsyslog_dir.is_dir()).then(|| Rsyslog {
+                dir: rsyslog_dir,
+                ca_file: setting("SLIPWAY_CA_FILE")
+                    .unwrap_or_else(|| "/etc/pki/tls/certs/ca-bundle.crt".into()),
+                rsyslogd,
+                restart: ["systemctl", "restart", "rsyslog"]
+                    .map(String::from)
+                    .to_vec(),
+            });
             (
                 Supervisor::Systemd(Systemd {
                     unit_dir,
                     user,
                     cloudwatch,
+                    rsyslog,
                 }),
                 Some(run_as),
             )

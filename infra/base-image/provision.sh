@@ -14,7 +14,8 @@ case "$arch" in
   *) echo "no slipway-agent for $arch" >&2; exit 1 ;;
 esac
 
-dnf install -y -q amazon-cloudwatch-agent amazon-ssm-agent rsyslog
+# rsyslog-gnutls: the TLS driver an environment's `syslog` forwarding uses.
+dnf install -y -q amazon-cloudwatch-agent amazon-ssm-agent rsyslog rsyslog-gnutls
 
 # The user app processes run as (the agent's systemd units say User=slipway).
 id slipway >/dev/null 2>&1 || useradd --system --create-home --home-dir /srv/slipway slipway
@@ -39,6 +40,8 @@ CONF
 # (see rsyslog-slipway.conf for why), which the CloudWatch agent ships.
 install -d -m 0755 /var/log/slipway /etc/slipway
 install -m 0644 /tmp/rsyslog-slipway.conf /etc/rsyslog.d/10-slipway.conf
+# The agent writes /etc/rsyslog.d/05-slipway-forward-<app>.conf when the
+# environment has a `syslog` destination (checked with rsyslogd -N1 first).
 # The CloudWatch agent's settings, with @APP@ and @ENV@ filled in at boot by
 # user data, which knows the app and environment.
 install -m 0644 /tmp/cloudwatch-agent.json /etc/slipway/cloudwatch-agent.json

@@ -55,6 +55,10 @@ pub struct EnvSettings {
     /// A Slack-compatible incoming webhook told about deploys. A secret
     /// (whoever has it can post): shown only as [`EnvSettings::redacted`].
     pub notify_url: Option<String>,
+    /// A syslog-over-TLS destination (`host:port`, Papertrail-compatible)
+    /// the instances forward the app's lines to, besides CloudWatch Logs.
+    /// Whoever has it can write there: shown only as `host:…`.
+    pub syslog: Option<String>,
 }
 
 impl Default for EnvSettings {
@@ -73,6 +77,7 @@ impl Default for EnvSettings {
             lb_health_timeout_secs: 300,
             auto_deploy: false,
             notify_url: None,
+            syslog: None,
         }
     }
 }
@@ -150,6 +155,10 @@ impl EnvSettings {
                 return bad("notify_url must be an https:// URL of at most 512 characters".into());
             }
         }
+        if let Some(destination) = &self.syslog {
+            crate::syslog::SyslogDestination::parse(destination)
+                .map_err(|e| EnvSettingsError::Invalid(e.to_string()))?;
+        }
         if self.releases_kept < 2 {
             return bad("releases_kept must be at least 2 (current and previous)".into());
         }
@@ -171,6 +180,10 @@ impl EnvSettings {
     pub fn redacted(&self) -> Self {
         Self {
             notify_url: self.notify_url.as_deref().map(redact_url),
+            syslog: self
+                .syslog
+                .as_deref()
+                .map(crate::syslog::SyslogDestination::redacted),
             ..self.clone()
         }
     }
@@ -221,6 +234,14 @@ mod tests {
     }
 
     #[test]
+    fn the_syslog_destination_is_shown_without_its_port() {
+        let s = EnvSettings::parse(br#"{"syslog": "logs5.papertrailapp.com:12345"}"#).unwrap();
+        let shown = serde_json::to_string(&s.redacted()).unwrap();
+        assert!(!shown.contains("12345"), "{shown}");
+        assert!(shown.contains("logs5.papertrailapp.com:…"), "{shown}");
+    }
+
+    #[test]
     fn bad_values_are_refused_by_name() {
         for (json, needle) in [
             (r#"{"port": 0}"#, "port"),
@@ -242,6 +263,14 @@ mod tests {
             (r#"{"notify_url": "https:///x"}"#, "notify_url"),
             (r#"{"notify_url": "https://h/a b"}"#, "notify_url"),
             (r#"{"auto_deploy": "yes"}"#, "not valid"),
+            (
+                r#"{"syslog": "logs.example.com"}"#,
+                "syslog must be host:port",
+            ),
+            (
+                r#"{"syslog": "x\" action(type=\"omfile\"):514"}"#,
+                "syslog must be host:port",
+            ),
         ] {
             let err = EnvSettings::parse(json.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(needle), "{json}: {err}");

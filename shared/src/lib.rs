@@ -12,6 +12,7 @@ pub mod names;
 pub mod notify;
 pub mod procfile;
 pub mod rollout;
+pub mod syslog;
 
 pub mod api;
 pub mod auth;

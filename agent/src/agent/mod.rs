@@ -495,22 +495,22 @@ impl Agent {
         }
     }
 
-    /// Points the metrics collector at the processes just started. Its
-    /// failure is said, not fatal: the app serves without process metrics.
+    /// Points the metrics collector at the processes just started and the
+    /// app's lines at the environment's syslog destination. Their failures
+    /// are said, not fatal: the app serves without them.
     async fn watch(&self, layout: &Layout, plan: &Plan) {
-        let line = match self.supervisor.watch(layout, plan).await {
-            None => return,
-            Some(Ok(applied)) => self
-                .story
-                .line("metrics")
-                .kv("cloudwatch", applied.as_str()),
-            Some(Err(e)) => self
-                .story
-                .line("metrics")
-                .kv("cloudwatch", "failed")
-                .kv("warning", e),
+        let said = |step: &str, key: &str, outcome: Result<&str, String>| match outcome {
+            Ok(done) => self.story.line(step).kv(key, done),
+            Err(e) => self.story.line(step).kv(key, "failed").kv("warning", e),
         };
-        self.story.say(line);
+        if let Some(outcome) = self.supervisor.watch(layout, plan).await {
+            self.story
+                .say(said("metrics", "cloudwatch", outcome.map(|a| a.as_str())));
+        }
+        if let Some(outcome) = self.supervisor.forward_logs(plan).await {
+            self.story
+                .say(said("logs", "syslog", outcome.map(|f| f.as_str())));
+        }
     }
 
     /// After a failed start: back to the release that was healthy.

@@ -8,6 +8,7 @@
 
 pub mod cloudwatch;
 pub mod direct;
+pub mod rsyslog;
 pub mod systemd;
 
 use std::collections::BTreeMap;
@@ -156,6 +157,15 @@ impl Supervisor {
         match self {
             Self::Direct(_) => None,
             Self::Systemd(s) => s.watch(layout, plan).await,
+        }
+    }
+
+    /// Forwards the app's lines to the environment's `syslog` destination
+    /// (instances only: the local fleet has no rsyslog).
+    pub async fn forward_logs(&self, plan: &Plan) -> Option<Result<rsyslog::Forward, String>> {
+        match self {
+            Self::Direct(_) => None,
+            Self::Systemd(s) => s.forward_logs(plan).await,
         }
     }
 

@@ -19,6 +19,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use super::cloudwatch::{Applied, CloudWatchAgent, pid_file, procstat};
+use super::rsyslog::{Forward, Rsyslog};
 use super::{Plan, ProcessStatus, SupervisorError, io_err};
 use crate::layout::{Layout, remove_if_exists, write_atomic};
 
@@ -30,6 +31,8 @@ pub struct Systemd {
     pub user: String,
     /// Told about the processes after every start, when installed.
     pub cloudwatch: Option<CloudWatchAgent>,
+    /// Given the environment's `syslog` forwarding, when installed.
+    pub rsyslog: Option<Rsyslog>,
 }
 
 /// `"…"` for a systemd command line, with `%` and `$` doubled.
@@ -218,6 +221,17 @@ impl Systemd {
         Some(agent.apply(&path, &procstat(plan, &layout.run_dir())).await)
     }
 
+    /// Forwards the app's lines to the environment's `syslog` destination,
+    /// or stops; `None` when rsyslog is not installed here.
+    pub async fn forward_logs(&self, plan: &Plan) -> Option<Result<Forward, String>> {
+        let rsyslog = self.rsyslog.as_ref()?;
+        Some(
+            rsyslog
+                .apply(&plan.app, plan.settings.syslog.as_deref())
+                .await,
+        )
+    }
+
     async fn show(&self, app: &str) -> Result<Vec<BTreeMap<String, String>>, SupervisorError> {
         let units = self.wanted(app);
         if units.is_empty() {
@@ -338,6 +352,7 @@ mod tests {
             unit_dir: dir.to_owned(),
             user: "slipway".into(),
             cloudwatch: None,
+            rsyslog: None,
         }
     }
 

@@ -192,15 +192,21 @@ impl Deploys {
             .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.body).ok())
             .filter(serde_json::Value::is_object)
             .unwrap_or_else(|| serde_json::json!({}));
-        // Settings read from the API and sent back carry the webhook
-        // redacted: that means "unchanged", not a new URL.
+        // Settings read from the API and sent back carry the webhook and
+        // the syslog destination redacted: that means "unchanged".
         let mut patch = patch;
-        if let (Some(sent), Some(stored)) = (
-            patch.get("notify_url").and_then(|v| v.as_str()),
-            merged.get("notify_url").and_then(|v| v.as_str()),
-        ) && sent == crate::env_settings::redact_url(stored)
-        {
-            patch.remove("notify_url");
+        let redactions: [(&str, fn(&str) -> String); 2] = [
+            ("notify_url", crate::env_settings::redact_url),
+            ("syslog", crate::syslog::SyslogDestination::redacted),
+        ];
+        for (name, redact) in redactions {
+            if let (Some(sent), Some(stored)) = (
+                patch.get(name).and_then(|v| v.as_str()),
+                merged.get(name).and_then(|v| v.as_str()),
+            ) && sent == redact(stored)
+            {
+                patch.remove(name);
+            }
         }
         if let Some(object) = merged.as_object_mut() {
             object.extend(patch);

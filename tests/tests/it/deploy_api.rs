@@ -144,6 +144,53 @@ async fn the_notification_webhook_is_stored_but_never_shown_and_survives_a_round
 }
 
 #[tokio::test]
+async fn the_syslog_destination_is_shown_without_its_port_survives_a_round_trip_and_unsets_with_null()
+ {
+    let world = World::new().await;
+    let router = deploy_router(world.store.clone());
+    let uri = "/apps/hello/envs/prod/settings";
+    let stored = || async {
+        let bytes = world.get("hello/prod/settings.json").await.unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["syslog"].clone()
+    };
+
+    let patch = json!({"syslog": "logs5.papertrailapp.com:41234"});
+    let (status, body, _) = call(&router, Method::PATCH, uri, ALICE, Some(patch)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["syslog"], "logs5.papertrailapp.com:…");
+
+    let (_, shown, _) = call(&router, Method::GET, uri, ALICE, None).await;
+    assert!(!shown.to_string().contains("41234"), "{shown}");
+    let (status, _, _) = call(&router, Method::PATCH, uri, ALICE, Some(shown)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stored().await, "logs5.papertrailapp.com:41234");
+
+    let hostile = json!({"syslog": "x\" action(type=\"omfile\" file=\"/etc/passwd\"):514"});
+    let (status, body, _) = call(&router, Method::PATCH, uri, ALICE, Some(hostile)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("syslog must be host:port"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("omfile"), "{body}");
+    assert_eq!(stored().await, "logs5.papertrailapp.com:41234", "unchanged");
+
+    let (status, body, _) = call(
+        &router,
+        Method::PATCH,
+        uri,
+        ALICE,
+        Some(json!({"syslog": null})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["syslog"].is_null() && stored().await.is_null());
+}
+
+#[tokio::test]
 async fn deploys_are_listed_shown_and_cancelled_and_bad_ids_are_not_found() {
     let world = World::new().await;
     let env = first_release(&world).await;

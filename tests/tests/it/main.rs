@@ -8,4 +8,5 @@ mod events;
 mod example;
 mod fleet;
 mod lock;
+mod rsyslog;
 mod store;
