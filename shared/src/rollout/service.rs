@@ -195,7 +195,8 @@ impl Deploys {
         // Settings read from the API and sent back carry the webhook and
         // the syslog destination redacted: that means "unchanged".
         let mut patch = patch;
-        let redactions: [(&str, fn(&str) -> String); 2] = [
+        type Redact = fn(&str) -> String;
+        let redactions: [(&str, Redact); 2] = [
             ("notify_url", crate::env_settings::redact_url),
             ("syslog", crate::syslog::SyslogDestination::redacted),
         ];
