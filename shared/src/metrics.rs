@@ -16,7 +16,7 @@
 //! environment, then read with one more `GetMetricData` call (per 250
 //! processes): only their latest values, for the formation table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::types::{Dimension, DimensionFilter, Metric, MetricDataQuery, MetricStat};
@@ -193,7 +193,7 @@ impl Metrics {
         all: &mut BTreeMap<String, Series>,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
-        let mut found: Vec<(String, String)> = Vec::new();
+        let mut found: BTreeSet<(String, String)> = BTreeSet::new();
         let mut pages = self
             .client
             .list_metrics()
@@ -216,13 +216,13 @@ impl Metrics {
                 if let (Some(instance), Some(process)) = (dim("InstanceId"), dim(PROCESS_DIMENSION))
                     && all.contains_key(&instance)
                     && metric.dimensions().len() == 4
-                    && !found.contains(&(instance.clone(), process.clone()))
                 {
-                    found.push((instance, process));
+                    found.insert((instance, process));
                 }
             }
         }
         let start = now - Duration::minutes(PROCESS_WINDOW_MINUTES);
+        let found: Vec<_> = found.into_iter().collect();
         for (chunk_no, chunk) in found.chunks(MAX_QUERIES / 2).enumerate() {
             let mut queries = Vec::with_capacity(chunk.len() * 2);
             let mut owner = BTreeMap::new();

@@ -133,25 +133,8 @@ fn last_line(bytes: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use slipway::env_settings::EnvSettings;
-    use slipway::names::ReleaseId;
-    use slipway::procfile::Procfile;
+    use crate::supervisor::fixtures::plan;
     use std::os::unix::fs::PermissionsExt;
-
-    fn plan() -> Plan {
-        let mut settings = EnvSettings::default();
-        settings.processes.insert("worker".into(), 2);
-        Plan {
-            app: "hello".parse().unwrap(),
-            env: "prod".parse().unwrap(),
-            release: ReleaseId::new(7).unwrap(),
-            procfile: Procfile::parse("web: ./serve\nworker: ./work\nrelease: ./migrate\n")
-                .unwrap(),
-            settings,
-            port: 8000,
-            env_file: "/srv/slipway/hello/env/r7.env".into(),
-        }
-    }
 
     /// A stand-in `amazon-cloudwatch-agent-ctl` that records its
     /// arguments and the file it was given, and exits with `code`.

@@ -177,6 +177,30 @@ impl Supervisor {
     }
 }
 
+/// The plan the supervisor's tests render: web, two workers and a build
+/// step, with a command that needs quoting.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    pub fn plan() -> Plan {
+        let mut settings = EnvSettings::default();
+        settings.processes.insert("worker".into(), 2);
+        Plan {
+            app: "hello".parse().unwrap(),
+            env: "prod".parse().unwrap(),
+            release: ReleaseId::new(7).unwrap(),
+            procfile: Procfile::parse(
+                "web: python3 app.py --port $PORT --name \"100%\"\nworker: ./work\nbuild: make\n",
+            )
+            .unwrap(),
+            settings,
+            port: 8000,
+            env_file: "/srv/slipway/hello/env/r7.env".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -327,25 +327,7 @@ async fn systemctl(args: &[&str]) -> Result<String, SupervisorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use slipway::env_settings::EnvSettings;
-    use slipway::procfile::Procfile;
-
-    fn plan() -> Plan {
-        let mut settings = EnvSettings::default();
-        settings.processes.insert("worker".into(), 2);
-        Plan {
-            app: "hello".parse().unwrap(),
-            env: "prod".parse().unwrap(),
-            release: slipway::names::ReleaseId::new(7).unwrap(),
-            procfile: Procfile::parse(
-                "web: python3 app.py --port $PORT --name \"100%\"\nworker: ./work\nbuild: make\n",
-            )
-            .unwrap(),
-            settings,
-            port: 8000,
-            env_file: "/srv/slipway/hello/env/r7.env".into(),
-        }
-    }
+    use crate::supervisor::fixtures::plan;
 
     fn systemd(dir: &std::path::Path) -> Systemd {
         Systemd {

@@ -7,7 +7,7 @@
 //! process is published on its own too (`slipway:process` = `web.1`), its
 //! main pid only, as the CloudWatch agent's procstat does on EC2.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use aws_sdk_cloudwatch::primitives::DateTime as AwsTime;
@@ -100,7 +100,7 @@ impl MetricsSampler {
                 .build()
         };
         let mut data = Vec::new();
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for (id, instance) in &instances {
             let mut ticks = 0;
             let mut resident = 0;
@@ -120,10 +120,11 @@ impl MetricsSampler {
                     data.push(datum(PROCESS_MEMORY, dims, r as f64, StandardUnit::Bytes));
                 }
                 self.last_process.insert(key.clone(), t);
-                seen.push(key);
+                seen.insert(key);
             }
-            if let Some((before, then)) = self.last.insert(id.clone(), (ticks, now)) {
-                let secs = now.duration_since(then).as_secs_f64().max(0.001);
+            if let (Some((before, _)), Some(secs)) =
+                (self.last.insert(id.clone(), (ticks, now)), secs)
+            {
                 let cpu = (ticks.saturating_sub(before) as f64 / TICKS / secs * 100.0).min(100.0);
                 let memory = resident as f64 / total as f64 * 100.0;
                 let dims = dimensions(&instance.env, id.as_str());

@@ -241,32 +241,56 @@ fn receiver(dir: &Path, port: u16, cert: &Path, key: &Path, out: &Path) -> Rsysl
     start(dir, "receiver", &conf, port)
 }
 
-/// An instance's rsyslog: the forwarding before the base file, as the
-/// file names order them in `/etc/rsyslog.d`.
-fn instance(dir: &Path, port: u16, forward: &str, out: &Path) -> Rsyslogd {
-    let conf = format!("{}{forward}{}", tcp_input(port), base(out));
-    start(dir, "instance", &conf, port)
+/// A TLS receiver with a `localhost` certificate, and an instance's
+/// rsyslog (the forwarding before the base file, as their names order them
+/// in `/etc/rsyslog.d`) forwarding hello's lines to it as `host`.
+struct Forwarding {
+    _instance: Rsyslogd,
+    _receiver: Rsyslogd,
+    /// Dropped last, once both have stopped.
+    _dir: tempfile::TempDir,
+    /// Where the instance takes lines in.
+    port: u16,
+    /// What the receiver got.
+    received: PathBuf,
+    /// What the CloudWatch agent would ship.
+    shipped: PathBuf,
 }
 
-#[test]
-fn the_syslog_setting_forwards_the_apps_lines_over_tls_to_a_server_with_the_right_name() {
+fn forwarding(host: &str) -> Forwarding {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path());
-    let (tls_port, in_port) = (free_port(), free_port());
+    let (tls_port, port) = (free_port(), free_port());
     let (received, shipped) = (
         dir.path().join("received.log"),
         dir.path().join("journal.log"),
     );
-    let _receiver = receiver(dir.path(), tls_port, &cert, &key, &received);
-    let destination = SyslogDestination::parse(&format!("localhost:{tls_port}")).unwrap();
-    let app = AppName::parse("hello").unwrap();
-    let forward = destination
-        .rsyslog_config(&app, &cert.display().to_string())
+    let receiver = receiver(dir.path(), tls_port, &cert, &key, &received);
+    let forward = SyslogDestination::parse(&format!("{host}:{tls_port}"))
+        .unwrap()
+        .rsyslog_config(
+            &AppName::parse("hello").unwrap(),
+            &cert.display().to_string(),
+        )
         .unwrap();
-    let _instance = instance(dir.path(), in_port, &forward, &shipped);
+    let conf = format!("{}{forward}{}", tcp_input(port), base(&shipped));
+    let instance = start(dir.path(), "instance", &conf, port);
+    Forwarding {
+        _instance: instance,
+        _receiver: receiver,
+        _dir: dir,
+        port,
+        received,
+        shipped,
+    }
+}
+
+#[test]
+fn the_syslog_setting_forwards_the_apps_lines_over_tls_to_a_server_with_the_right_name() {
+    let f = forwarding("localhost");
 
     send(
-        in_port,
+        f.port,
         &[
             ("hello/web.1[4242]", "GET /orders 200"),
             ("shop/web.1[5]", "another app's line"),
@@ -276,14 +300,14 @@ fn the_syslog_setting_forwards_the_apps_lines_over_tls_to_a_server_with_the_righ
     );
 
     assert_eq!(
-        lines(&received, 2),
+        lines(&f.received, 2),
         [
             "hello/web.1 GET /orders 200",
             "slipway-agent at=health release=r7"
         ]
     );
     assert_eq!(
-        lines(&shipped, 3),
+        lines(&f.shipped, 3),
         [
             "web.1 GET /orders 200",
             "web.1 another app's line",
@@ -295,30 +319,15 @@ fn the_syslog_setting_forwards_the_apps_lines_over_tls_to_a_server_with_the_righ
 
 #[test]
 fn a_server_whose_certificate_has_another_name_gets_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path());
-    let (tls_port, in_port) = (free_port(), free_port());
-    let (received, shipped) = (
-        dir.path().join("received.log"),
-        dir.path().join("journal.log"),
-    );
-    let _receiver = receiver(dir.path(), tls_port, &cert, &key, &received);
     // The same server, reached by address: its certificate says localhost.
-    let destination = SyslogDestination::parse(&format!("127.0.0.1:{tls_port}")).unwrap();
-    let forward = destination
-        .rsyslog_config(
-            &AppName::parse("hello").unwrap(),
-            &cert.display().to_string(),
-        )
-        .unwrap();
-    let _instance = instance(dir.path(), in_port, &forward, &shipped);
+    let f = forwarding("127.0.0.1");
 
-    send(in_port, &[("hello/web.1[4242]", "GET /orders 200")]);
+    send(f.port, &[("hello/web.1[4242]", "GET /orders 200")]);
 
-    assert_eq!(lines(&shipped, 1), ["web.1 GET /orders 200"]);
+    assert_eq!(lines(&f.shipped, 1), ["web.1 GET /orders 200"]);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        std::fs::read_to_string(&received)
+        std::fs::read_to_string(&f.received)
             .unwrap_or_default()
             .is_empty(),
         "nothing reaches a server that cannot prove its name"
