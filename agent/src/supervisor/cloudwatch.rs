@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use slipway::metrics::{PROCESS_CPU, PROCESS_DIMENSION, PROCESS_MEMORY};
 
-use super::Plan;
+use super::{Plan, run_tool};
 use crate::layout::write_atomic;
 
 /// The CloudWatch agent on this instance.
@@ -98,36 +98,17 @@ impl CloudWatchAgent {
         let staged = path.with_extension("json.tmp");
         write_atomic(&staged, text.as_bytes(), 0o644)
             .map_err(|e| format!("writing {}: {e}", staged.display()))?;
-        let out = tokio::process::Command::new(&self.ctl)
-            .args(["-a", "append-config", "-m", "ec2", "-s", "-c"])
-            .arg(format!("file:{}", staged.display()))
-            .output()
-            .await;
-        let result = match out {
-            Err(e) => Err(format!("running {}: {e}", self.ctl.display())),
-            Ok(out) if !out.status.success() => Err(format!(
-                "{} failed ({}): {}",
-                self.ctl.display(),
-                out.status,
-                last_line(&out.stderr)
-                    .or(last_line(&out.stdout))
-                    .unwrap_or("no output")
-            )),
-            Ok(_) => std::fs::rename(&staged, path)
+        let file = format!("file:{}", staged.display());
+        let args = ["-a", "append-config", "-m", "ec2", "-s", "-c", &file];
+        let result = match run_tool(&self.ctl, &args).await {
+            Err(e) => Err(e),
+            Ok(()) => std::fs::rename(&staged, path)
                 .map(|()| Applied::Reloaded)
                 .map_err(|e| format!("keeping {}: {e}", path.display())),
         };
         let _ = std::fs::remove_file(&staged);
         result
     }
-}
-
-fn last_line(bytes: &[u8]) -> Option<&str> {
-    std::str::from_utf8(bytes)
-        .ok()?
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
 }
 
 #[cfg(test)]

@@ -40,6 +40,44 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| SupervisorError::Io { what, source }
 }
 
+/// Runs a tool the instance's services are managed with (rsyslogd,
+/// systemctl, the CloudWatch agent's ctl); `Err` says which failed and
+/// why, in its own words: the first line of its errors that says `error`,
+/// else the last thing it said.
+pub(crate) async fn run_tool(program: &std::path::Path, args: &[&str]) -> Result<(), String> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("running {}: {e}", program.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let (stderr, stdout) = (
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+    );
+    let last = |text: &str| {
+        text.lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .map(str::to_owned)
+    };
+    let reason = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("error"))
+        .map(str::to_owned)
+        .or_else(|| last(&stderr))
+        .or_else(|| last(&stdout))
+        .unwrap_or_else(|| "no output".to_owned());
+    Err(format!(
+        "{} failed ({}): {reason}",
+        program.display(),
+        out.status
+    ))
+}
+
 /// What to run: one release of one app.
 #[derive(Debug, Clone)]
 pub struct Plan {

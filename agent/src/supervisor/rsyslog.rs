@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use slipway::names::AppName;
 use slipway::syslog::{SyslogDestination, rsyslog_file_name};
 
+use super::run_tool;
 use crate::layout::{remove_if_exists, write_atomic};
 
 /// rsyslog on this instance.
@@ -48,29 +49,6 @@ impl Forward {
     }
 }
 
-async fn run(program: &Path, args: &[&str]) -> Result<(), String> {
-    let out = tokio::process::Command::new(program)
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| format!("running {}: {e}", program.display()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let said = String::from_utf8_lossy(&out.stderr);
-    let reason = said
-        .lines()
-        .map(str::trim)
-        .find(|l| l.contains("error"))
-        .or_else(|| said.lines().map(str::trim).rfind(|l| !l.is_empty()))
-        .unwrap_or("no output");
-    Err(format!(
-        "{} failed ({}): {reason}",
-        program.display(),
-        out.status
-    ))
-}
-
 impl Rsyslog {
     fn path(&self, app: &AppName) -> PathBuf {
         self.dir.join(rsyslog_file_name(app))
@@ -81,7 +59,7 @@ impl Rsyslog {
             return Ok(());
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(Path::new(program), &args).await
+        run_tool(Path::new(program), &args).await
     }
 
     /// Puts `app`'s forwarding in line with its `syslog` setting. On any
@@ -102,7 +80,7 @@ impl Rsyslog {
                 // Not `*.conf`, so rsyslog never includes it half-checked.
                 let staged = path.with_extension("conf.new");
                 write_atomic(&staged, text.as_bytes(), 0o644).map_err(|e| io("writing", e))?;
-                let checked = run(
+                let checked = run_tool(
                     &self.rsyslogd,
                     &["-N1", "-f", &staged.display().to_string()],
                 )

@@ -48,6 +48,21 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// rsyslog's own check of a file (`rsyslogd -N1`): what it said if it
+/// refuses it.
+fn checked(path: &Path) -> Result<(), String> {
+    let check = Command::new(rsyslogd())
+        .args(["-N1", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    if check.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&check.stderr).into_owned())
+    }
+}
+
 /// Checks `conf` with `rsyslogd -N1`, then runs it until it listens on
 /// `port`.
 fn start(dir: &Path, name: &str, conf: &str, port: u16) -> Rsyslogd {
@@ -56,16 +71,9 @@ fn start(dir: &Path, name: &str, conf: &str, port: u16) -> Rsyslogd {
     let conf = format!("global(workDirectory=\"{}\")\n{conf}", work.display());
     let path = dir.join(format!("{name}.conf"));
     std::fs::write(&path, conf).unwrap();
-    let check = Command::new(rsyslogd())
-        .args(["-N1", "-f"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{name}.conf: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    if let Err(said) = checked(&path) {
+        panic!("{name}.conf: {said}");
+    }
     let child = Command::new(rsyslogd())
         .args(["-n", "-f"])
         .arg(&path)
@@ -186,17 +194,9 @@ fn a_papertrail_forwarding_with_its_two_permitted_names_passes_rsyslogs_own_chec
     let path = dir.path().join("05-slipway-forward-hello.conf");
     std::fs::write(&path, &forward).unwrap();
 
-    let check = Command::new(rsyslogd())
-        .args(["-N1", "-f"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let check = checked(&path);
 
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert!(check.is_ok(), "{check:?}");
 }
 
 /// A self-signed certificate for `localhost` and its key.
