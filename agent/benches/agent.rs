@@ -16,11 +16,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use slipway::archive::{ArchiveFormat, Limits};
-use slipway::names::{AppName, EnvRef, ReleaseId};
 use slipway_agent::install::install_source;
 use slipway_agent::layout::Layout;
 use slipway_agent::source::{Location, ReleaseUrl, Store};
+use slipway_core::archive::{ArchiveFormat, Limits};
+use slipway_core::names::{AppName, EnvRef, ReleaseId};
 
 const FILES: usize = 10_000;
 const TARGET_BYTES: usize = 100 * 1024 * 1024;

@@ -48,7 +48,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, EnvFileError> {
             }
             key.push(c);
         }
-        if !slipway::config::is_valid_key(&key) {
+        if !slipway_core::config::is_valid_key(&key) {
             return Err(err("invalid key"));
         }
         if chars.next() != Some('"') {

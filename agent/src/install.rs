@@ -11,12 +11,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use slipway::archive::Limits;
-use slipway::config::Config;
-use slipway::env_settings::EnvSettings;
-use slipway::extract::{ExtractError, Extracted, extract_verified};
-use slipway::names::ReleaseId;
-use slipway::store::{Manifest, ReleaseFile, release_key, settings_key};
+use slipway_core::archive::Limits;
+use slipway_core::config::Config;
+use slipway_core::env_settings::EnvSettings;
+use slipway_core::extract::{ExtractError, Extracted, extract_verified};
+use slipway_core::keys::{release_key, settings_key};
+use slipway_core::manifest::{Manifest, ReleaseFile};
+use slipway_core::names::ReleaseId;
 use tokio_util::io::SyncIoBridge;
 
 use crate::layout::{Layout, remove_tree_if_exists};

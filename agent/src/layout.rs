@@ -20,7 +20,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use slipway::names::{AppName, ReleaseId};
+use slipway_core::names::{AppName, ReleaseId};
 
 #[derive(Debug, Clone)]
 pub struct Layout {

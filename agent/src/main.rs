@@ -10,14 +10,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use slipway::config::Config;
-use slipway::names::{AppName, EnvRef};
 use slipway_agent::agent::{Agent, Failure};
 use slipway_agent::command::RunAs;
 use slipway_agent::source::{Location, ReleaseUrl};
 use slipway_agent::supervisor::{
     Supervisor, cloudwatch::CloudWatchAgent, direct::Direct, rsyslog::Rsyslog, systemd::Systemd,
 };
+use slipway_core::config::Config;
+use slipway_core::names::{AppName, EnvRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SupervisorKind {
@@ -205,7 +205,7 @@ async fn main() -> ExitCode {
             )
         }
     };
-    let limits = match slipway::settings::limits_from_lookup(setting) {
+    let limits = match slipway_core::settings::limits_from_lookup(setting) {
         Ok(l) => l,
         Err(e) => return usage(e),
     };
@@ -214,7 +214,7 @@ async fn main() -> ExitCode {
         .clone()
         .or_else(|| setting("SLIPWAY_INSTANCE_ID"));
     if let Some(id) = &instance_id
-        && let Err(e) = slipway::fleet::InstanceId::parse(id)
+        && let Err(e) = slipway_core::names::InstanceId::parse(id)
     {
         return usage(e);
     }

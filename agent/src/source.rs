@@ -11,8 +11,8 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use aws_sdk_s3::primitives::ByteStream;
-use slipway::names::{EnvRef, ReleaseId};
-use slipway::store::{ObjectError, S3Objects};
+use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::objects::{ObjectError, S3Objects};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -64,8 +64,12 @@ impl Location {
     /// The URL of one release here.
     pub fn release_url(&self, env: &EnvRef, id: ReleaseId) -> String {
         match self {
-            Self::S3 { bucket } => format!("s3://{bucket}/{}releases/{id}", env.prefix()),
-            Self::Dir(dir) => format!("file://{}/{}releases/{id}", dir.display(), env.prefix()),
+            Self::S3 { bucket } => slipway_core::keys::release_url(bucket, env, id),
+            Self::Dir(dir) => format!(
+                "file://{}/{}",
+                dir.display(),
+                slipway_core::keys::release_key(env, id, "").trim_end_matches('/')
+            ),
         }
     }
 }

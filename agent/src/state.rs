@@ -9,8 +9,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use slipway::env_settings::EnvSettings;
-use slipway::names::{EnvName, ReleaseId};
+use slipway_core::env_settings::EnvSettings;
+use slipway_core::names::{EnvName, ReleaseId};
 
 use crate::layout::{Layout, write_atomic};
 

@@ -50,7 +50,7 @@ pub async fn tag(
     set: &[(&str, String)],
     remove: &[&str],
 ) -> Result<(), String> {
-    let ec2 = slipway::aws::ec2_client(config);
+    let ec2 = aws_sdk_ec2::Client::new(config);
     let describe = |e: &dyn std::fmt::Display| e.to_string();
     let mut req = ec2.create_tags().resources(instance_id);
     for (k, v) in set {

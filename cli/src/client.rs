@@ -146,6 +146,6 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// `/apps/<app>/envs/<env>` plus `rest`.
-pub fn env_path(env: &slipway::names::EnvRef, rest: &str) -> String {
+pub fn env_path(env: &slipway_core::names::EnvRef, rest: &str) -> String {
     format!("/apps/{}/envs/{}{rest}", env.app, env.env)
 }

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use slipway::names::EnvRef;
+use slipway_core::names::EnvRef;
 
 /// What `ship dev` started, written to `.slipway/dev.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

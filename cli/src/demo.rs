@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use slipway::fleet::InstanceId;
-use slipway::names::EnvRef;
+use slipway_core::names::EnvRef;
+use slipway_core::names::InstanceId;
 
 use crate::client::Client;
 use crate::commands::{Ctx, ReleaseOptions, print_formation, release, start_deploy};
 use crate::context::Target;
-use crate::dev::{Platform, PlatformOptions};
 use crate::output::{seconds, table};
+use slipway_local::{Platform, PlatformOptions};
 
 struct Story {
     rows: Vec<Vec<String>>,
@@ -46,7 +46,7 @@ pub async fn run() -> anyhow::Result<bool> {
     let repo = options.repo.clone();
     println!("starting the local platform (AWS emulator, control plane, local fleet)…");
     let platform = Platform::start(options).await?;
-    let state_file = platform.state().write(&cwd)?;
+    let state_file = crate::dev::state(&platform).write(&cwd)?;
     println!(
         "control plane at {} (user {}, password in {})",
         platform.url,

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::Credentials;
-use slipway::archive::Limits;
-use slipway::names::EnvRef;
-use slipway::store::{ReleaseStore, S3Objects, UploadOutcome};
+use slipway_control::store::{ReleaseStore, UploadOutcome};
+use slipway_core::archive::Limits;
+use slipway_core::names::EnvRef;
+use slipway_core::objects::S3Objects;
 
 pub struct Emulator {
     pub endpoint: String,
@@ -101,7 +102,7 @@ impl World {
 
     pub async fn with_limits(limits: Limits) -> Self {
         let config = sdk_config().await;
-        let s3 = slipway::aws::s3_client(&config);
+        let s3 = slipway_core::objects::s3_client(&config);
         let bucket = unique_name("slipway");
         s3.create_bucket()
             .bucket(&bucket)
@@ -190,8 +191,8 @@ pub fn simulate_booting_agents(
     release: &str,
 ) -> tokio::task::JoinHandle<()> {
     let (asg, ec2) = (
-        slipway::aws::autoscaling_client(config),
-        slipway::aws::ec2_client(config),
+        slipway_control::aws::autoscaling_client(config),
+        slipway_control::aws::ec2_client(config),
     );
     let (group, release) = (env.qualified(), release.to_owned());
     tokio::spawn(async move {

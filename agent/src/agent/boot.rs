@@ -2,9 +2,10 @@
 //! release, or falls back, loudly, to the last release a deploy succeeded
 //! with, so a bad `current` cannot make the group churn instances.
 
-use slipway::deploys::{DeploySummary, is_record_key, last_succeeded};
-use slipway::names::{EnvRef, ReleaseId};
-use slipway::store::{current_key, deploys_prefix};
+use slipway_core::deploys::{DeploySummary, last_succeeded};
+use slipway_core::keys::is_record_key;
+use slipway_core::keys::{current_key, deploys_prefix};
+use slipway_core::names::{EnvRef, ReleaseId};
 
 use super::{Agent, Failure};
 use crate::source::{Location, ReleaseUrl, Store};

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use chrono::Utc;
-use slipway::archive::Limits;
-use slipway::config::Config;
-use slipway::env_settings::EnvSettings;
-use slipway::names::{EnvRef, ReleaseId};
-use slipway::procfile::Procfile;
+use slipway_core::archive::Limits;
+use slipway_core::config::Config;
+use slipway_core::env_settings::EnvSettings;
+use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::procfile::Procfile;
 use tokio::sync::OnceCell;
 
 use crate::command::{self, RunAs, process_env};
@@ -111,13 +111,15 @@ impl Agent {
     }
 
     async fn aws(&self) -> &SdkConfig {
-        self.aws.get_or_init(slipway::aws::load_config).await
+        self.aws
+            .get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest()))
+            .await
     }
 
     pub async fn store(&self, location: &Location) -> Store {
         match location {
             Location::S3 { .. } => {
-                let client = slipway::aws::s3_client(self.aws().await);
+                let client = slipway_core::objects::s3_client(self.aws().await);
                 Store::new(location, || client)
             }
             Location::Dir(_) => Store::new(location, || unreachable!("a directory needs no S3")),
@@ -379,7 +381,7 @@ impl Agent {
         if names.is_empty() {
             return Ok(vars);
         }
-        let ssm = ParameterStore::new(slipway::aws::ssm_client(self.aws().await));
+        let ssm = ParameterStore::new(aws_sdk_ssm::Client::new(self.aws().await));
         let values = ssm.get_all(&names).await.map_err(|e| e.to_string())?;
         Ok(secrets::substitute(&vars, &values))
     }

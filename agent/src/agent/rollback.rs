@@ -1,6 +1,6 @@
 //! `slipway-agent rollback`: back to the previous release on this instance.
 
-use slipway::names::{AppName, EnvRef, ReleaseId};
+use slipway_core::names::{AppName, EnvRef, ReleaseId};
 
 use super::{Agent, Failure};
 use crate::health::Probe;

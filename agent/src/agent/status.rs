@@ -2,7 +2,7 @@
 //! local platform.
 
 use serde::Serialize;
-use slipway::names::{AppName, ReleaseId};
+use slipway_core::names::{AppName, ReleaseId};
 
 use super::Agent;
 use crate::health::Probe;

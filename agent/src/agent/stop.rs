@@ -2,7 +2,7 @@
 //! processes (the local platform does this for every instance the group
 //! terminated). Releases stay installed: `boot` starts them again.
 
-use slipway::names::AppName;
+use slipway_core::names::AppName;
 
 use super::{Agent, Failure};
 use crate::layout::Layout;

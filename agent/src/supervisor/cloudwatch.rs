@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use slipway::metrics::{PROCESS_CPU, PROCESS_DIMENSION, PROCESS_MEMORY};
+use slipway_core::metric_names::{PROCESS_CPU, PROCESS_DIMENSION, PROCESS_MEMORY};
 
 use super::{Plan, run_tool};
 use crate::layout::write_atomic;

@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use slipway::names::ReleaseId;
+use slipway_core::names::ReleaseId;
 
 use super::{Plan, ProcessStatus, SupervisorError, io_err};
 use crate::command::process_env;

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use slipway::env_settings::EnvSettings;
-use slipway::names::{AppName, EnvName, ReleaseId};
-use slipway::procfile::Procfile;
+use slipway_core::env_settings::EnvSettings;
+use slipway_core::names::{AppName, EnvName, ReleaseId};
+use slipway_core::procfile::Procfile;
 
 use crate::layout::Layout;
 

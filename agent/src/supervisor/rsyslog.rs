@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use slipway::names::AppName;
-use slipway::syslog::{SyslogDestination, rsyslog_file_name};
+use slipway_core::names::AppName;
+use slipway_core::syslog::{SyslogDestination, rsyslog_file_name};
 
 use super::run_tool;
 use crate::layout::{remove_if_exists, write_atomic};

@@ -3,8 +3,8 @@
 //! `slipway:release` tag on the EC2 instance.
 
 use aws_sdk_ssm::types::ParameterType;
-use slipway::names::EnvRef;
-use slipway::store::UploadOutcome;
+use slipway_control::store::UploadOutcome;
+use slipway_core::names::EnvRef;
 use slipway_tests::{World, emulator, unique_name};
 
 use crate::support::{Fixture, Run, Spec};
@@ -39,7 +39,7 @@ fn deploy(f: &Fixture, url: &str, instance: &str) -> Run {
 }
 
 async fn instance(world: &World) -> String {
-    let ec2 = slipway::aws::ec2_client(&world.config);
+    let ec2 = aws_sdk_ec2::Client::new(&world.config);
     let image = ec2
         .describe_images()
         .owners("amazon")
@@ -62,7 +62,7 @@ async fn instance(world: &World) -> String {
 }
 
 async fn tags(world: &World, instance: &str) -> Vec<(String, String)> {
-    let ec2 = slipway::aws::ec2_client(&world.config);
+    let ec2 = aws_sdk_ec2::Client::new(&world.config);
     let out = ec2
         .describe_tags()
         .filters(
@@ -101,7 +101,7 @@ async fn an_s3_release_gets_its_ssm_secrets_and_tags_the_instance_and_a_missing_
         )
         .await;
     let param = format!("/{}/database-url", unique_name("hello"));
-    let ssm = slipway::aws::ssm_client(&world.config);
+    let ssm = aws_sdk_ssm::Client::new(&world.config);
     ssm.put_parameter()
         .name(&param)
         .value("postgres://app:s3cr3t@db/app")

@@ -3,8 +3,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use slipway::archive::ArchiveFormat;
-use slipway::testing::{TarBuilder, gzip};
+use slipway_core::archive::ArchiveFormat;
+use slipway_core::testing::{TarBuilder, gzip};
 
 use crate::support::{Fixture, Spec};
 

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
-use slipway::archive::ArchiveFormat;
-use slipway::config::Config;
-use slipway::names::{EnvRef, ReleaseId};
-use slipway::procfile::Procfile;
-use slipway::store::{Manifest, Origin, ReleaseFile, Source, release_key};
-use slipway::testing::{TarBuilder, gzip, zstd_compress};
+use slipway_core::archive::ArchiveFormat;
+use slipway_core::config::Config;
+use slipway_core::keys::release_key;
+use slipway_core::manifest::{Manifest, Origin, ReleaseFile, Source};
+use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::procfile::Procfile;
+use slipway_core::testing::{TarBuilder, gzip, zstd_compress};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_slipway-agent");
 

@@ -13,7 +13,7 @@ use aws_config::SdkConfig;
 use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
 use aws_sdk_ec2::types::Filter;
 use clap::Args;
-use slipway::names::EnvRef;
+use slipway_core::names::EnvRef;
 
 /// The environment template, built into `ship` so it works anywhere.
 pub const TEMPLATE: &str = include_str!("../../../infra/environment.yaml");
@@ -61,7 +61,7 @@ impl ControlPlane {
                 role_arn: None,
             });
         }
-        let cfn = slipway::aws::cloudformation_client(config);
+        let cfn = slipway_control::aws::cloudformation_client(config);
         let out = cfn
             .describe_stacks()
             .stack_name(stack)
@@ -94,7 +94,7 @@ async fn default_network(
     config: &SdkConfig,
     vpc: Option<String>,
 ) -> anyhow::Result<(String, Vec<String>)> {
-    let ec2 = slipway::aws::ec2_client(config);
+    let ec2 = slipway_control::aws::ec2_client(config);
     let vpc = match vpc {
         Some(v) => v,
         None => {
@@ -179,7 +179,7 @@ pub async fn create(
             .into_iter()
             .filter_map(|(k, v)| Some(param(k, v?))),
     );
-    let cfn = slipway::aws::cloudformation_client(config);
+    let cfn = slipway_control::aws::cloudformation_client(config);
     cfn.create_stack()
         .stack_name(env.qualified())
         .template_body(template)
@@ -212,7 +212,7 @@ pub async fn update(
     settings: &StackSettings,
     print: bool,
 ) -> anyhow::Result<bool> {
-    let cfn = slipway::aws::cloudformation_client(config);
+    let cfn = slipway_control::aws::cloudformation_client(config);
     let stack = cfn
         .describe_stacks()
         .stack_name(env.qualified())
@@ -273,7 +273,7 @@ fn update_parameters(
 
 /// Deletes the stack and follows it until it is gone.
 pub async fn destroy(config: &SdkConfig, env: &EnvRef, print: bool) -> anyhow::Result<()> {
-    let cfn = slipway::aws::cloudformation_client(config);
+    let cfn = slipway_control::aws::cloudformation_client(config);
     cfn.delete_stack()
         .stack_name(env.qualified())
         .send()
@@ -291,7 +291,7 @@ fn terminal(status: &StackStatus) -> bool {
 /// Prints the stack's events as they come until it settles; fails with
 /// the stack's own reason unless it ended as asked.
 async fn follow(config: &SdkConfig, stack: &str, print: bool) -> anyhow::Result<()> {
-    let cfn = slipway::aws::cloudformation_client(config);
+    let cfn = slipway_control::aws::cloudformation_client(config);
     let started = Instant::now();
     let mut seen = BTreeSet::new();
     let mut first_failure: Option<String> = None;

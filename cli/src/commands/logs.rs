@@ -112,6 +112,6 @@ pub async fn logs(ctx: &Ctx, args: LogArgs) -> anyhow::Result<bool> {
                 .collect();
             since = newest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         }
-        tokio::time::sleep(slipway::logs::FOLLOW_EVERY).await;
+        tokio::time::sleep(slipway_control::logs::FOLLOW_EVERY).await;
     }
 }

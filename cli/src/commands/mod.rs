@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use slipway::names::EnvRef;
+use slipway_core::names::EnvRef;
 
 pub use deploy::{follow, start_deploy};
 pub use fleet::print_formation;
@@ -294,7 +294,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             return env_command(action, cli.url.as_deref(), cli.json, &cwd).await;
         }
         Command::User { name } => {
-            slipway::names::AppName::parse(&name).map_err(|_| {
+            slipway_core::names::AppName::parse(&name).map_err(|_| {
                 anyhow::anyhow!("a user name is lowercase letters, digits and dashes")
             })?;
             let mut password = String::new();
@@ -303,7 +303,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             if password.len() < 12 {
                 anyhow::bail!("use a password of at least 12 characters");
             }
-            println!("{name}:{}", slipway::auth::hash_password(password));
+            println!("{name}:{}", slipway_http::auth::hash_password(password));
             return Ok(true);
         }
         _ => {}
@@ -397,7 +397,7 @@ async fn env_command(
     json: bool,
     cwd: &std::path::Path,
 ) -> anyhow::Result<bool> {
-    let aws = slipway::aws::load_config().await;
+    let aws = slipway_control::aws::load_config().await;
     let print = !json;
     match action {
         EnvAction::Create {

@@ -3,7 +3,7 @@
 //! two subnets of its default VPC.
 
 use aws_config::SdkConfig;
-use slipway::names::EnvRef;
+use slipway_core::names::EnvRef;
 
 use crate::commands::envs::{self, ControlPlane, StackSettings};
 use crate::context::DevState;
@@ -32,6 +32,6 @@ pub async fn create_stack(
 
 /// `ship dev env create`: against the running `ship dev`'s emulator.
 pub async fn create(state: &DevState, env: &EnvRef, instances: u32) -> anyhow::Result<()> {
-    let config = super::emulator::sdk_config(&state.aws_endpoint).await;
+    let config = slipway_local::emulator::sdk_config(&state.aws_endpoint).await;
     create_stack(&config, envs::TEMPLATE, env, &state.bucket, instances).await
 }

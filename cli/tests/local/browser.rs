@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use ship::dev::Platform;
-use slipway::names::EnvRef;
+use slipway_core::names::EnvRef;
+use slipway_local::Platform;
 
 use crate::support::*;
 
@@ -212,7 +212,7 @@ async fn current_of(platform: &Platform, env: &EnvRef) -> Option<String> {
 }
 
 async fn deploys_of(platform: &Platform, env: &EnvRef) -> usize {
-    slipway::rollout::Deploys::new(platform.store.clone())
+    slipway_control::rollout::Deploys::new(platform.store.clone())
         .list(env, 100)
         .await
         .unwrap()

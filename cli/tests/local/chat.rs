@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use ship::dev::Platform;
+use slipway_local::Platform;
 
 use crate::support::*;
 
@@ -50,8 +50,11 @@ async fn slash(
         response_url.replace(':', "%3A").replace('/', "%2F")
     );
     let ts = (chrono::Utc::now().timestamp() - age).to_string();
-    let signature =
-        slipway::chat::slack::signature(platform.slack_secret.as_bytes(), &ts, body.as_bytes());
+    let signature = slipway_http::chat::slack::signature(
+        platform.slack_secret.as_bytes(),
+        &ts,
+        body.as_bytes(),
+    );
     let response = reqwest::Client::new()
         .post(format!("{}/chat/slack", platform.url))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -69,7 +72,7 @@ async fn slash(
 async fn a_slash_command_deploys_and_its_progress_reaches_slack_and_the_webhook() {
     let work = tempfile::tempdir().unwrap();
     let platform = platform(work.path()).await;
-    let env = slipway::names::EnvRef::parse("hello", "prod").unwrap();
+    let env = slipway_core::names::EnvRef::parse("hello", "prod").unwrap();
     booted_environment(&platform, &env, 2).await;
     let (hooks, seen) = stand_in().await;
     let good = [

@@ -75,12 +75,12 @@ async fn the_command_line_says_what_to_do_next_when_something_is_wrong() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&tags.stdout).trim(), "r1");
 
-    let env = slipway::names::EnvRef::parse("cli", "prod").unwrap();
+    let env = slipway_core::names::EnvRef::parse("cli", "prod").unwrap();
     let now = chrono::Utc::now();
-    slipway::rollout::lock::acquire(
+    slipway_control::rollout::lock::acquire(
         platform.store.objects(),
         &env,
-        slipway::rollout::lock::Lock::new("d1-held", "bob", now),
+        slipway_control::rollout::lock::Lock::new("d1-held", "bob", now),
         now,
     )
     .await
@@ -161,10 +161,10 @@ fn a_users_file_line_is_made_from_a_password_on_stdin_and_authenticates() {
     assert!(line.starts_with("alice:$argon2"), "{line}");
     assert!(!line.contains("horse"));
 
-    let users = slipway::auth::Users::parse(&line).unwrap();
-    let header = slipway::auth::basic_header("alice", "correct horse battery staple");
+    let users = slipway_http::auth::Users::parse(&line).unwrap();
+    let header = slipway_http::auth::basic_header("alice", "correct horse battery staple");
     assert_eq!(users.authenticate(Some(&header)).as_deref(), Some("alice"));
-    let wrong = slipway::auth::basic_header("alice", "wrong");
+    let wrong = slipway_http::auth::basic_header("alice", "wrong");
     assert_eq!(users.authenticate(Some(&wrong)), None);
 }
 

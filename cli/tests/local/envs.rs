@@ -4,14 +4,16 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn environments_are_created_and_destroyed_with_the_users_credentials() {
-    let emulator = ship::dev::emulator::Emulator::start(&repo()).await.unwrap();
+    let emulator = slipway_local::emulator::Emulator::start(&repo())
+        .await
+        .unwrap();
     let config = emulator.sdk_config().await;
     let work = tempfile::tempdir().unwrap();
-    let aws = ship::dev::emulator::aws_env(&emulator.endpoint);
+    let aws = slipway_local::emulator::aws_env(&emulator.endpoint);
     let env: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let run = |args: &[&str]| ship(work.path(), args, &env);
     let group = || async {
-        slipway::aws::autoscaling_client(&config)
+        slipway_control::aws::autoscaling_client(&config)
             .describe_auto_scaling_groups()
             .auto_scaling_group_names("hello-qa")
             .send()

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use slipway::names::EnvRef;
+use slipway_core::names::EnvRef;
 
 use crate::support::*;
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ship::dev::{Platform, PlatformOptions, agent_binary};
+use slipway_local::{Platform, PlatformOptions, agent_binary};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -38,7 +38,7 @@ pub async fn platform(work: &Path) -> Platform {
 /// and waits until the local fleet has booted them all.
 pub async fn booted_environment(
     platform: &Platform,
-    env: &slipway::names::EnvRef,
+    env: &slipway_core::names::EnvRef,
     instances: usize,
 ) {
     ship::dev::env::create_stack(
@@ -71,7 +71,7 @@ pub fn credentials(platform: &Platform) -> [(&'static str, String); 3] {
 
 /// Runs `ship -a <app> -e <env> ARGS` in `examples/hello` against
 /// `platform` and expects it to succeed.
-pub fn ship_ok(platform: &Platform, env: &slipway::names::EnvRef, args: &[&str]) -> Output {
+pub fn ship_ok(platform: &Platform, env: &slipway_core::names::EnvRef, args: &[&str]) -> Output {
     let creds = credentials(platform);
     let creds: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut all = vec!["-a", env.app.as_str(), "-e", env.env.as_str()];

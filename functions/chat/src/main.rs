@@ -7,27 +7,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_http::Error;
-use slipway::chat::{Chat, ChatSettings};
-use slipway::fleet::aws::AwsFleet;
-use slipway::rollout::Deploys;
-use slipway::settings::ReleaseSettings;
-use slipway::store::{ReleaseStore, S3Objects};
+use slipway_control::fleet::aws::AwsFleet;
+use slipway_control::rollout::Deploys;
+use slipway_control::store::ReleaseStore;
+use slipway_core::objects::S3Objects;
+use slipway_core::settings::ReleaseSettings;
+use slipway_http::chat::{Chat, ChatSettings};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    slipway::telemetry::init();
+    slipway_http::telemetry::init();
     let settings = ReleaseSettings::from_env()?;
-    let aws = slipway::aws::load_config().await;
-    let launcher = slipway::rollout::launch::deploy_launcher_from_env(&aws)
+    let aws = slipway_control::aws::load_config().await;
+    let launcher = slipway_control::rollout::launch::deploy_launcher_from_env(&aws)
         .ok_or("SLIPWAY_DEPLOY_FUNCTION is not set")?;
-    let secret = slipway::aws::secret(
-        &slipway::aws::ssm_client(&aws),
+    let secret = slipway_control::aws::secret(
+        &slipway_control::aws::ssm_client(&aws),
         std::env::var("SLIPWAY_SLACK_SECRET_PARAM").ok().as_deref(),
         std::env::var("SLIPWAY_SLACK_SECRET").ok().as_deref(),
     )
     .await?;
     let store = ReleaseStore::new(
-        S3Objects::new(slipway::aws::s3_client(&aws), &settings.bucket),
+        S3Objects::new(slipway_core::objects::s3_client(&aws), &settings.bucket),
         settings.limits,
     );
     let chat = Chat {
@@ -38,5 +39,5 @@ async fn main() -> Result<(), Error> {
             std::env::var(k).ok()
         })),
     };
-    lambda_http::run(slipway::api::chat::router(chat)).await
+    lambda_http::run(slipway_http::api::chat::router(chat)).await
 }

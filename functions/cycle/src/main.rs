@@ -8,23 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_runtime::{Error, service_fn};
-use slipway::api::{AppState, FleetState, cycle};
-use slipway::cycle::{CycleOptions, Cycles, run_queued_cycle};
-use slipway::fleet::aws::AwsFleet;
-use slipway::names::EnvRef;
-use slipway::rollout::launch::{JobKind, LambdaLauncher};
-use slipway::rollout::{Deploys, Launcher};
-use slipway::settings::ReleaseSettings;
+use slipway_control::cycle::{CycleOptions, Cycles, run_queued_cycle};
+use slipway_control::fleet::aws::AwsFleet;
+use slipway_control::rollout::launch::{JobKind, LambdaLauncher};
+use slipway_control::rollout::{Deploys, Launcher};
+use slipway_core::names::EnvRef;
+use slipway_core::settings::ReleaseSettings;
+use slipway_http::api::{AppState, FleetState, cycle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    slipway::telemetry::init();
+    slipway_http::telemetry::init();
     let settings = ReleaseSettings::from_env()?;
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
         .map_err(|_| "AWS_LAMBDA_FUNCTION_NAME is not set (Lambda sets it)")?;
-    let aws = slipway::aws::load_config().await;
+    let aws = slipway_control::aws::load_config().await;
     let launcher: Arc<dyn Launcher> = Arc::new(LambdaLauncher::new(
-        slipway::aws::lambda_client(&aws),
+        slipway_control::aws::lambda_client(&aws),
         function,
         JobKind::Cycle,
     ));
@@ -39,7 +39,7 @@ async fn main() -> Result<(), Error> {
     });
     lambda_runtime::run(service_fn(move |event| {
         let (cycles, fleet, launcher) = (cycles.clone(), fleet.clone(), launcher.clone());
-        slipway::lambda::worker_handler(
+        slipway_http::lambda::worker_handler(
             router.clone(),
             JobKind::Cycle,
             move |env: EnvRef, id: String, time_left| async move {

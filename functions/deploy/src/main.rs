@@ -7,28 +7,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_runtime::{Error, service_fn};
-use slipway::api::{AppState, deploys};
-use slipway::fleet::aws::AwsFleet;
-use slipway::names::{EnvRef, ReleaseId};
-use slipway::rollout::engine::release_url;
-use slipway::rollout::launch::{JobKind, LambdaLauncher};
-use slipway::rollout::{Deploys, Launcher, Options, run_queued};
-use slipway::runner::ssm::SsmRunner;
-use slipway::settings::ReleaseSettings;
+use slipway_control::fleet::aws::AwsFleet;
+use slipway_control::rollout::engine::release_url;
+use slipway_control::rollout::launch::{JobKind, LambdaLauncher};
+use slipway_control::rollout::{Deploys, Launcher, Options, run_queued};
+use slipway_control::runner::ssm::SsmRunner;
+use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::settings::ReleaseSettings;
+use slipway_http::api::{AppState, deploys};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    slipway::telemetry::init();
+    slipway_http::telemetry::init();
     let settings = ReleaseSettings::from_env()?;
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
         .map_err(|_| "AWS_LAMBDA_FUNCTION_NAME is not set (Lambda sets it)")?;
     let document =
         std::env::var("SLIPWAY_DEPLOY_DOCUMENT").unwrap_or_else(|_| "Slipway-Deploy".into());
-    let aws = slipway::aws::load_config().await;
-    let ssm = slipway::aws::ssm_client(&aws);
+    let aws = slipway_control::aws::load_config().await;
+    let ssm = slipway_control::aws::ssm_client(&aws);
     let mut state = AppState::load(&settings, &aws).await?;
     let launcher: Arc<dyn Launcher> = Arc::new(LambdaLauncher::new(
-        slipway::aws::lambda_client(&aws),
+        slipway_control::aws::lambda_client(&aws),
         function,
         JobKind::Deploy,
     ));
@@ -47,7 +47,7 @@ async fn main() -> Result<(), Error> {
             document.clone(),
             Some(launcher.clone()),
         );
-        slipway::lambda::worker_handler(
+        slipway_http::lambda::worker_handler(
             router.clone(),
             JobKind::Deploy,
             move |env: EnvRef, id: String, time_left| async move {
@@ -55,7 +55,7 @@ async fn main() -> Result<(), Error> {
                     ssm,
                     document,
                     bucket.clone(),
-                    format!("{}deploys/{id}/output/", env.prefix()),
+                    slipway_core::keys::deploy_output_prefix(&env, &id),
                 );
                 let env_settings = deploys.settings(&env).await?;
                 let record = deploys.get(&env, &id).await?;

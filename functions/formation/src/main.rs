@@ -8,31 +8,31 @@
 use std::time::Duration;
 
 use lambda_http::Error;
-use slipway::api::{AppState, FleetState, formation};
-use slipway::fleet::aws::AwsFleet;
-use slipway::settings::ReleaseSettings;
+use slipway_control::fleet::aws::AwsFleet;
+use slipway_core::settings::ReleaseSettings;
+use slipway_http::api::{AppState, FleetState, formation};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    slipway::telemetry::init();
+    slipway_http::telemetry::init();
     let settings = ReleaseSettings::from_env()?;
-    let aws = slipway::aws::load_config().await;
+    let aws = slipway_control::aws::load_config().await;
     let mut app = AppState::load(&settings, &aws).await?;
-    app.launcher = slipway::rollout::launch::deploy_launcher_from_env(&aws);
+    app.launcher = slipway_control::rollout::launch::deploy_launcher_from_env(&aws);
     let users = app.users.clone();
     let fleet = AwsFleet::new(&aws, Duration::from_secs(5));
-    let logs = slipway::logs::Logs::new(&aws);
+    let logs = slipway_control::logs::Logs::new(&aws);
     let routes = formation::routes()
-        .merge(slipway::web::routes())
+        .merge(slipway_http::web::routes())
         .with_state(FleetState {
             app,
             fleet,
-            metrics: Some(slipway::metrics::Metrics::from_config(&aws, 60)),
+            metrics: Some(slipway_control::metrics::Metrics::from_config(&aws, 60)),
         })
         .merge(
-            slipway::api::logs::routes()
-                .merge(slipway::web::log_routes())
+            slipway_http::api::logs::routes()
+                .merge(slipway_http::web::log_routes())
                 .with_state(logs),
         );
-    lambda_http::run(slipway::api::serve(routes, users)).await
+    lambda_http::run(slipway_http::api::serve(routes, users)).await
 }

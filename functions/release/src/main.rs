@@ -5,20 +5,25 @@
 //! on start a deploy by invoking the deploy function asynchronously.
 
 use lambda_runtime::{Error, service_fn};
-use slipway::api::{AppState, releases};
-use slipway::settings::ReleaseSettings;
+use slipway_core::settings::ReleaseSettings;
+use slipway_http::api::{AppState, releases};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    slipway::telemetry::init();
+    slipway_http::telemetry::init();
     let settings = ReleaseSettings::from_env()?;
-    let aws = slipway::aws::load_config().await;
+    let aws = slipway_control::aws::load_config().await;
     let state = AppState::load(&settings, &aws).await?;
-    let deployer = slipway::rollout::launch::deploy_launcher_from_env(&aws);
+    let deployer = slipway_control::rollout::launch::deploy_launcher_from_env(&aws);
     let store = state.store.clone();
     let router = releases::router(state);
     lambda_runtime::run(service_fn(move |event| {
-        slipway::lambda::release_handler(router.clone(), store.clone(), deployer.clone(), event)
+        slipway_http::lambda::release_handler(
+            router.clone(),
+            store.clone(),
+            deployer.clone(),
+            event,
+        )
     }))
     .await
 }

@@ -8,7 +8,7 @@
 //! on an instance.
 
 use serde_json::Value;
-use slipway::names::EnvRef;
+use slipway_core::names::EnvRef;
 
 const TEMPLATE: &str = include_str!("../../../infra/base-image/cloudwatch-agent.json");
 const RSYSLOG: &str = include_str!("../../../infra/base-image/rsyslog-slipway.conf");
@@ -30,7 +30,10 @@ fn logs_go_to_the_group_and_stream_log_search_reads() {
         .as_array()
         .unwrap();
     assert_eq!(files.len(), 1);
-    assert_eq!(files[0]["log_group_name"], slipway::logs::group_name(&env));
+    assert_eq!(
+        files[0]["log_group_name"],
+        slipway_control::logs::group_name(&env)
+    );
     assert_eq!(files[0]["log_stream_name"], "{instance_id}");
     assert_eq!(files[0]["file_path"], "/var/log/slipway/journal.log");
     // A timestamp format would also become the multi-line start pattern and
@@ -43,7 +46,7 @@ fn logs_go_to_the_group_and_stream_log_search_reads() {
 fn metrics_carry_the_names_and_dimensions_the_formation_queries() {
     let env = EnvRef::parse("hello", "production").unwrap();
     let metrics = &rendered(&env)["metrics"];
-    assert_eq!(metrics["namespace"], slipway::metrics::NAMESPACE);
+    assert_eq!(metrics["namespace"], slipway_core::metric_names::NAMESPACE);
     assert_eq!(
         metrics["append_dimensions"]["InstanceId"],
         "${aws:InstanceId}"
@@ -56,7 +59,7 @@ fn metrics_carry_the_names_and_dimensions_the_formation_queries() {
                 "InstanceId",
                 "slipway:app",
                 "slipway:env",
-                slipway::metrics::PROCESS_DIMENSION
+                slipway_core::metric_names::PROCESS_DIMENSION
             ]
         ]),
         "the aggregated series have exactly the dimensions the formation asks for, \
@@ -65,8 +68,8 @@ fn metrics_carry_the_names_and_dimensions_the_formation_queries() {
     );
     let collected = &metrics["metrics_collected"];
     for (plugin, name) in [
-        ("cpu", slipway::metrics::CPU),
-        ("mem", slipway::metrics::MEMORY),
+        ("cpu", slipway_core::metric_names::CPU),
+        ("mem", slipway_core::metric_names::MEMORY),
     ] {
         let renamed: Vec<&str> = collected[plugin]["measurement"]
             .as_array()

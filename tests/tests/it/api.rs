@@ -9,11 +9,12 @@ use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use slipway::api::{AppState, releases};
-use slipway::auth::{Users, basic_header, hash_password};
-use slipway::names::EnvRef;
-use slipway::store::{ReleaseStore, S3Objects, UploadOutcome};
-use slipway::testing::app_archive;
+use slipway_control::store::{ReleaseStore, UploadOutcome};
+use slipway_core::names::EnvRef;
+use slipway_core::objects::S3Objects;
+use slipway_core::testing::app_archive;
+use slipway_http::api::{AppState, releases};
+use slipway_http::auth::{Users, basic_header, hash_password};
 use slipway_tests::World;
 use tower::ServiceExt;
 
@@ -371,7 +372,7 @@ async fn config_is_masked_unless_revealed_and_a_change_answers_with_the_new_rele
         .store
         .set_current(
             &EnvRef::parse("conf", "prod").unwrap(),
-            slipway::names::ReleaseId::FIRST,
+            slipway_core::names::ReleaseId::FIRST,
         )
         .await
         .unwrap();
@@ -564,7 +565,7 @@ async fn an_api_gateway_v2_request_reaches_the_router_through_the_lambda_handler
         "/apps/gw/envs/prod/releases/r1",
         Some(basic_header("alice", PASSWORD)),
     );
-    let out = slipway::lambda::release_handler(
+    let out = slipway_http::lambda::release_handler(
         router.clone(),
         world.store.clone(),
         None,
@@ -577,7 +578,7 @@ async fn an_api_gateway_v2_request_reaches_the_router_through_the_lambda_handler
     assert_eq!(body["id"], "r1");
 
     let event = apigw_event("GET", "/apps/gw/envs/prod/releases/r1", None);
-    let out = slipway::lambda::release_handler(
+    let out = slipway_http::lambda::release_handler(
         router,
         world.store.clone(),
         None,
@@ -591,7 +592,7 @@ async fn an_api_gateway_v2_request_reaches_the_router_through_the_lambda_handler
 #[tokio::test]
 async fn users_load_from_a_securestring_parameter_at_cold_start() {
     let world = World::new().await;
-    let ssm = slipway::aws::ssm_client(&world.config);
+    let ssm = slipway_control::aws::ssm_client(&world.config);
     let name = format!("/{}/users", slipway_tests::unique_name("slipway"));
     let text = format!("carol:{}\n", hash_password("s3cret"));
     ssm.put_parameter()

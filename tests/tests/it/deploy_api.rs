@@ -9,12 +9,12 @@ use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use slipway::api::AppState;
-use slipway::auth::basic_header;
-use slipway::names::EnvRef;
-use slipway::rollout::launch::JobKind;
-use slipway::store::{ReleaseStore, UploadOutcome};
-use slipway::testing::app_archive;
+use slipway_control::rollout::launch::JobKind;
+use slipway_control::store::{ReleaseStore, UploadOutcome};
+use slipway_core::names::EnvRef;
+use slipway_core::testing::app_archive;
+use slipway_http::api::AppState;
+use slipway_http::auth::basic_header;
 use slipway_tests::World;
 use tower::ServiceExt;
 
@@ -37,7 +37,7 @@ struct Launches {
     fail: std::sync::atomic::AtomicBool,
 }
 
-impl slipway::rollout::Launcher for Launches {
+impl slipway_control::rollout::Launcher for Launches {
     fn launch(
         &self,
         _env: EnvRef,
@@ -58,7 +58,7 @@ fn deploy_router(store: ReleaseStore) -> Router {
 }
 
 fn deploy_router_with(store: ReleaseStore, launches: Arc<Launches>) -> Router {
-    slipway::api::deploys::router(AppState {
+    slipway_http::api::deploys::router(AppState {
         store,
         users: users(),
         launcher: Some(launches),
@@ -194,8 +194,8 @@ async fn the_syslog_destination_is_shown_without_its_port_survives_a_round_trip_
 async fn deploys_are_listed_shown_and_cancelled_and_bad_ids_are_not_found() {
     let world = World::new().await;
     let env = first_release(&world).await;
-    let deploys = slipway::rollout::Deploys::new(world.store.clone());
-    let start = slipway::rollout::StartDeploy {
+    let deploys = slipway_control::rollout::Deploys::new(world.store.clone());
+    let start = slipway_control::rollout::StartDeploy {
         user: "alice".into(),
         ..Default::default()
     };
@@ -404,7 +404,7 @@ async fn the_worker_handler_sends_its_own_events_to_the_worker_and_the_rest_to_t
     };
     let event =
         json!({"slipway": "run-deploy", "app": "hello", "env": "prod", "deploy_id": "d1-abc"});
-    let out = slipway::lambda::worker_handler(
+    let out = slipway_http::lambda::worker_handler(
         router.clone(),
         JobKind::Deploy,
         worker,
@@ -416,7 +416,7 @@ async fn the_worker_handler_sends_its_own_events_to_the_worker_and_the_rest_to_t
     assert_eq!(seen.lock().unwrap().as_deref(), Some("hello/prod d1-abc"));
 
     let event = apigw_event("GET", "/apps/hello/envs/prod/settings", None);
-    let out = slipway::lambda::worker_handler(
+    let out = slipway_http::lambda::worker_handler(
         router,
         JobKind::Deploy,
         |_: EnvRef, _: String, _| async { panic!("not a worker event") },

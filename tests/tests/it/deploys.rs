@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use slipway::deploys::DeployStatus;
-use slipway::fleet::{Fleet, FleetError, InstanceId};
-use slipway::names::{EnvRef, ReleaseId};
-use slipway::rollout::{DeployError, Deploys, Options, StartDeploy, run_queued};
-use slipway::runner::{AgentCommand, Invocation, RunStatus, Runner, RunnerError};
-use slipway::store::{S3Objects, UploadOutcome};
-use slipway::testing::app_archive;
+use slipway_control::fleet::{Fleet, FleetError, InstanceId};
+use slipway_control::rollout::{DeployError, Deploys, Options, StartDeploy, run_queued};
+use slipway_control::runner::{AgentCommand, Invocation, RunStatus, Runner, RunnerError};
+use slipway_control::store::UploadOutcome;
+use slipway_core::deploys::DeployStatus;
+use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::objects::S3Objects;
+use slipway_core::testing::app_archive;
 use slipway_tests::World;
 
 fn env() -> EnvRef {
@@ -74,7 +75,7 @@ impl Runner for Agents {
         targets: &[InstanceId],
         _: &AgentCommand,
         _: Duration,
-        _: slipway::runner::Cancel<'_>,
+        _: slipway_control::runner::Cancel<'_>,
     ) -> Result<Vec<Invocation>, RunnerError> {
         Ok(targets
             .iter()
@@ -94,7 +95,7 @@ impl Runner for Agents {
     }
 }
 
-async fn run(d: &Deploys, id: &str, fail: bool) -> slipway::rollout::DeployRecord {
+async fn run(d: &Deploys, id: &str, fail: bool) -> slipway_control::rollout::DeployRecord {
     let fleet = Healthy(vec![
         InstanceId::parse("i-1").unwrap(),
         InstanceId::parse("i-2").unwrap(),
@@ -261,7 +262,7 @@ impl Runner for Stuck {
         targets: &[InstanceId],
         _: &AgentCommand,
         _: Duration,
-        cancel: slipway::runner::Cancel<'_>,
+        cancel: slipway_control::runner::Cancel<'_>,
     ) -> Result<Vec<Invocation>, RunnerError> {
         cancel.await;
         Ok(targets
@@ -322,7 +323,7 @@ async fn a_cancel_through_the_store_stops_the_running_batch() {
 #[derive(Default)]
 struct Relay(std::sync::atomic::AtomicUsize);
 
-impl slipway::rollout::Launcher for Relay {
+impl slipway_control::rollout::Launcher for Relay {
     fn launch(&self, _: EnvRef, _: String) -> futures::future::BoxFuture<'_, Result<(), String>> {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async { Ok(()) })
@@ -352,7 +353,7 @@ async fn a_deploy_longer_than_one_worker_is_handed_over_through_the_store_and_fi
 
     let mut done = None;
     for _ in 0..10 {
-        let launched: std::sync::Arc<dyn slipway::rollout::Launcher> = relay.clone();
+        let launched: std::sync::Arc<dyn slipway_control::rollout::Launcher> = relay.clone();
         let after = run_queued(
             &d,
             &env(),

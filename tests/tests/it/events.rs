@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use slipway::events::handle_sqs_event;
-use slipway::testing::app_archive;
+use slipway_control::events::handle_sqs_event;
+use slipway_core::testing::app_archive;
 use slipway_tests::World;
 
 fn docs_event() -> Value {
@@ -14,7 +14,7 @@ fn docs_event() -> Value {
 
 async fn invoke(world: &World, event: Value) -> Result<Value, lambda_runtime::Error> {
     let router = axum::Router::new();
-    slipway::lambda::release_handler(
+    slipway_http::lambda::release_handler(
         router,
         world.store.clone(),
         None,
@@ -225,13 +225,13 @@ async fn a_real_notification_delivered_by_the_emulator_through_sqs_becomes_a_rel
     let m = world
         .store
         .release(
-            &slipway::names::EnvRef::parse("sqs", "prod").unwrap(),
-            slipway::names::ReleaseId::FIRST,
+            &slipway_core::names::EnvRef::parse("sqs", "prod").unwrap(),
+            slipway_core::names::ReleaseId::FIRST,
         )
         .await
         .unwrap();
     assert!(
-        matches!(&m.origin, slipway::store::Origin::Upload { key: k, .. } if k == key),
+        matches!(&m.origin, slipway_core::manifest::Origin::Upload { key: k, .. } if k == key),
         "{:?}",
         m.origin
     );
@@ -247,7 +247,7 @@ async fn a_real_notification_delivered_by_the_emulator_through_sqs_becomes_a_rel
     let page = world
         .store
         .list_releases(
-            &slipway::names::EnvRef::parse("sqs", "prod").unwrap(),
+            &slipway_core::names::EnvRef::parse("sqs", "prod").unwrap(),
             None,
             10,
         )
@@ -260,10 +260,10 @@ async fn a_real_notification_delivered_by_the_emulator_through_sqs_becomes_a_rel
 #[derive(Default)]
 struct Deployer(std::sync::Mutex<Vec<String>>);
 
-impl slipway::rollout::Launcher for Deployer {
+impl slipway_control::rollout::Launcher for Deployer {
     fn launch(
         &self,
-        _env: slipway::names::EnvRef,
+        _env: slipway_core::names::EnvRef,
         id: String,
     ) -> futures::future::BoxFuture<'_, Result<(), String>> {
         self.0.lock().unwrap().push(id);
@@ -278,10 +278,10 @@ async fn upload_with_deployer(world: &World, key: &str, deployer: &Arc<Deployer>
     let mut event = docs_event();
     event["Records"][0]["s3"]["bucket"]["name"] = json!(world.bucket);
     event["Records"][0]["s3"]["object"]["key"] = json!(key);
-    let out = slipway::lambda::release_handler(
+    let out = slipway_http::lambda::release_handler(
         axum::Router::new(),
         world.store.clone(),
-        Some(deployer.clone() as Arc<dyn slipway::rollout::Launcher>),
+        Some(deployer.clone() as Arc<dyn slipway_control::rollout::Launcher>),
         lambda_runtime::LambdaEvent::new(event, Default::default()),
     )
     .await
@@ -302,13 +302,13 @@ async fn with_auto_deploy_on_an_upload_starts_a_deploy_of_its_release() {
     assert_eq!(outcome["outcome"], "created", "{outcome}");
     let id = outcome["deploy"].as_str().unwrap().to_owned();
     assert_eq!(*deployer.0.lock().unwrap(), std::slice::from_ref(&id));
-    let env = slipway::names::EnvRef::parse("auto", "prod").unwrap();
-    let record = slipway::rollout::Deploys::new(world.store.clone())
+    let env = slipway_core::names::EnvRef::parse("auto", "prod").unwrap();
+    let record = slipway_control::rollout::Deploys::new(world.store.clone())
         .get(&env, &id)
         .await
         .unwrap();
     assert_eq!(record.to.to_string(), "r1");
-    assert_eq!(record.status, slipway::deploys::DeployStatus::Queued);
+    assert_eq!(record.status, slipway_core::deploys::DeployStatus::Queued);
     assert!(record.user.starts_with("s3"), "{}", record.user);
 
     // A second upload while that deploy holds the environment: the release

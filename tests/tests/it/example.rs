@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use slipway::archive::{Limits, inspect};
+use slipway_core::archive::{Limits, inspect};
 use slipway_tests::workspace_root;
 
 #[test]
@@ -13,7 +13,7 @@ fn the_example_app_is_a_valid_release_archive() {
     let dir = workspace_root().join("examples/hello");
     let mut tar = tar::Builder::new(Vec::new());
     tar.append_dir_all(".", &dir).unwrap();
-    let bytes = slipway::testing::gzip(&tar.into_inner().unwrap());
+    let bytes = slipway_core::testing::gzip(&tar.into_inner().unwrap());
     let inspection = inspect(&bytes[..], &Limits::default()).unwrap();
     assert_eq!(inspection.procfile.web(), "python3 app.py");
 }

@@ -11,13 +11,13 @@ use axum::Router;
 use futures::future::BoxFuture;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use slipway::api::{AppState, FleetState};
-use slipway::cycle::{CycleOptions, Cycles, run_queued_cycle};
-use slipway::fleet::aws::AwsFleet;
-use slipway::fleet::{Fleet, GroupControl};
-use slipway::names::EnvRef;
-use slipway::rollout::Launcher;
-use slipway::rollout::lock::{self, Lock};
+use slipway_control::cycle::{CycleOptions, Cycles, run_queued_cycle};
+use slipway_control::fleet::aws::AwsFleet;
+use slipway_control::fleet::{Fleet, GroupControl};
+use slipway_control::rollout::Launcher;
+use slipway_control::rollout::lock::{self, Lock};
+use slipway_core::names::EnvRef;
+use slipway_http::api::{AppState, FleetState};
 use slipway_tests::{World, environment_stack, simulate_booting_agents, unique_name};
 
 use crate::api::{ALICE, call, users};
@@ -51,14 +51,14 @@ impl Setup {
     }
 
     fn cycle_router(&self) -> Router {
-        slipway::api::cycle::router(self.state(Some(Arc::new(TaskLauncher {
+        slipway_http::api::cycle::router(self.state(Some(Arc::new(TaskLauncher {
             cycles: Cycles::new(self.world.store.clone()),
             fleet: self.fleet.clone(),
         }))))
     }
 
     fn formation_router(&self) -> Router {
-        slipway::api::formation::router(self.state(None))
+        slipway_http::api::formation::router(self.state(None))
     }
 
     fn path(&self, rest: &str) -> String {
@@ -140,7 +140,7 @@ async fn the_formation_of_a_stack_made_environment_shows_its_instances_and_load_
         .iter()
         .map(|i| i["id"].as_str().unwrap().to_owned())
         .collect();
-    let described = slipway::aws::ec2_client(&s.world.config)
+    let described = slipway_control::aws::ec2_client(&s.world.config)
         .describe_instances()
         .set_instance_ids(Some(ids))
         .send()
@@ -168,7 +168,7 @@ async fn the_apps_overview_lists_environments_with_their_current_release() {
         .upload(
             &s.env,
             "a.tar.gz",
-            slipway::testing::app_archive("python3 app.py"),
+            slipway_core::testing::app_archive("python3 app.py"),
         )
         .await;
     let router = s.formation_router();
@@ -319,7 +319,7 @@ async fn cycling_all_replaces_every_instance_with_one_booting_the_current_releas
         .upload(
             &s.env,
             "a.tar.gz",
-            slipway::testing::app_archive("python3 app.py"),
+            slipway_core::testing::app_archive("python3 app.py"),
         )
         .await;
     let current = s.world.store.current(&s.env).await.unwrap();
@@ -450,7 +450,7 @@ async fn terminating_an_environment_needs_its_name_and_deletes_its_stack() {
         body["terminated"]["destroyed"],
         json!({"kind": "stack", "name": name})
     );
-    let cfn = slipway::aws::cloudformation_client(&s.world.config);
+    let cfn = slipway_control::aws::cloudformation_client(&s.world.config);
     assert!(
         cfn.describe_stacks()
             .stack_name(&name)
@@ -470,7 +470,7 @@ async fn terminating_an_environment_needs_its_name_and_deletes_its_stack() {
 async fn terminating_an_environment_without_a_stack_deletes_its_group() {
     let world = World::new().await;
     let env = EnvRef::parse(&unique_name("g"), "prod").unwrap();
-    let ec2 = slipway::aws::ec2_client(&world.config);
+    let ec2 = slipway_control::aws::ec2_client(&world.config);
     let template = ec2
         .create_launch_template()
         .launch_template_name(env.qualified())
@@ -483,7 +483,7 @@ async fn terminating_an_environment_without_a_stack_deletes_its_group() {
         .send()
         .await
         .unwrap();
-    let asg = slipway::aws::autoscaling_client(&world.config);
+    let asg = slipway_control::aws::autoscaling_client(&world.config);
     asg.create_auto_scaling_group()
         .auto_scaling_group_name(env.qualified())
         .launch_template(

@@ -1,9 +1,9 @@
 //! The environment lock against the emulator's conditional writes.
 
 use chrono::{Duration, Utc};
-use slipway::names::EnvRef;
-use slipway::rollout::lock::{self, Lock, LockError};
-use slipway::store::S3Objects;
+use slipway_control::rollout::lock::{self, Lock, LockError};
+use slipway_core::names::EnvRef;
+use slipway_core::objects::S3Objects;
 use slipway_tests::World;
 
 fn env() -> EnvRef {

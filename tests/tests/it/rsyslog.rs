@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use slipway::names::AppName;
-use slipway::syslog::SyslogDestination;
+use slipway_core::names::AppName;
+use slipway_core::syslog::SyslogDestination;
 
 const BASE: &str = include_str!("../../../infra/base-image/rsyslog-slipway.conf");
 const IMJOURNAL: &str =
@@ -173,7 +173,7 @@ fn journal_lines_of_apps_and_the_agent_become_the_lines_log_search_splits() {
     let split: Vec<(String, String)> = lines(&out, 3)
         .iter()
         .map(|l| {
-            let (process, message) = slipway::logs::split_line(l);
+            let (process, message) = slipway_control::logs::split_line(l);
             (process.to_owned(), message.to_owned())
         })
         .collect();

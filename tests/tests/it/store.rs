@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
-use slipway::archive::{ArchiveFormat, Limits};
-use slipway::names::{EnvName, EnvRef, ReleaseId};
-use slipway::store::{Origin, StoreError, UploadOutcome};
-use slipway::testing::{TarBuilder, app_archive, gzip, zstd_compress};
+use slipway_control::store::{StoreError, UploadOutcome};
+use slipway_core::archive::{ArchiveFormat, Limits};
+use slipway_core::manifest::Origin;
+use slipway_core::names::{EnvName, EnvRef, ReleaseId};
+use slipway_core::testing::{TarBuilder, app_archive, gzip, zstd_compress};
 use slipway_tests::World;
 
 fn env(app: &str, env: &str) -> EnvRef {
@@ -21,7 +22,7 @@ async fn upload(world: &World, e: &EnvRef, name: &str, body: Vec<u8>) -> UploadO
     world.upload(e, name, body).await
 }
 
-fn created(outcome: UploadOutcome) -> slipway::store::Manifest {
+fn created(outcome: UploadOutcome) -> slipway_core::manifest::Manifest {
     match outcome {
         UploadOutcome::Created(m) => m,
         other => panic!("expected a release, got {other:?}"),
@@ -230,8 +231,8 @@ async fn hostile_archives_are_moved_to_rejected_with_a_reason_and_never_become_r
         ),
     ];
     let world = World {
-        store: slipway::store::ReleaseStore::new(
-            slipway::store::S3Objects::new(world.s3.clone(), &world.bucket),
+        store: slipway_control::store::ReleaseStore::new(
+            slipway_core::objects::S3Objects::new(world.s3.clone(), &world.bucket),
             Limits {
                 max_expanded_bytes: 4 << 20,
                 ..Limits::default()

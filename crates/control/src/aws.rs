@@ -1,0 +1,66 @@
+//! AWS clients, built once per process from `aws-config`.
+//!
+//! Tests and the local platform point every client at the emulator with the
+//! SDK's standard `AWS_ENDPOINT_URL`; when an endpoint is overridden, S3 uses
+//! path-style addressing because the emulator has no per-bucket hostnames.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+pub async fn load_config() -> SdkConfig {
+    aws_config::load_defaults(BehaviorVersion::latest()).await
+}
+
+pub fn ssm_client(config: &SdkConfig) -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::new(config)
+}
+
+pub fn ec2_client(config: &SdkConfig) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(config)
+}
+
+pub fn autoscaling_client(config: &SdkConfig) -> aws_sdk_autoscaling::Client {
+    aws_sdk_autoscaling::Client::new(config)
+}
+
+pub fn elb_client(config: &SdkConfig) -> aws_sdk_elasticloadbalancingv2::Client {
+    aws_sdk_elasticloadbalancingv2::Client::new(config)
+}
+
+pub fn lambda_client(config: &SdkConfig) -> aws_sdk_lambda::Client {
+    aws_sdk_lambda::Client::new(config)
+}
+
+pub fn cloudformation_client(config: &SdkConfig) -> aws_sdk_cloudformation::Client {
+    aws_sdk_cloudformation::Client::new(config)
+}
+
+/// A secret: the SecureString parameter `param` (decrypted), else `inline`
+/// (local runs). Errors name the parameter, never a value.
+pub async fn secret(
+    ssm: &aws_sdk_ssm::Client,
+    param: Option<&str>,
+    inline: Option<&str>,
+) -> Result<String, String> {
+    match (
+        param.filter(|p| !p.is_empty()),
+        inline.filter(|v| !v.is_empty()),
+    ) {
+        (Some(name), _) => ssm
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "reading the parameter {name}: {}",
+                    aws_sdk_ssm::error::DisplayErrorContext(e)
+                )
+            })?
+            .parameter
+            .and_then(|p| p.value)
+            .ok_or_else(|| format!("the parameter {name} is empty")),
+        (None, Some(value)) => Ok(value.to_owned()),
+        (None, None) => Err("no secret configured".into()),
+    }
+}

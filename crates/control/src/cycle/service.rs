@@ -1,0 +1,543 @@
+//! Cycles, scalings and termination as the API sees them: checks, the
+//! lock, the records; and the S3 cycle log the engine writes through.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::engine::{CycleEngine, CycleLog, CycleOptions};
+use super::{CycleMode, CycleRecord, CycleStep, StepStatus, cycles_prefix, is_cycle_id};
+use crate::fleet::{Destroyed, Fleet, FleetError, GroupControl, InstanceId, Sizes};
+use crate::rollout::Launcher;
+use crate::rollout::lock::{self, Held, Lock, LockError};
+use crate::rollout::service::new_record_id;
+use crate::store::{ReleaseStore, StoreError};
+use slipway_core::deploys::DeployStatus;
+use slipway_core::names::EnvRef;
+use slipway_core::objects::{ObjectError, S3Objects, Write};
+
+/// The most instances a scaling may ask for; a typo guard, not AWS's limit.
+pub const MAX_INSTANCES: i32 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error(
+        "{} by {} holds the environment since {}",
+        .0.holder(), .0.user, .0.acquired_at.to_rfc3339()
+    )]
+    Locked(Box<Lock>),
+    #[error("{instance} is not an instance of {env}")]
+    NotMember { instance: InstanceId, env: String },
+    #[error("{0} has no instances in service to cycle")]
+    NoInstances(String),
+    #[error("cycle {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    BadScale(String),
+    #[error("to terminate the environment, confirm with its name: ?confirm={0}")]
+    Unconfirmed(String),
+    #[error("{0} has no Auto Scaling group")]
+    NoGroup(String),
+    #[error(transparent)]
+    Fleet(FleetError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+    #[error("the environment lock: {0}")]
+    Lock(String),
+}
+
+impl From<FleetError> for CycleError {
+    fn from(e: FleetError) -> Self {
+        match e {
+            FleetError::NoGroup(env) => Self::NoGroup(env),
+            e => Self::Fleet(e),
+        }
+    }
+}
+
+impl From<LockError> for CycleError {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Held(holder) => Self::Locked(Box::new(holder)),
+            e => Self::Lock(e.to_string()),
+        }
+    }
+}
+
+/// `PATCH …/scale`: any of the group's sizes.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub desired: Option<i32>,
+    pub min: Option<i32>,
+    pub max: Option<i32>,
+}
+
+impl ScaleRequest {
+    /// The sizes after the change, if they make sense together.
+    pub fn apply(self, current: Sizes) -> Result<Sizes, CycleError> {
+        if self.desired.is_none() && self.min.is_none() && self.max.is_none() {
+            return Err(CycleError::BadScale(
+                "say what to change: desired, min and/or max".into(),
+            ));
+        }
+        for (name, value) in [
+            ("desired", self.desired),
+            ("min", self.min),
+            ("max", self.max),
+        ] {
+            if let Some(v) = value
+                && !(0..=MAX_INSTANCES).contains(&v)
+            {
+                return Err(CycleError::BadScale(format!(
+                    "{name} must be between 0 and {MAX_INSTANCES}"
+                )));
+            }
+        }
+        let to = Sizes {
+            min: self.min.unwrap_or(current.min),
+            max: self.max.unwrap_or(current.max),
+            desired: self.desired.unwrap_or(current.desired),
+        };
+        if to.min > to.max {
+            return Err(CycleError::BadScale(format!(
+                "min {} is above max {}",
+                to.min, to.max
+            )));
+        }
+        if !(to.min..=to.max).contains(&to.desired) {
+            return Err(CycleError::BadScale(format!(
+                "desired {} is outside the group's bounds {}..{}; change min or max with it",
+                to.desired, to.min, to.max
+            )));
+        }
+        Ok(to)
+    }
+}
+
+/// `<app>/<env>/scales/<id>.json`: who changed the group's sizes, from what
+/// to what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleRecord {
+    pub id: String,
+    pub user: String,
+    pub from: Sizes,
+    pub to: Sizes,
+    pub at: DateTime<Utc>,
+}
+
+/// `<app>/<env>/terminated.json`: who terminated the environment and what
+/// went with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Termination {
+    pub user: String,
+    pub destroyed: Destroyed,
+    pub at: DateTime<Utc>,
+}
+
+pub use slipway_core::keys::termination_key;
+use slipway_core::keys::{cycle_cancel_key as cancel_key, cycle_key as record_key};
+
+fn json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).expect("records always serialise")
+}
+
+#[derive(Clone)]
+pub struct Cycles {
+    pub objects: S3Objects,
+    pub store: ReleaseStore,
+}
+
+impl Cycles {
+    pub fn new(store: ReleaseStore) -> Self {
+        Self {
+            objects: store.objects().clone(),
+            store,
+        }
+    }
+
+    /// Refuses while a deploy or cycle holds the environment: a standby
+    /// batch's sizes or a cycle's replacements must not be disturbed.
+    async fn ensure_unlocked(&self, env: &EnvRef, now: DateTime<Utc>) -> Result<(), CycleError> {
+        match lock::read(&self.objects, env).await? {
+            Some((holder, _)) if holder.expires_at > now => {
+                Err(CycleError::Locked(Box::new(holder)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Terminates one instance of the environment; the group replaces it.
+    pub async fn cycle_one<G: GroupControl>(
+        &self,
+        fleet: &G,
+        env: &EnvRef,
+        instance: InstanceId,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> Result<CycleRecord, CycleError> {
+        self.ensure_unlocked(env, now).await?;
+        let members = fleet.members(env).await?;
+        if !members.iter().any(|m| m.id == instance) {
+            return Err(CycleError::NotMember {
+                instance,
+                env: env.qualified(),
+            });
+        }
+        fleet.terminate(env, &instance).await?;
+        let mut step = CycleStep::pending(instance);
+        step.status = StepStatus::Terminated;
+        step.started_at = Some(now);
+        step.finished_at = Some(Utc::now());
+        let record = CycleRecord {
+            id: new_record_id('c', now),
+            app: env.app.clone(),
+            env: env.env.clone(),
+            user: user.to_owned(),
+            mode: CycleMode::One,
+            status: DeployStatus::Succeeded,
+            release: self.store.current(env).await?.map(|r| r.to_string()),
+            steps: vec![step],
+            cause: None,
+            notes: vec!["the group launches a replacement, which boots the current release".into()],
+            workers: 0,
+            handed_off: false,
+            created_at: now,
+            finished_at: Some(Utc::now().max(now)),
+        };
+        self.save(env, &record, Write::IfAbsent).await?;
+        Ok(record)
+    }
+
+    /// Locks the environment and queues the cycle of every instance in
+    /// service; the caller launches its worker.
+    pub async fn start_all<G: GroupControl>(
+        &self,
+        fleet: &G,
+        env: &EnvRef,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(CycleRecord, Held), CycleError> {
+        let members = fleet.members(env).await?;
+        let steps: Vec<CycleStep> = members
+            .into_iter()
+            .filter(|m| m.in_service())
+            .map(|m| CycleStep::pending(m.id))
+            .collect();
+        if steps.is_empty() {
+            return Err(CycleError::NoInstances(env.qualified()));
+        }
+        let release = self.store.current(env).await?.map(|r| r.to_string());
+        let id = new_record_id('c', now);
+        let held = lock::acquire(&self.objects, env, Lock::new(&id, user, now), now).await?;
+        let mut notes = Vec::new();
+        if steps.len() == 1 {
+            notes.push("a group of one instance is unavailable while it is replaced".into());
+        }
+        let record = CycleRecord {
+            id,
+            app: env.app.clone(),
+            env: env.env.clone(),
+            user: user.to_owned(),
+            mode: CycleMode::All,
+            status: DeployStatus::Queued,
+            release,
+            steps,
+            cause: None,
+            notes,
+            workers: 0,
+            handed_off: false,
+            created_at: now,
+            finished_at: None,
+        };
+        if let Err(e) = self.save(env, &record, Write::IfAbsent).await {
+            let _ = lock::release(&self.objects, env, &held).await;
+            return Err(e);
+        }
+        Ok((record, held))
+    }
+
+    /// A queued cycle that could not be launched: record why, free the
+    /// environment.
+    pub async fn abandon(&self, env: &EnvRef, mut record: CycleRecord, held: &Held, cause: &str) {
+        record.status = DeployStatus::Failed;
+        record.cause = Some(cause.to_owned());
+        record.finished_at = Some(Utc::now());
+        if let Err(e) = self.save(env, &record, Write::Always).await {
+            tracing::warn!(cycle = %record.id, error = %e, "could not record an abandoned cycle");
+        }
+        if let Err(e) = lock::release(&self.objects, env, held).await {
+            tracing::warn!(cycle = %record.id, error = %e, "could not release the lock");
+        }
+    }
+
+    async fn save(
+        &self,
+        env: &EnvRef,
+        record: &CycleRecord,
+        write: Write<'_>,
+    ) -> Result<String, CycleError> {
+        Ok(self
+            .objects
+            .put(
+                &record_key(env, &record.id),
+                json(record),
+                "application/json",
+                write,
+            )
+            .await?)
+    }
+
+    /// The record and its version.
+    async fn get_versioned(
+        &self,
+        env: &EnvRef,
+        id: &str,
+    ) -> Result<(CycleRecord, String), CycleError> {
+        if !is_cycle_id(id) {
+            return Err(CycleError::NotFound(id.chars().take(40).collect()));
+        }
+        crate::store::read_record(
+            &self.objects,
+            &record_key(env, id),
+            &format!("cycle record {id}"),
+        )
+        .await?
+        .ok_or_else(|| CycleError::NotFound(id.to_owned()))
+    }
+
+    pub async fn get(&self, env: &EnvRef, id: &str) -> Result<CycleRecord, CycleError> {
+        Ok(self.get_versioned(env, id).await?.0)
+    }
+
+    /// Records newest first, at most `limit`.
+    pub async fn list(&self, env: &EnvRef, limit: usize) -> Result<Vec<CycleRecord>, CycleError> {
+        Ok(self
+            .objects
+            .newest_records(&cycles_prefix(env), limit)
+            .await?)
+    }
+
+    /// Asks a running cycle to stop before its next instance.
+    pub async fn cancel(&self, env: &EnvRef, id: &str) -> Result<CycleRecord, CycleError> {
+        let record = self.get(env, id).await?;
+        if !record.is_finished() {
+            self.objects
+                .put(
+                    &cancel_key(env, id),
+                    Vec::new(),
+                    "text/plain",
+                    Write::Always,
+                )
+                .await?;
+        }
+        Ok(record)
+    }
+
+    /// Changes the group's sizes and records who did, from what to what.
+    pub async fn scale<G: GroupControl>(
+        &self,
+        fleet: &G,
+        env: &EnvRef,
+        request: ScaleRequest,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ScaleRecord, CycleError> {
+        self.ensure_unlocked(env, now).await?;
+        let from = fleet.sizes(env).await?;
+        let to = request.apply(from)?;
+        fleet.resize(env, to).await?;
+        let record = ScaleRecord {
+            id: new_record_id('s', now),
+            user: user.to_owned(),
+            from,
+            to,
+            at: now,
+        };
+        let key = slipway_core::keys::scale_key(env, &record.id);
+        self.objects
+            .put(&key, json(&record), "application/json", Write::IfAbsent)
+            .await?;
+        Ok(record)
+    }
+
+    /// Terminates the whole environment, confirmed by its name. Releases,
+    /// config and records stay in the bucket.
+    pub async fn destroy<G: GroupControl>(
+        &self,
+        fleet: &G,
+        env: &EnvRef,
+        confirm: Option<&str>,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Termination, CycleError> {
+        if confirm != Some(env.qualified().as_str()) {
+            return Err(CycleError::Unconfirmed(env.qualified()));
+        }
+        self.ensure_unlocked(env, now).await?;
+        let destroyed = fleet.destroy(env).await?;
+        let record = Termination {
+            user: user.to_owned(),
+            destroyed,
+            at: now,
+        };
+        self.objects
+            .put(
+                &termination_key(env),
+                json(&record),
+                "application/json",
+                Write::Always,
+            )
+            .await?;
+        Ok(record)
+    }
+
+    /// The log a worker runs the engine with, for a cycle whose lock it
+    /// holds.
+    async fn log_for(
+        &self,
+        env: &EnvRef,
+        id: &str,
+        launcher: Arc<dyn Launcher>,
+    ) -> Result<S3CycleLog, CycleError> {
+        Ok(S3CycleLog {
+            cycles: self.clone(),
+            env: env.clone(),
+            lock: lock::JobLock::adopt(&self.objects, env, id).await?,
+            launcher,
+        })
+    }
+}
+
+/// Runs (or resumes) a launched cycle: what the cycle worker does. A
+/// duplicate launch of a cycle some worker already runs does nothing: the
+/// worker claims the record with a conditional write first.
+pub async fn run_queued_cycle<F: Fleet + GroupControl>(
+    cycles: &Cycles,
+    env: &EnvRef,
+    id: &str,
+    fleet: &F,
+    launcher: Arc<dyn Launcher>,
+    options: CycleOptions,
+) -> Result<CycleRecord, CycleError> {
+    let (mut record, etag) = cycles.get_versioned(env, id).await?;
+    let resumable = record.status == DeployStatus::Queued
+        || (record.status == DeployStatus::Running && record.handed_off);
+    if record.is_finished() || !resumable {
+        return Ok(record);
+    }
+    record.status = DeployStatus::Running;
+    record.handed_off = false;
+    record.workers += 1;
+    match cycles.save(env, &record, Write::IfMatch(&etag)).await {
+        Ok(_) => {}
+        Err(CycleError::Objects(ObjectError::Precondition { .. })) => {
+            return cycles.get(env, id).await;
+        }
+        Err(e) => return Err(e),
+    }
+    let log = cycles.log_for(env, id, launcher).await?;
+    let engine = CycleEngine {
+        fleet,
+        log: &log,
+        options,
+    };
+    Ok(engine.run(record).await)
+}
+
+/// The engine's cycle log on S3.
+pub struct S3CycleLog {
+    cycles: Cycles,
+    env: EnvRef,
+    lock: lock::JobLock,
+    launcher: Arc<dyn Launcher>,
+}
+
+impl CycleLog for S3CycleLog {
+    async fn save(&self, record: &CycleRecord) -> Result<(), String> {
+        self.cycles
+            .save(&self.env, record, Write::Always)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn renew_lock(&self) -> Result<(), String> {
+        self.lock.renew().await
+    }
+
+    async fn release_lock(&self) {
+        self.lock.release().await
+    }
+
+    async fn cancel_requested(&self, record: &CycleRecord) -> bool {
+        self.lock
+            .cancel_requested(&cancel_key(&self.env, &record.id))
+            .await
+    }
+
+    async fn hand_off(&self, record: &CycleRecord) -> Result<(), String> {
+        self.launcher
+            .launch(self.env.clone(), record.id.clone())
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Sizes = Sizes {
+        min: 1,
+        max: 4,
+        desired: 2,
+    };
+
+    fn scale(desired: Option<i32>, min: Option<i32>, max: Option<i32>) -> Result<Sizes, String> {
+        ScaleRequest { desired, min, max }
+            .apply(NOW)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_scaling_changes_only_what_it_names_and_stays_within_the_bounds() {
+        assert_eq!(
+            scale(Some(3), None, None).unwrap(),
+            Sizes { desired: 3, ..NOW }
+        );
+        assert_eq!(
+            scale(Some(6), None, Some(8)).unwrap(),
+            Sizes {
+                min: 1,
+                max: 8,
+                desired: 6
+            }
+        );
+        assert_eq!(scale(Some(0), Some(0), None).unwrap().desired, 0);
+    }
+
+    #[test]
+    fn a_scaling_that_makes_no_sense_is_refused_with_what_to_do() {
+        let e = scale(Some(6), None, None).unwrap_err();
+        assert!(e.contains("outside the group's bounds 1..4"), "{e}");
+        assert!(
+            scale(None, None, None)
+                .unwrap_err()
+                .contains("say what to change")
+        );
+        assert!(
+            scale(None, Some(5), None)
+                .unwrap_err()
+                .contains("min 5 is above max 4")
+        );
+        assert!(
+            scale(Some(-1), None, None)
+                .unwrap_err()
+                .contains("between 0 and")
+        );
+        assert!(scale(None, None, Some(MAX_INSTANCES + 1)).is_err());
+    }
+}

@@ -1,0 +1,466 @@
+//! The fleet on AWS: the environment's Auto Scaling group, its instances
+//! (EC2), its target groups' health and load balancers (ELBv2), and SSM's
+//! view of each instance.
+//!
+//! Formation costs a fixed number of calls whatever the group's size
+//! (pagination aside): the group, one batched `DescribeInstances`, one
+//! `DescribeTargetHealth` per target group (usually one), the target
+//! groups, their load balancers, and one `DescribeInstanceInformation`.
+//! SSM's view is optional: without it (the emulator does not implement
+//! that call) the formation still answers, with the ping status unknown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter};
+use aws_sdk_ssm::types::InstanceInformationStringFilter;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Fleet, FleetError, InstanceId};
+use slipway_core::names::EnvRef;
+
+pub(super) fn aws_err<E: std::error::Error + 'static>(
+    op: &'static str,
+) -> impl FnOnce(E) -> FleetError {
+    move |e| FleetError::Aws {
+        op,
+        detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+    }
+}
+
+/// One instance as the formation view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceView {
+    pub id: InstanceId,
+    pub availability_zone: String,
+    /// The group's lifecycle state: InService, Standby, Pending, Terminating…
+    pub lifecycle: String,
+    /// The group's health check: Healthy or Unhealthy.
+    pub health: String,
+    pub instance_type: Option<String>,
+    pub private_ip: Option<String>,
+    pub launched_at: Option<DateTime<Utc>>,
+    /// The `slipway:release` tag the agent sets.
+    pub release: Option<String>,
+    /// Target group health (`healthy`, `unhealthy`, `draining`…), per group.
+    pub target_health: BTreeMap<String, String>,
+    /// SSM agent ping status (Online, ConnectionLost…), when known.
+    pub ssm_ping: Option<String>,
+    /// Opens a Session Manager shell in the AWS console.
+    pub session_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadBalancer {
+    pub name: String,
+    pub dns_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Formation {
+    pub group: String,
+    pub min: i32,
+    pub max: i32,
+    pub desired: i32,
+    pub availability_zones: Vec<String>,
+    pub launch_template: Option<String>,
+    pub load_balancers: Vec<LoadBalancer>,
+    pub instances: Vec<InstanceView>,
+}
+
+/// The console link that opens a Session Manager session on an instance.
+pub fn session_url(region: &str, id: &InstanceId) -> String {
+    format!(
+        "https://{region}.console.aws.amazon.com/systems-manager/session-manager/{id}?region={region}"
+    )
+}
+
+#[derive(Clone)]
+pub struct AwsFleet {
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    pub region: String,
+    /// How often to ask the load balancer while waiting for health.
+    pub health_poll: Duration,
+    /// Each environment's group name and target groups, as last read: a
+    /// deploy's standby, exit and health steps need no fresh
+    /// `DescribeAutoScalingGroups` of their own.
+    pub groups: Arc<Mutex<HashMap<String, GroupRef>>>,
+}
+
+/// What the steps after `in_service` need to know about a group.
+#[derive(Debug, Clone, Default)]
+pub struct GroupRef {
+    pub name: String,
+    pub target_groups: Vec<String>,
+}
+
+impl AwsFleet {
+    /// Clients from one SDK config; the load balancer is asked every
+    /// `health_poll` while a batch becomes healthy.
+    pub fn new(config: &aws_config::SdkConfig, health_poll: Duration) -> Self {
+        Self {
+            autoscaling: crate::aws::autoscaling_client(config),
+            ec2: crate::aws::ec2_client(config),
+            elb: crate::aws::elb_client(config),
+            ssm: crate::aws::ssm_client(config),
+            cloudformation: crate::aws::cloudformation_client(config),
+            region: config.region().map(|r| r.to_string()).unwrap_or_default(),
+            health_poll,
+            groups: Arc::default(),
+        }
+    }
+
+    /// The environment's group: named `<app>-<env>`, or tagged
+    /// `slipway:app` / `slipway:env`. Always read afresh (it carries the
+    /// instances); remembers its name and target groups.
+    pub async fn group(&self, env: &EnvRef) -> Result<AutoScalingGroup, FleetError> {
+        let group = self.describe_group(env).await?;
+        let known = GroupRef {
+            name: group
+                .auto_scaling_group_name()
+                .unwrap_or_default()
+                .to_owned(),
+            target_groups: group.target_group_arns().to_vec(),
+        };
+        if let Ok(mut groups) = self.groups.lock() {
+            groups.insert(env.qualified(), known);
+        }
+        Ok(group)
+    }
+
+    /// The group's name and target groups, read once.
+    pub(super) async fn group_ref(&self, env: &EnvRef) -> Result<GroupRef, FleetError> {
+        let known = self
+            .groups
+            .lock()
+            .ok()
+            .and_then(|g| g.get(&env.qualified()).cloned());
+        match known {
+            Some(known) => Ok(known),
+            None => {
+                let group = self.group(env).await?;
+                Ok(GroupRef {
+                    name: group
+                        .auto_scaling_group_name()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    target_groups: group.target_group_arns().to_vec(),
+                })
+            }
+        }
+    }
+
+    async fn describe_group(&self, env: &EnvRef) -> Result<AutoScalingGroup, FleetError> {
+        let named = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(env.qualified())
+            .send()
+            .await
+            .map_err(aws_err("DescribeAutoScalingGroups"))?;
+        if let Some(group) = named.auto_scaling_groups().first() {
+            return Ok(group.clone());
+        }
+        let tagged = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .filters(
+                Filter::builder()
+                    .name("tag:slipway:app")
+                    .values(env.app.as_str())
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("tag:slipway:env")
+                    .values(env.env.as_str())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(aws_err("DescribeAutoScalingGroups"))?;
+        tagged
+            .auto_scaling_groups()
+            .first()
+            .cloned()
+            .ok_or_else(|| FleetError::NoGroup(env.qualified()))
+    }
+
+    pub async fn formation(&self, env: &EnvRef) -> Result<Formation, FleetError> {
+        let group = self.group(env).await?;
+        let name = group
+            .auto_scaling_group_name()
+            .unwrap_or_default()
+            .to_owned();
+        let members: Vec<(InstanceId, &aws_sdk_autoscaling::types::Instance)> = group
+            .instances()
+            .iter()
+            .filter_map(|i| Some((InstanceId::parse(i.instance_id()?).ok()?, i)))
+            .collect();
+        let ids: Vec<String> = members.iter().map(|(id, _)| id.to_string()).collect();
+
+        // EC2: private IPs, launch times, the release tag; one batched call.
+        let mut ec2_info = BTreeMap::new();
+        if !ids.is_empty() {
+            let mut pages = self
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(ids.clone()))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(aws_err("DescribeInstances"))?;
+                for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                    let Some(id) = i.instance_id() else { continue };
+                    let release = i
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some("slipway:release"))
+                        .and_then(|t| t.value())
+                        .map(str::to_owned);
+                    let launched = i
+                        .launch_time()
+                        .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                    ec2_info.insert(
+                        id.to_owned(),
+                        (i.private_ip_address().map(str::to_owned), launched, release),
+                    );
+                }
+            }
+        }
+
+        // ELBv2: health per target group, then the groups' load balancers.
+        let mut health: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let arns: Vec<String> = group.target_group_arns().to_vec();
+        for arn in &arns {
+            let out = self
+                .elb
+                .describe_target_health()
+                .target_group_arn(arn)
+                .send()
+                .await
+                .map_err(aws_err("DescribeTargetHealth"))?;
+            let short = arn.rsplit(':').next().unwrap_or(arn).to_owned();
+            for d in out.target_health_descriptions() {
+                let (Some(target), Some(state)) = (
+                    d.target().and_then(|t| t.id()),
+                    d.target_health().and_then(|h| h.state()),
+                ) else {
+                    continue;
+                };
+                health
+                    .entry(target.to_owned())
+                    .or_default()
+                    .insert(short.clone(), state.as_str().to_owned());
+            }
+        }
+        let mut load_balancers = Vec::new();
+        if !arns.is_empty() {
+            let groups = self
+                .elb
+                .describe_target_groups()
+                .set_target_group_arns(Some(arns.clone()))
+                .send()
+                .await
+                .map_err(aws_err("DescribeTargetGroups"))?;
+            let mut lb_arns: Vec<String> = groups
+                .target_groups()
+                .iter()
+                .flat_map(|g| g.load_balancer_arns().iter().cloned())
+                .collect();
+            lb_arns.sort();
+            lb_arns.dedup();
+            if !lb_arns.is_empty() {
+                let lbs = self
+                    .elb
+                    .describe_load_balancers()
+                    .set_load_balancer_arns(Some(lb_arns))
+                    .send()
+                    .await
+                    .map_err(aws_err("DescribeLoadBalancers"))?;
+                load_balancers = lbs
+                    .load_balancers()
+                    .iter()
+                    .map(|lb| LoadBalancer {
+                        name: lb.load_balancer_name().unwrap_or_default().to_owned(),
+                        dns_name: lb.dns_name().unwrap_or_default().to_owned(),
+                    })
+                    .collect();
+            }
+        }
+
+        let pings = self.ssm_pings(&name).await;
+        let instances = members
+            .into_iter()
+            .map(|(id, member)| {
+                let (private_ip, launched_at, release) =
+                    ec2_info.remove(id.as_str()).unwrap_or((None, None, None));
+                InstanceView {
+                    session_url: session_url(&self.region, &id),
+                    availability_zone: member.availability_zone().unwrap_or_default().to_owned(),
+                    lifecycle: member
+                        .lifecycle_state()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default(),
+                    health: member.health_status().unwrap_or_default().to_owned(),
+                    instance_type: member.instance_type().map(str::to_owned),
+                    target_health: health.remove(id.as_str()).unwrap_or_default(),
+                    ssm_ping: pings.get(id.as_str()).cloned(),
+                    private_ip,
+                    launched_at,
+                    release,
+                    id,
+                }
+            })
+            .collect();
+        let launch_template = group.launch_template().map(|t| {
+            format!(
+                "{}:{}",
+                t.launch_template_name()
+                    .or(t.launch_template_id())
+                    .unwrap_or_default(),
+                t.version().unwrap_or("$Default")
+            )
+        });
+        Ok(Formation {
+            group: name,
+            min: group.min_size().unwrap_or_default(),
+            max: group.max_size().unwrap_or_default(),
+            desired: group.desired_capacity().unwrap_or_default(),
+            availability_zones: group.availability_zones().to_vec(),
+            launch_template,
+            load_balancers,
+            instances,
+        })
+    }
+
+    /// SSM's ping status per instance of the group; empty when SSM cannot
+    /// say (not fatal: the formation is still worth showing).
+    async fn ssm_pings(&self, group: &str) -> BTreeMap<String, String> {
+        let mut pings = BTreeMap::new();
+        let mut pages = self
+            .ssm
+            .describe_instance_information()
+            .filters(
+                InstanceInformationStringFilter::builder()
+                    .key("tag:aws:autoscaling:groupName")
+                    .values(group)
+                    .build()
+                    .expect("key and values are set"),
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(page) => {
+                    for info in page.instance_information_list() {
+                        if let (Some(id), Some(ping)) = (info.instance_id(), info.ping_status()) {
+                            pings.insert(id.to_owned(), ping.as_str().to_owned());
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Not fatal, and expected where SSM does not answer
+                    // this call (the emulator).
+                    tracing::info!(group, error = %e, "no SSM ping status");
+                    break;
+                }
+            }
+        }
+        pings
+    }
+}
+
+impl Fleet for AwsFleet {
+    async fn in_service(&self, env: &EnvRef) -> Result<Vec<InstanceId>, FleetError> {
+        let group = self.group(env).await?;
+        let mut ids: Vec<InstanceId> = group
+            .instances()
+            .iter()
+            .filter(|i| {
+                i.lifecycle_state()
+                    .is_some_and(|s| s.as_str() == "InService")
+            })
+            .filter_map(|i| InstanceId::parse(i.instance_id()?).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn enter_standby(&self, env: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
+        let group = self.group_ref(env).await?;
+        self.autoscaling
+            .enter_standby()
+            .auto_scaling_group_name(group.name)
+            .set_instance_ids(Some(ids.iter().map(|i| i.to_string()).collect()))
+            // Otherwise the group launches replacements for the batch.
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+            .map(drop)
+            .map_err(aws_err("EnterStandby"))
+    }
+
+    async fn exit_standby(&self, env: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
+        let group = self.group_ref(env).await?;
+        self.autoscaling
+            .exit_standby()
+            .auto_scaling_group_name(group.name)
+            .set_instance_ids(Some(ids.iter().map(|i| i.to_string()).collect()))
+            .send()
+            .await
+            .map(drop)
+            .map_err(aws_err("ExitStandby"))
+    }
+
+    async fn wait_healthy(
+        &self,
+        env: &EnvRef,
+        ids: &[InstanceId],
+        timeout: Duration,
+    ) -> Result<Vec<InstanceId>, FleetError> {
+        let started = Instant::now();
+        let arns = self.group_ref(env).await?.target_groups;
+        loop {
+            let mut unhealthy: Vec<InstanceId> = Vec::new();
+            for arn in &arns {
+                let out = self
+                    .elb
+                    .describe_target_health()
+                    .target_group_arn(arn)
+                    .send()
+                    .await
+                    .map_err(aws_err("DescribeTargetHealth"))?;
+                let healthy: Vec<&str> = out
+                    .target_health_descriptions()
+                    .iter()
+                    .filter(|d| {
+                        d.target_health()
+                            .and_then(|h| h.state())
+                            .is_some_and(|s| s.as_str() == "healthy")
+                    })
+                    .filter_map(|d| d.target().and_then(|t| t.id()))
+                    .collect();
+                for id in ids {
+                    if !healthy.contains(&id.as_str()) && !unhealthy.contains(id) {
+                        unhealthy.push(id.clone());
+                    }
+                }
+            }
+            if unhealthy.is_empty() || started.elapsed() >= timeout {
+                return Ok(unhealthy);
+            }
+            tokio::time::sleep(self.health_poll).await;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "aws_tests.rs"]
+mod tests;

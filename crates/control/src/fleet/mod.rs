@@ -1,0 +1,137 @@
+//! The fleet port: an environment's instances as the rollout engine needs
+//! them. In AWS this is the Auto Scaling group, its target groups' health
+//! and EC2; on the local platform the same APIs on the emulator with an
+//! HTTP probe for health. The engine only sees this trait.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use slipway_core::names::EnvRef;
+
+pub mod aws;
+mod control;
+
+pub use slipway_core::names::{BadInstanceId, InstanceId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("no Auto Scaling group for {0}")]
+    NoGroup(String),
+    #[error("{op} failed: {detail}")]
+    Aws { op: &'static str, detail: String },
+}
+
+/// What the rollout engine does with an environment's instances.
+pub trait Fleet: Sync {
+    /// The group's instances that are InService, in a stable order.
+    fn in_service(
+        &self,
+        env: &EnvRef,
+    ) -> impl Future<Output = Result<Vec<InstanceId>, FleetError>> + Send;
+
+    /// Takes instances out of the load balancer (ASG standby).
+    fn enter_standby(
+        &self,
+        env: &EnvRef,
+        ids: &[InstanceId],
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Puts them back in service.
+    fn exit_standby(
+        &self,
+        env: &EnvRef,
+        ids: &[InstanceId],
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Waits until every target group reports `ids` healthy; returns the
+    /// ones that were not by `timeout`.
+    fn wait_healthy(
+        &self,
+        env: &EnvRef,
+        ids: &[InstanceId],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<InstanceId>, FleetError>> + Send;
+}
+
+/// One instance of the group as cycling sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: InstanceId,
+    /// The group's lifecycle state: InService, Pending, Terminating…
+    pub lifecycle: String,
+    /// The `slipway:release` tag its agent set, once it booted a release.
+    pub release: Option<String>,
+}
+
+impl Member {
+    pub fn in_service(&self) -> bool {
+        self.lifecycle == "InService"
+    }
+}
+
+/// The group's size bounds and wish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sizes {
+    pub min: i32,
+    pub max: i32,
+    pub desired: i32,
+}
+
+/// What terminating an environment removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Destroyed {
+    /// Its CloudFormation stack, deleted with everything in it.
+    Stack(String),
+    /// A group made by hand, deleted with its instances.
+    Group(String),
+}
+
+/// What cycling, scaling and terminating do to an environment's group.
+pub trait GroupControl: Sync {
+    /// Every instance of the group with its lifecycle and release tag.
+    fn members(&self, env: &EnvRef)
+    -> impl Future<Output = Result<Vec<Member>, FleetError>> + Send;
+
+    /// Terminates one instance of the group without lowering the desired
+    /// capacity, so the group launches a replacement.
+    fn terminate(
+        &self,
+        env: &EnvRef,
+        id: &InstanceId,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    fn sizes(&self, env: &EnvRef) -> impl Future<Output = Result<Sizes, FleetError>> + Send;
+
+    /// Sets the group's sizes (already validated against each other).
+    fn resize(
+        &self,
+        env: &EnvRef,
+        to: Sizes,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Removes the environment: its stack when it has one, else the group.
+    fn destroy(&self, env: &EnvRef) -> impl Future<Output = Result<Destroyed, FleetError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_checked() {
+        assert!(InstanceId::parse("i-0123456789abcdef0").is_ok());
+        for bad in [
+            "",
+            "i-",
+            "0123",
+            "i-01/../x",
+            "i-a b",
+            &format!("i-{}", "a".repeat(40)),
+        ] {
+            assert!(InstanceId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

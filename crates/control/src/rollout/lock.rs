@@ -1,0 +1,223 @@
+//! The environment lock, `<app>/<env>/lock`: one deploy at a time.
+//!
+//! Taking it is a conditional create (`If-None-Match: *`), so of any number
+//! of concurrent deploys exactly one wins. The lock carries the deploy id,
+//! who started it and an expiry: a lock whose holder crashed is taken over
+//! once expired, with an `If-Match` write on the version that was read, so
+//! two deploys taking over the same stale lock cannot both win. A running
+//! deploy renews its lock (again `If-Match`), and releases it only if it
+//! still holds it.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use slipway_core::names::EnvRef;
+use slipway_core::objects::{ObjectError, S3Objects, Write};
+
+/// A deploy that has not renewed its lock for this long is presumed dead.
+pub const LOCK_TTL: Duration = Duration::minutes(20);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub deploy_id: String,
+    pub user: String,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lock {
+    pub fn new(deploy_id: &str, user: &str, now: DateTime<Utc>) -> Self {
+        Self {
+            deploy_id: deploy_id.to_owned(),
+            user: user.to_owned(),
+            acquired_at: now,
+            expires_at: now + LOCK_TTL,
+        }
+    }
+
+    /// What holds it, in words: `deploy d…` or `cycle c…`.
+    pub fn holder(&self) -> String {
+        let what = if self.deploy_id.starts_with('c') {
+            "cycle"
+        } else {
+            "deploy"
+        };
+        format!("{what} {}", self.deploy_id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{} by {} holds the environment since {}",
+        .0.holder(), .0.user, .0.acquired_at.to_rfc3339()
+    )]
+    Held(Lock),
+    #[error("the lock is no longer held by this deploy")]
+    Lost,
+    #[error("the lock object is damaged: {0}")]
+    Damaged(String),
+    #[error(transparent)]
+    Store(#[from] ObjectError),
+}
+
+/// A lock this process holds, with the version it wrote.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub lock: Lock,
+    etag: String,
+}
+
+pub use slipway_core::keys::lock_key;
+
+fn body(lock: &Lock) -> Vec<u8> {
+    serde_json::to_vec_pretty(lock).expect("a lock always serialises")
+}
+
+/// The current lock, if any, with its version.
+pub async fn read(objects: &S3Objects, env: &EnvRef) -> Result<Option<(Lock, String)>, LockError> {
+    let Some(object) = objects.get(&lock_key(env)).await? else {
+        return Ok(None);
+    };
+    let lock =
+        serde_json::from_slice(&object.body).map_err(|e| LockError::Damaged(e.to_string()))?;
+    Ok(Some((lock, object.etag)))
+}
+
+/// After losing a conditional write: who holds the lock now.
+async fn beaten(objects: &S3Objects, env: &EnvRef) -> LockError {
+    match read(objects, env).await {
+        Ok(Some((holder, _))) => LockError::Held(holder),
+        Ok(None) => LockError::Lost,
+        Err(e) => e,
+    }
+}
+
+/// Takes the lock for `lock.deploy_id`, or says who holds it.
+pub async fn acquire(
+    objects: &S3Objects,
+    env: &EnvRef,
+    lock: Lock,
+    now: DateTime<Utc>,
+) -> Result<Held, LockError> {
+    let key = lock_key(env);
+    match objects
+        .put(&key, body(&lock), "application/json", Write::IfAbsent)
+        .await
+    {
+        Ok(etag) => return Ok(Held { lock, etag }),
+        Err(ObjectError::Precondition { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let Some((holder, etag)) = read(objects, env).await? else {
+        // Released between our write and our read: one more try.
+        return match objects
+            .put(&key, body(&lock), "application/json", Write::IfAbsent)
+            .await
+        {
+            Ok(etag) => Ok(Held { lock, etag }),
+            Err(ObjectError::Precondition { .. }) => Err(beaten(objects, env).await),
+            Err(e) => Err(e.into()),
+        };
+    };
+    if holder.expires_at > now {
+        return Err(LockError::Held(holder));
+    }
+    match objects
+        .put(&key, body(&lock), "application/json", Write::IfMatch(&etag))
+        .await
+    {
+        Ok(etag) => Ok(Held { lock, etag }),
+        Err(ObjectError::Precondition { .. }) => Err(beaten(objects, env).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes up a lock this deploy already holds (a worker continuing what the
+/// API started), so it can renew and release it.
+pub async fn adopt(objects: &S3Objects, env: &EnvRef, deploy_id: &str) -> Result<Held, LockError> {
+    match read(objects, env).await? {
+        Some((lock, etag)) if lock.deploy_id == deploy_id => Ok(Held { lock, etag }),
+        Some((lock, _)) => Err(LockError::Held(lock)),
+        None => Err(LockError::Lost),
+    }
+}
+
+/// Pushes the expiry forward; fails if the lock was taken over meanwhile.
+pub async fn renew(
+    objects: &S3Objects,
+    env: &EnvRef,
+    held: &mut Held,
+    now: DateTime<Utc>,
+) -> Result<(), LockError> {
+    let mut lock = held.lock.clone();
+    lock.expires_at = now + LOCK_TTL;
+    match objects
+        .put(
+            &lock_key(env),
+            body(&lock),
+            "application/json",
+            Write::IfMatch(&held.etag),
+        )
+        .await
+    {
+        Ok(etag) => {
+            *held = Held { lock, etag };
+            Ok(())
+        }
+        Err(ObjectError::Precondition { .. }) => Err(LockError::Lost),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Releases the lock if this deploy still holds it.
+pub async fn release(objects: &S3Objects, env: &EnvRef, held: &Held) -> Result<(), LockError> {
+    match read(objects, env).await? {
+        Some((lock, etag)) if lock.deploy_id == held.lock.deploy_id && etag == held.etag => {
+            objects.delete(&lock_key(env)).await?;
+            Ok(())
+        }
+        Some(_) => Err(LockError::Lost),
+        None => Ok(()),
+    }
+}
+
+/// The lock of a running job (a deploy's rollout, a cycle), taken up by
+/// its worker: renewed between steps, released at the end.
+pub struct JobLock {
+    objects: S3Objects,
+    env: EnvRef,
+    held: tokio::sync::Mutex<Held>,
+}
+
+impl JobLock {
+    /// Takes up the lock `id` holds; fails if another job holds it.
+    pub async fn adopt(objects: &S3Objects, env: &EnvRef, id: &str) -> Result<Self, LockError> {
+        let held = adopt(objects, env, id).await?;
+        Ok(Self {
+            objects: objects.clone(),
+            env: env.clone(),
+            held: tokio::sync::Mutex::new(held),
+        })
+    }
+
+    pub async fn renew(&self) -> Result<(), String> {
+        let mut held = self.held.lock().await;
+        renew(&self.objects, &self.env, &mut held, Utc::now())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Best effort: a lock left behind expires.
+    pub async fn release(&self) {
+        let held = self.held.lock().await;
+        if let Err(e) = release(&self.objects, &self.env, &held).await {
+            tracing::warn!(env = %self.env, error = %e, "could not release the lock");
+        }
+    }
+
+    /// Whether the job's cancel flag (an object at `key`) is set.
+    pub async fn cancel_requested(&self, key: &str) -> bool {
+        matches!(self.objects.head(key).await, Ok(Some(_)))
+    }
+}

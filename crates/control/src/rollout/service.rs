@@ -1,0 +1,528 @@
+//! Deploys as the API sees them: start one (resolve the target, take the
+//! lock, write the queued record), read them, cancel one; and the S3
+//! deploy log the engine writes through.
+
+use chrono::{DateTime, Utc};
+
+use super::lock::{self, Held, Lock, LockError};
+use super::record::DeployRecord;
+use super::{DeployLog, Engine, Options, Strategy};
+use crate::fleet::Fleet;
+use crate::runner::Runner;
+use crate::store::{ReleaseStore, StoreError};
+use futures::future::BoxFuture;
+use slipway_core::deploys::DeployStatus;
+use slipway_core::env_settings::EnvSettings;
+use slipway_core::keys::{deploys_prefix, settings_key};
+use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::objects::{ObjectError, S3Objects, Write};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(
+        "{} by {} holds the environment since {}",
+        .0.holder(), .0.user, .0.acquired_at.to_rfc3339()
+    )]
+    Locked(Box<Lock>),
+    #[error("{env} has no release to deploy yet")]
+    NoRelease { env: String },
+    #[error("release {0} does not exist")]
+    UnknownRelease(ReleaseId),
+    #[error("there is no earlier successfully deployed release to roll back to")]
+    NothingToRollBackTo,
+    #[error("deploy {0} not found")]
+    NotFound(String),
+    #[error("settings.json is invalid: {0}")]
+    Settings(String),
+    #[error("{0}")]
+    BadSettings(String),
+    #[error("the settings changed meanwhile; read them again and retry")]
+    Concurrent,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+    #[error("the environment lock: {0}")]
+    Lock(String),
+    /// The worker could not be started; the deploy was recorded as failed
+    /// and the environment freed.
+    #[error("the rollout could not be started: {0}")]
+    NotLaunched(String),
+}
+
+/// Starts the rollout of a queued deploy without waiting for it: an
+/// asynchronous invocation of the deploy function in AWS, a task on the
+/// local platform.
+pub trait Launcher: Send + Sync {
+    fn launch(&self, env: EnvRef, deploy_id: String) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// Runs a queued deploy to its end (or until it hands over to a fresh
+/// worker through `launcher`): what the launched worker does.
+// The worker's whole context, each part supplied by a different caller.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_queued<F: Fleet, R: Runner>(
+    deploys: &Deploys,
+    env: &EnvRef,
+    deploy_id: &str,
+    fleet: &F,
+    runner: &R,
+    release_url: &(dyn Fn(ReleaseId) -> String + Sync),
+    options: Options,
+    launcher: Option<std::sync::Arc<dyn Launcher>>,
+) -> Result<DeployRecord, DeployError> {
+    let (mut record, etag) = deploys.get_versioned(env, deploy_id).await?;
+    let resumable = record.status == DeployStatus::Queued
+        || (record.status == DeployStatus::Running && record.handed_off);
+    if record.is_finished() || !resumable {
+        // A repeated launch of a deploy that already ran, or runs.
+        return Ok(record);
+    }
+    // Claim it: of two launches of the same deploy, one runs it.
+    record.workers += 1;
+    let body = serde_json::to_vec_pretty(&record).expect("a record always serialises");
+    match deploys
+        .objects
+        .put(
+            &record_key(env, deploy_id),
+            body,
+            "application/json",
+            Write::IfMatch(&etag),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(ObjectError::Precondition { .. }) => return deploys.get(env, deploy_id).await,
+        Err(e) => return Err(e.into()),
+    }
+    let log = deploys.log_for(env, &record, launcher).await?;
+    let engine = Engine {
+        fleet,
+        runner,
+        log: &log,
+        release_url,
+        options,
+    };
+    Ok(engine.run(record).await)
+}
+
+/// What a caller asks for.
+#[derive(Debug, Clone, Default)]
+pub struct StartDeploy {
+    pub release: Option<ReleaseId>,
+    pub strategy: Option<Strategy>,
+    pub auto_rollback: Option<bool>,
+    /// Roll back: the target defaults to the previous good release.
+    pub rollback: bool,
+    pub user: String,
+}
+
+/// A time-sortable record id: a letter for its kind (`d` deploys, `c`
+/// cycles, `s` scalings) + UTC timestamp + random suffix.
+pub fn new_record_id(kind: char, now: DateTime<Utc>) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{kind}{}-{}", now.format("%Y%m%d%H%M%S%3f"), &suffix[..6])
+}
+
+/// Could `raw` be an id of `kind` (safe as a key segment)?
+pub fn is_record_id(kind: char, raw: &str) -> bool {
+    raw.len() <= 40
+        && raw.starts_with(kind)
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+pub fn new_deploy_id(now: DateTime<Utc>) -> String {
+    new_record_id('d', now)
+}
+
+pub fn is_deploy_id(raw: &str) -> bool {
+    is_record_id('d', raw)
+}
+
+use slipway_core::keys::{
+    deploy_cancel_key as cancel_key, deploy_chat_key as response_url_key, deploy_key as record_key,
+};
+
+#[derive(Clone)]
+pub struct Deploys {
+    pub objects: S3Objects,
+    pub store: ReleaseStore,
+}
+
+impl Deploys {
+    pub fn new(store: ReleaseStore) -> Self {
+        Self {
+            objects: store.objects().clone(),
+            store,
+        }
+    }
+
+    pub async fn settings(&self, env: &EnvRef) -> Result<EnvSettings, DeployError> {
+        match self.objects.get(&settings_key(env)).await? {
+            None => Ok(EnvSettings::default()),
+            Some(o) => {
+                EnvSettings::parse(&o.body).map_err(|e| DeployError::Settings(e.to_string()))
+            }
+        }
+    }
+
+    /// Applies `patch` (some of the settings' fields) and stores the result
+    /// if it is valid; a concurrent change makes this fail rather than be
+    /// lost. Fields this version does not know, already in the file, stay.
+    pub async fn change_settings(
+        &self,
+        env: &EnvRef,
+        patch: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<EnvSettings, DeployError> {
+        let known = serde_json::to_value(EnvSettings::default()).expect("settings serialise");
+        if let Some(unknown) = patch.keys().find(|k| known.get(k.as_str()).is_none()) {
+            return Err(DeployError::BadSettings(format!(
+                "unknown setting {:?}",
+                unknown.chars().take(40).collect::<String>()
+            )));
+        }
+        let key = settings_key(env);
+        let current = self.objects.get(&key).await?;
+        let mut merged = current
+            .as_ref()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.body).ok())
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        // Settings read from the API and sent back carry the webhook and
+        // the syslog destination redacted: that means "unchanged".
+        let mut patch = patch;
+        type Redact = fn(&str) -> String;
+        let redactions: [(&str, Redact); 2] = [
+            ("notify_url", slipway_core::env_settings::redact_url),
+            ("syslog", slipway_core::syslog::SyslogDestination::redacted),
+        ];
+        for (name, redact) in redactions {
+            if let (Some(sent), Some(stored)) = (
+                patch.get(name).and_then(|v| v.as_str()),
+                merged.get(name).and_then(|v| v.as_str()),
+            ) && sent == redact(stored)
+            {
+                patch.remove(name);
+            }
+        }
+        if let Some(object) = merged.as_object_mut() {
+            object.extend(patch);
+        }
+        let body = serde_json::to_vec_pretty(&merged).expect("json serialises");
+        let settings =
+            EnvSettings::parse(&body).map_err(|e| DeployError::BadSettings(e.to_string()))?;
+        let guard = match &current {
+            Some(o) => Write::IfMatch(&o.etag),
+            None => Write::IfAbsent,
+        };
+        match self
+            .objects
+            .put(&key, body, "application/json", guard)
+            .await
+        {
+            Ok(_) => Ok(settings),
+            Err(ObjectError::Precondition { .. }) => Err(DeployError::Concurrent),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Resolves the target, takes the lock and writes the queued record.
+    pub async fn start(
+        &self,
+        env: &EnvRef,
+        req: StartDeploy,
+        now: DateTime<Utc>,
+    ) -> Result<(DeployRecord, Held), DeployError> {
+        let settings = self.settings(env).await?;
+        let from = self.store.current(env).await?;
+        let to = match (req.release, req.rollback) {
+            (Some(id), _) => {
+                self.store.release(env, id).await.map_err(|e| match e {
+                    StoreError::ReleaseNotFound { .. } => DeployError::UnknownRelease(id),
+                    e => e.into(),
+                })?;
+                id
+            }
+            (None, false) => self
+                .store
+                .list_releases(env, None, 1)
+                .await?
+                .releases
+                .first()
+                .map(|m| m.id)
+                .ok_or_else(|| DeployError::NoRelease {
+                    env: env.to_string(),
+                })?,
+            (None, true) => self
+                .last_good(env, from)
+                .await?
+                .ok_or(DeployError::NothingToRollBackTo)?,
+        };
+        let id = new_deploy_id(now);
+        let held = lock::acquire(&self.objects, env, Lock::new(&id, &req.user, now), now)
+            .await
+            .map_err(|e| match e {
+                LockError::Held(holder) => DeployError::Locked(Box::new(holder)),
+                e => DeployError::Lock(e.to_string()),
+            })?;
+        let record = DeployRecord {
+            id,
+            app: env.app.clone(),
+            env: env.env.clone(),
+            user: req.user,
+            from,
+            to,
+            strategy: req.strategy.unwrap_or(settings.strategy),
+            min_healthy_percent: settings.min_healthy_percent,
+            auto_rollback: req.auto_rollback.unwrap_or(settings.auto_rollback),
+            status: DeployStatus::Queued,
+            cause: None,
+            created_at: now,
+            finished_at: None,
+            release_phase: None,
+            batches: Vec::new(),
+            rollback: None,
+            notes: Vec::new(),
+            plan: Vec::new(),
+            workers: 0,
+            handed_off: false,
+        };
+        let saved = self.save(env, &record).await;
+        if let Err(e) = saved {
+            let _ = lock::release(&self.objects, env, &held).await;
+            return Err(e);
+        }
+        Ok((record, held))
+    }
+
+    async fn save(&self, env: &EnvRef, record: &DeployRecord) -> Result<(), DeployError> {
+        let body = serde_json::to_vec_pretty(record).expect("a record always serialises");
+        self.objects
+            .put(
+                &record_key(env, &record.id),
+                body,
+                "application/json",
+                Write::Always,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The newest succeeded deploy's release other than `except`.
+    async fn last_good(
+        &self,
+        env: &EnvRef,
+        except: Option<ReleaseId>,
+    ) -> Result<Option<ReleaseId>, DeployError> {
+        let records = self.list(env, usize::MAX).await?;
+        let summaries: Vec<slipway_core::deploys::DeploySummary> = records
+            .iter()
+            .map(|r| slipway_core::deploys::DeploySummary {
+                id: r.id.clone(),
+                to: r.to,
+                status: r.status,
+                finished_at: r.finished_at,
+            })
+            .collect();
+        Ok(slipway_core::deploys::last_succeeded(&summaries, except))
+    }
+
+    pub async fn get(&self, env: &EnvRef, id: &str) -> Result<DeployRecord, DeployError> {
+        Ok(self.get_versioned(env, id).await?.0)
+    }
+
+    /// The record and its version.
+    async fn get_versioned(
+        &self,
+        env: &EnvRef,
+        id: &str,
+    ) -> Result<(DeployRecord, String), DeployError> {
+        if !is_deploy_id(id) {
+            return Err(DeployError::NotFound(id.chars().take(40).collect()));
+        }
+        crate::store::read_record(
+            &self.objects,
+            &record_key(env, id),
+            &format!("deploy record {id}"),
+        )
+        .await?
+        .ok_or_else(|| DeployError::NotFound(id.to_owned()))
+    }
+
+    /// Records newest first, at most `limit`.
+    pub async fn list(&self, env: &EnvRef, limit: usize) -> Result<Vec<DeployRecord>, DeployError> {
+        Ok(self
+            .objects
+            .newest_records(&deploys_prefix(env), limit)
+            .await?)
+    }
+
+    /// A queued deploy that could not be launched: record why and free the
+    /// environment.
+    pub async fn abandon(
+        &self,
+        env: &EnvRef,
+        mut record: DeployRecord,
+        held: &Held,
+        cause: String,
+    ) {
+        record.status = DeployStatus::Failed;
+        record.cause = Some(cause);
+        record.finished_at = Some(Utc::now());
+        if let Err(e) = self.save(env, &record).await {
+            tracing::warn!(deploy = %record.id, error = %e, "could not record an abandoned deploy");
+        }
+        if let Err(e) = lock::release(&self.objects, env, held).await {
+            tracing::warn!(deploy = %record.id, error = %e, "could not release the lock");
+        }
+    }
+
+    /// Starts the worker of a deploy [`start`](Self::start) queued; if it
+    /// cannot be started the deploy is recorded as failed and the
+    /// environment freed, so nothing waits for a worker that never comes.
+    pub async fn launch(
+        &self,
+        env: &EnvRef,
+        record: DeployRecord,
+        held: &Held,
+        launcher: &dyn Launcher,
+    ) -> Result<DeployRecord, DeployError> {
+        match launcher.launch(env.clone(), record.id.clone()).await {
+            Ok(()) => Ok(record),
+            Err(e) => {
+                tracing::error!(deploy = %record.id, error = %e, "the rollout could not be started");
+                self.abandon(env, record, held, "the rollout could not be started".into())
+                    .await;
+                Err(DeployError::NotLaunched(e))
+            }
+        }
+    }
+
+    /// Asks a running deploy to stop: the running batch's command is
+    /// cancelled, no further batch starts.
+    pub async fn cancel(&self, env: &EnvRef, id: &str) -> Result<DeployRecord, DeployError> {
+        let record = self.get(env, id).await?;
+        if !record.is_finished() {
+            self.objects
+                .put(
+                    &cancel_key(env, id),
+                    Vec::new(),
+                    "text/plain",
+                    Write::Always,
+                )
+                .await?;
+        }
+        Ok(record)
+    }
+
+    /// The log a worker runs the engine with, for a deploy whose lock it
+    /// holds.
+    pub async fn log_for(
+        &self,
+        env: &EnvRef,
+        record: &DeployRecord,
+        launcher: Option<std::sync::Arc<dyn Launcher>>,
+    ) -> Result<S3DeployLog, DeployError> {
+        let (lock, _) = lock::read(&self.objects, env)
+            .await
+            .map_err(|e| DeployError::Lock(e.to_string()))?
+            .ok_or_else(|| DeployError::Lock("the lock is gone".into()))?;
+        if lock.deploy_id != record.id {
+            return Err(DeployError::Locked(Box::new(lock)));
+        }
+        let lock = lock::JobLock::adopt(&self.objects, env, &record.id)
+            .await
+            .map_err(|e| DeployError::Lock(e.to_string()))?;
+        let webhook = self.settings(env).await.ok().and_then(|s| s.notify_url);
+        let notifier =
+            crate::notify::Notifier::new(webhook, self.response_url(env, &record.id).await);
+        Ok(S3DeployLog {
+            deploys: self.clone(),
+            env: env.clone(),
+            lock,
+            notifier,
+            last: tokio::sync::Mutex::new(Some(record.clone())),
+            launcher,
+        })
+    }
+
+    /// Where a chat command that started this deploy wants progress.
+    pub async fn set_response_url(
+        &self,
+        env: &EnvRef,
+        id: &str,
+        url: &str,
+    ) -> Result<(), DeployError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "response_url": url })).expect("json");
+        self.objects
+            .put(
+                &response_url_key(env, id),
+                body,
+                "application/json",
+                Write::Always,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn response_url(&self, env: &EnvRef, id: &str) -> Option<String> {
+        let object = self.objects.get(&response_url_key(env, id)).await.ok()??;
+        let value: serde_json::Value = serde_json::from_slice(&object.body).ok()?;
+        value["response_url"].as_str().map(str::to_owned)
+    }
+}
+
+/// The engine's deploy log on S3.
+pub struct S3DeployLog {
+    deploys: Deploys,
+    env: EnvRef,
+    lock: lock::JobLock,
+    notifier: crate::notify::Notifier,
+    /// The record as last saved, to tell what changed.
+    last: tokio::sync::Mutex<Option<DeployRecord>>,
+    /// Starts the worker that takes over; none where workers never run
+    /// out of time (the local platform).
+    launcher: Option<std::sync::Arc<dyn Launcher>>,
+}
+
+impl DeployLog for S3DeployLog {
+    async fn save(&self, record: &DeployRecord) -> Result<(), String> {
+        self.deploys
+            .save(&self.env, record)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut last = self.last.lock().await;
+        self.notifier.record_changed(last.as_ref(), record).await;
+        *last = Some(record.clone());
+        Ok(())
+    }
+
+    async fn set_current(&self, env: &EnvRef, id: ReleaseId) -> Result<(), String> {
+        self.deploys
+            .store
+            .set_current(env, id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn renew_lock(&self) -> Result<(), String> {
+        self.lock.renew().await
+    }
+
+    async fn release_lock(&self) {
+        self.lock.release().await
+    }
+
+    async fn cancel_requested(&self, record: &DeployRecord) -> bool {
+        self.lock
+            .cancel_requested(&cancel_key(&self.env, &record.id))
+            .await
+    }
+
+    async fn hand_off(&self, record: &DeployRecord) -> Result<(), String> {
+        match &self.launcher {
+            Some(launcher) => launcher.launch(self.env.clone(), record.id.clone()).await,
+            None => Err("no launcher to hand over to".into()),
+        }
+    }
+}

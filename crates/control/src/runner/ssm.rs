@@ -1,0 +1,309 @@
+//! The runner over SSM Run Command.
+//!
+//! One `SendCommand` of the `Slipway-Deploy` document per 50 instances (the
+//! API's limit), its parameters typed (`Action`, `ReleaseUrl`; the
+//! document's `allowedPattern` checks them again), a timeout, and the full
+//! output written by SSM itself to the release bucket under the deploy's
+//! `output/` prefix. Then `ListCommandInvocations` with details, polled
+//! with a back-off (at most one poll every two seconds after the first ten)
+//! until every instance is in a terminal state; a throttled poll just waits
+//! longer. An instance that never answers by the deadline is cancelled and
+//! reported `TimedOut`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ssm::error::ProvideErrorMetadata;
+use aws_sdk_ssm::types::{CommandInvocation, CommandInvocationStatus};
+
+use super::{AgentCommand, Invocation, RunStatus, Runner, RunnerError};
+use slipway_core::names::InstanceId;
+
+/// `SendCommand` takes at most this many instance ids.
+pub const MAX_TARGETS: usize = 50;
+/// SSM returns at most this much stdout inline; the rest is in S3.
+const TAIL_LINES: usize = 20;
+
+/// How often to poll: quickly at first, then backing off.
+#[derive(Debug, Clone, Copy)]
+pub struct Polling {
+    pub first: Duration,
+    pub max: Duration,
+    /// After this long, polls are at least `slow_min` apart.
+    pub fast_for: Duration,
+    pub slow_min: Duration,
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(10),
+            fast_for: Duration::from_secs(10),
+            slow_min: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Polling {
+    fn next(&self, current: Duration, elapsed: Duration) -> Duration {
+        let doubled = (current * 2).min(self.max);
+        if elapsed >= self.fast_for {
+            doubled.max(self.slow_min)
+        } else {
+            doubled
+        }
+    }
+}
+
+pub struct SsmRunner {
+    client: aws_sdk_ssm::Client,
+    document: String,
+    bucket: String,
+    output_prefix: String,
+    polling: Polling,
+}
+
+impl SsmRunner {
+    pub fn new(
+        client: aws_sdk_ssm::Client,
+        document: impl Into<String>,
+        bucket: impl Into<String>,
+        output_prefix: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            document: document.into(),
+            bucket: bucket.into(),
+            output_prefix: output_prefix.into(),
+            polling: Polling::default(),
+        }
+    }
+
+    pub fn with_polling(mut self, polling: Polling) -> Self {
+        self.polling = polling;
+        self
+    }
+
+    async fn send(
+        &self,
+        targets: &[InstanceId],
+        command: &AgentCommand,
+        timeout: Duration,
+    ) -> Result<String, RunnerError> {
+        let (action, url) = match command {
+            AgentCommand::Deploy { release_url } => ("deploy", release_url),
+            AgentCommand::ReleasePhase { release_url } => ("release-phase", release_url),
+        };
+        let out = self
+            .client
+            .send_command()
+            .document_name(&self.document)
+            .set_instance_ids(Some(targets.iter().map(|t| t.to_string()).collect()))
+            .parameters("Action", vec![action.to_owned()])
+            .parameters("ReleaseUrl", vec![url.clone()])
+            .timeout_seconds(timeout.as_secs().clamp(30, 2_592_000) as i32)
+            .output_s3_bucket_name(&self.bucket)
+            .output_s3_key_prefix(&self.output_prefix)
+            .comment(format!("slipway {action}"))
+            .send()
+            .await
+            .map_err(|e| {
+                RunnerError::Send(aws_sdk_ssm::error::DisplayErrorContext(e).to_string())
+            })?;
+        out.command()
+            .and_then(|c| c.command_id())
+            .map(str::to_owned)
+            .ok_or_else(|| RunnerError::Send("SendCommand returned no command id".into()))
+    }
+
+    /// Every invocation of the command, with details. `Ok(None)` when the
+    /// call was throttled and should simply be tried again later.
+    async fn invocations(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<Vec<CommandInvocation>>, RunnerError> {
+        let mut pages = self
+            .client
+            .list_command_invocations()
+            .command_id(command_id)
+            .details(true)
+            .into_paginator()
+            .send();
+        let mut all = Vec::new();
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(page) => all.extend(page.command_invocations().iter().cloned()),
+                Err(e) if is_throttling(e.code()) => return Ok(None),
+                Err(e) => {
+                    return Err(RunnerError::Poll(
+                        aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(Some(all))
+    }
+
+    async fn cancel(&self, command_id: &str, ids: &[InstanceId]) {
+        let result = self
+            .client
+            .cancel_command()
+            .command_id(command_id)
+            .set_instance_ids(Some(ids.iter().map(|i| i.to_string()).collect()))
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(command = command_id, error = %aws_sdk_ssm::error::DisplayErrorContext(e), "could not cancel");
+        }
+    }
+
+    async fn follow(
+        &self,
+        command_id: &str,
+        targets: &[InstanceId],
+        timeout: Duration,
+    ) -> Result<Vec<Invocation>, RunnerError> {
+        let started = Instant::now();
+        // The agent's own timeout, plus time for delivery and reporting.
+        let deadline = timeout + Duration::from_secs(60).min(timeout);
+        let mut done: BTreeMap<InstanceId, Invocation> = BTreeMap::new();
+        let mut wait = self.polling.first;
+        loop {
+            tokio::time::sleep(wait).await;
+            if let Some(invocations) = self.invocations(command_id).await? {
+                for inv in invocations {
+                    let Some(result) = terminal(&inv) else {
+                        continue;
+                    };
+                    if targets.contains(&result.instance) {
+                        done.entry(result.instance.clone()).or_insert(result);
+                    }
+                }
+            }
+            if done.len() == targets.len() {
+                break;
+            }
+            if started.elapsed() >= deadline {
+                let pending: Vec<InstanceId> = targets
+                    .iter()
+                    .filter(|t| !done.contains_key(*t))
+                    .cloned()
+                    .collect();
+                self.cancel(command_id, &pending).await;
+                for instance in pending {
+                    done.insert(
+                        instance.clone(),
+                        Invocation {
+                            instance,
+                            status: RunStatus::TimedOut,
+                            exit_code: None,
+                            duration_ms: started.elapsed().as_millis() as u64,
+                            output_tail: "no result before the deadline; the command was cancelled"
+                                .into(),
+                            output_key: None,
+                        },
+                    );
+                }
+                break;
+            }
+            wait = self.polling.next(wait, started.elapsed());
+        }
+        Ok(targets.iter().filter_map(|t| done.remove(t)).collect())
+    }
+}
+
+fn is_throttling(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ThrottlingException"
+                | "Throttling"
+                | "TooManyRequestsException"
+                | "RequestLimitExceeded"
+        )
+    )
+}
+
+/// The result of a finished invocation; `None` while it still runs.
+fn terminal(inv: &CommandInvocation) -> Option<Invocation> {
+    let instance = InstanceId::parse(inv.instance_id()?).ok()?;
+    let status = match (inv.status()?, inv.status_details()) {
+        (_, Some("Undeliverable")) => RunStatus::Undeliverable,
+        (_, Some("DeliveryTimedOut")) => RunStatus::DeliveryTimedOut,
+        (CommandInvocationStatus::Success, _) => RunStatus::Success,
+        (CommandInvocationStatus::Failed, _) => RunStatus::Failed,
+        (CommandInvocationStatus::TimedOut, _) => RunStatus::TimedOut,
+        (CommandInvocationStatus::Cancelled, _) => RunStatus::Cancelled,
+        _ => return None,
+    };
+    let plugin = inv.command_plugins().first();
+    let output = plugin.and_then(|p| p.output()).unwrap_or_default();
+    let lines: Vec<&str> = output.lines().collect();
+    let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+    let duration_ms = match (
+        plugin.and_then(|p| p.response_start_date_time()),
+        plugin.and_then(|p| p.response_finish_date_time()),
+    ) {
+        (Some(a), Some(b)) => ((b.as_secs_f64() - a.as_secs_f64()).max(0.0) * 1000.0) as u64,
+        _ => 0,
+    };
+    Some(Invocation {
+        instance,
+        status,
+        exit_code: plugin.map(|p| p.response_code()).filter(|c| *c >= 0),
+        duration_ms,
+        output_tail: tail,
+        output_key: inv
+            .standard_output_url()
+            .or_else(|| plugin.and_then(|p| p.output_s3_key_prefix()))
+            .map(str::to_owned),
+    })
+}
+
+/// How long cancelled invocations have to report how they ended.
+const AFTER_CANCEL: Duration = Duration::from_secs(30);
+
+impl SsmRunner {
+    async fn follow_all(
+        &self,
+        sent: &[(String, &[InstanceId])],
+        timeout: Duration,
+    ) -> Result<Vec<Invocation>, RunnerError> {
+        let mut results = Vec::new();
+        for (command_id, chunk) in sent {
+            results.extend(self.follow(command_id, chunk, timeout).await?);
+        }
+        Ok(results)
+    }
+}
+
+impl Runner for SsmRunner {
+    async fn run(
+        &self,
+        targets: &[InstanceId],
+        command: &AgentCommand,
+        timeout: Duration,
+        cancel: super::Cancel<'_>,
+    ) -> Result<Vec<Invocation>, RunnerError> {
+        let mut sent = Vec::new();
+        for chunk in targets.chunks(MAX_TARGETS) {
+            sent.push((self.send(chunk, command, timeout).await?, chunk));
+        }
+        let finished = tokio::select! {
+            results = self.follow_all(&sent, timeout) => Some(results),
+            () = cancel => None,
+        };
+        if let Some(results) = finished {
+            return results;
+        }
+        for (command_id, chunk) in &sent {
+            self.cancel(command_id, chunk).await;
+        }
+        self.follow_all(&sent, AFTER_CANCEL).await
+    }
+}
+
+#[cfg(test)]
+#[path = "ssm_tests.rs"]
+mod tests;

@@ -1,0 +1,493 @@
+//! The release store: releases, config and the `current` pointer in S3.
+//!
+//! Layout (see DESIGN.md): `<app>/<env>/env`, `releases/r<N>/{source.*,env,
+//! release.json}`, `current`. Every write that two writers could race is
+//! conditional: a release number is taken by creating `release.json` with
+//! `If-None-Match: *` (a pending claim), and the claim becomes the ready
+//! manifest with `If-Match` once the source and config snapshot are stored,
+//! so `release.json` in its ready form is always written last. Config
+//! changes use `If-Match` on `env` so no concurrent change is lost.
+
+mod uploads;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+pub use slipway_core::keys::{config_key, current_key, deploys_prefix, release_key, settings_key};
+pub use slipway_core::manifest::{Claim, Manifest, Origin, ReleaseFile, Source};
+pub use slipway_core::objects::{Head, Object, ObjectError, PresignedPut, S3Objects, Write};
+pub use uploads::{MAX_DESCRIPTION, UploadOutcome, UploadStatus, UploadTicket, parse_upload_key};
+
+use slipway_core::archive::{ArchiveFormat, Limits};
+use slipway_core::config::{Config, ConfigDiff, ConfigError};
+use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::procfile::Procfile;
+
+/// A pending claim older than this belongs to a writer that died; the next
+/// writer may take its number over.
+pub const CLAIM_TTL: Duration = Duration::from_secs(15 * 60);
+const MAX_NUMBERING_ATTEMPTS: u32 = 1000;
+const MAX_CONFIG_ATTEMPTS: u32 = 10;
+pub const MAX_PAGE: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("release {id} of {env} not found")]
+    ReleaseNotFound { env: String, id: ReleaseId },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("stored {what} is unreadable: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("could not take a release number after {0} attempts")]
+    Contention(u32),
+    #[error("release {0} was taken over by another writer while it was being made")]
+    ClaimLost(ReleaseId),
+    #[error("the source archive could not be read: {0}")]
+    Read(String),
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+}
+
+/// A page of releases, newest first.
+#[derive(Debug, Clone)]
+pub struct ReleasePage {
+    pub releases: Vec<Manifest>,
+    /// Pass as `before` to get the next page.
+    pub next: Option<ReleaseId>,
+}
+
+/// The outcome of a config change.
+#[derive(Debug, Clone)]
+pub struct ConfigChange {
+    pub config: Config,
+    pub diff: ConfigDiff,
+    /// The release made from the current source with the new config, if
+    /// the environment has a release to build on and anything changed.
+    pub release: Option<Manifest>,
+}
+
+/// Everything about a release except its number and config snapshot.
+struct NewRelease<'a> {
+    env: &'a EnvRef,
+    copy_from: &'a str,
+    copy_etag: Option<&'a str>,
+    format: ArchiveFormat,
+    sha256: String,
+    size: u64,
+    procfile: Procfile,
+    git_ref: Option<String>,
+    description: Option<String>,
+    created_by: &'a str,
+    origin: Origin,
+}
+
+impl<'a> NewRelease<'a> {
+    /// A new release of `env` with the same source as `base`.
+    fn reusing(
+        env: &'a EnvRef,
+        base: &'a Manifest,
+        created_by: &'a str,
+        origin: Origin,
+        description: Option<String>,
+    ) -> Self {
+        Self {
+            env,
+            copy_from: &base.source.key,
+            copy_etag: None,
+            format: base.source.format,
+            sha256: base.source.sha256.clone(),
+            size: base.source.size,
+            procfile: base.procfile.clone(),
+            git_ref: base.git_ref.clone(),
+            description,
+            created_by,
+            origin,
+        }
+    }
+}
+
+/// A JSON record (a deploy's, a cycle's) and its version; `what` names it
+/// when it no longer parses.
+pub async fn read_record<T: serde::de::DeserializeOwned>(
+    objects: &S3Objects,
+    key: &str,
+    what: &str,
+) -> Result<Option<(T, String)>, StoreError> {
+    let Some(object) = objects.get(key).await? else {
+        return Ok(None);
+    };
+    let record = serde_json::from_slice(&object.body).map_err(|e| StoreError::Corrupt {
+        what: what.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok(Some((record, object.etag)))
+}
+
+fn corrupt(what: impl Into<String>, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ReleaseStore {
+    objects: S3Objects,
+    limits: Limits,
+}
+
+impl ReleaseStore {
+    pub fn new(objects: S3Objects, limits: Limits) -> Self {
+        Self { objects, limits }
+    }
+
+    pub fn objects(&self) -> &S3Objects {
+        &self.objects
+    }
+
+    /// The environment's config vars; no `env` object is an empty config.
+    pub async fn config(&self, env: &EnvRef) -> Result<Config, StoreError> {
+        Ok(self.config_with_etag(env).await?.0)
+    }
+
+    async fn config_with_etag(&self, env: &EnvRef) -> Result<(Config, Option<String>), StoreError> {
+        let key = config_key(env);
+        match self.objects.get(&key).await? {
+            None => Ok((Config::new(), None)),
+            Some(obj) => {
+                let text = std::str::from_utf8(&obj.body).map_err(|e| corrupt(&key, e))?;
+                let config = Config::parse(text).map_err(|e| corrupt(&key, e))?;
+                Ok((config, Some(obj.etag)))
+            }
+        }
+    }
+
+    /// Sets and unsets config vars, then makes a release of the current
+    /// source with the new config.
+    pub async fn change_config(
+        &self,
+        env: &EnvRef,
+        set: &BTreeMap<String, String>,
+        unset: &[String],
+        user: &str,
+    ) -> Result<ConfigChange, StoreError> {
+        let key = config_key(env);
+        let mut attempt = 0;
+        let (old, new) = loop {
+            attempt += 1;
+            let (old, etag) = self.config_with_etag(env).await?;
+            let new = old.with_changes(set, unset)?;
+            if new == old {
+                return Ok(ConfigChange {
+                    config: new,
+                    diff: ConfigDiff::default(),
+                    release: None,
+                });
+            }
+            let guard = etag.as_deref().map_or(Write::IfAbsent, Write::IfMatch);
+            match self
+                .objects
+                .put(&key, new.render(), "text/plain; charset=utf-8", guard)
+                .await
+            {
+                Ok(_) => break (old, new),
+                Err(ObjectError::Precondition { .. }) if attempt < MAX_CONFIG_ATTEMPTS => continue,
+                Err(ObjectError::Precondition { .. }) => {
+                    return Err(StoreError::Contention(attempt));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let diff = old.diff(&new);
+        let base = match self.current(env).await? {
+            Some(id) => Some(self.release(env, id).await?),
+            None => self
+                .list_releases(env, None, 1)
+                .await?
+                .releases
+                .into_iter()
+                .next(),
+        };
+        let release = match base {
+            None => None,
+            Some(base) => {
+                let changed: Vec<&str> = diff.keys().collect();
+                let description = Some(format!("config: {}", changed.join(", ")));
+                let new = NewRelease::reusing(
+                    env,
+                    &base,
+                    user,
+                    Origin::Config { from: base.id },
+                    description,
+                );
+                Some(self.create_release(new).await?)
+            }
+        };
+        Ok(ConfigChange {
+            config: new,
+            diff,
+            release,
+        })
+    }
+
+    /// A release of `from` becomes a new release of `to` (another
+    /// environment of the same app), with `to`'s config.
+    pub async fn promote(
+        &self,
+        from: &EnvRef,
+        id: ReleaseId,
+        to: &EnvRef,
+        user: &str,
+    ) -> Result<Manifest, StoreError> {
+        let base = self.release(from, id).await?;
+        let origin = Origin::Promote {
+            env: from.env.clone(),
+            release: id,
+        };
+        let new = NewRelease::reusing(to, &base, user, origin, base.description.clone());
+        self.create_release(new).await
+    }
+
+    /// One ready release.
+    pub async fn release(&self, env: &EnvRef, id: ReleaseId) -> Result<Manifest, StoreError> {
+        self.release_file(env, id)
+            .await?
+            .and_then(|(file, _)| file.ready())
+            .ok_or_else(|| StoreError::ReleaseNotFound {
+                env: env.to_string(),
+                id,
+            })
+    }
+
+    async fn release_file(
+        &self,
+        env: &EnvRef,
+        id: ReleaseId,
+    ) -> Result<Option<(ReleaseFile, String)>, StoreError> {
+        let key = release_key(env, id, "release.json");
+        match self.objects.get(&key).await? {
+            None => Ok(None),
+            Some(obj) => {
+                let file: ReleaseFile =
+                    serde_json::from_slice(&obj.body).map_err(|e| corrupt(&key, e))?;
+                Ok(Some((file, obj.etag)))
+            }
+        }
+    }
+
+    /// Every release number that has a folder, newest first.
+    async fn release_ids(&self, env: &EnvRef) -> Result<Vec<ReleaseId>, StoreError> {
+        let prefix = slipway_core::keys::releases_prefix(env);
+        let mut ids: Vec<ReleaseId> = self
+            .objects
+            .list_folders(&prefix)
+            .await?
+            .iter()
+            .filter_map(|f| f.strip_prefix(&prefix)?.strip_suffix('/'))
+            .filter_map(|name| ReleaseId::parse(name).ok())
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ids)
+    }
+
+    /// Ready releases newest first, `limit` at most, older than `before`.
+    pub async fn list_releases(
+        &self,
+        env: &EnvRef,
+        before: Option<ReleaseId>,
+        limit: usize,
+    ) -> Result<ReleasePage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let ids: Vec<ReleaseId> = self
+            .release_ids(env)
+            .await?
+            .into_iter()
+            .filter(|id| before.is_none_or(|b| *id < b))
+            .collect();
+        let mut releases = Vec::new();
+        let mut next = None;
+        let mut files = stream::iter(ids.iter().copied())
+            .map(|id| self.release_file(env, id))
+            .buffered(16);
+        while let Some(file) = files.try_next().await? {
+            if let Some(manifest) = file.and_then(|(f, _)| f.ready()) {
+                if releases.len() == limit {
+                    next = releases.last().map(|m: &Manifest| m.id);
+                    break;
+                }
+                releases.push(manifest);
+            }
+        }
+        Ok(ReleasePage { releases, next })
+    }
+
+    /// The release new instances boot with, if any.
+    pub async fn current(&self, env: &EnvRef) -> Result<Option<ReleaseId>, StoreError> {
+        let key = current_key(env);
+        match self.objects.get(&key).await? {
+            None => Ok(None),
+            Some(obj) => {
+                let text = std::str::from_utf8(&obj.body).map_err(|e| corrupt(&key, e))?;
+                ReleaseId::parse(text.trim())
+                    .map(Some)
+                    .map_err(|e| corrupt(&key, e))
+            }
+        }
+    }
+
+    /// Points `current` at a ready release.
+    pub async fn set_current(&self, env: &EnvRef, id: ReleaseId) -> Result<(), StoreError> {
+        self.release(env, id).await?;
+        let key = current_key(env);
+        self.objects
+            .put(&key, format!("{id}\n"), "text/plain", Write::Always)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the next release number: a conditional create of its
+    /// `release.json` as a pending claim. Returns the number and the claim's
+    /// ETag, which the final write must match.
+    async fn claim_number(
+        &self,
+        env: &EnvRef,
+        claim: &Claim,
+    ) -> Result<(ReleaseId, String), StoreError> {
+        let ids = self.release_ids(env).await?;
+        let mut candidate = match ids.first() {
+            None => ReleaseId::FIRST,
+            Some(&top) => match self.release_file(env, top).await? {
+                // A folder without release.json: a writer that failed.
+                None => top,
+                Some((ReleaseFile::Pending(old), etag)) if is_stale(&old) => {
+                    let body = claim_body(claim, top)?;
+                    let key = release_key(env, top, "release.json");
+                    match self
+                        .objects
+                        .put(&key, body, "application/json", Write::IfMatch(&etag))
+                        .await
+                    {
+                        Ok(etag) => {
+                            tracing::warn!(env = %env, release = %top, stale_since = %old.claimed_at, "took over a stale release claim");
+                            return Ok((top, etag));
+                        }
+                        Err(ObjectError::Precondition { .. }) => top.next(),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Some(_) => top.next(),
+            },
+        };
+        for _ in 0..MAX_NUMBERING_ATTEMPTS {
+            let key = release_key(env, candidate, "release.json");
+            let body = claim_body(claim, candidate)?;
+            match self
+                .objects
+                .put(&key, body, "application/json", Write::IfAbsent)
+                .await
+            {
+                Ok(etag) => return Ok((candidate, etag)),
+                Err(ObjectError::Precondition { .. }) => candidate = candidate.next(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Contention(MAX_NUMBERING_ATTEMPTS))
+    }
+
+    /// Numbers a release, stores its source and config snapshot, then its
+    /// ready manifest, last.
+    async fn create_release(&self, new: NewRelease<'_>) -> Result<Manifest, StoreError> {
+        let env = new.env;
+        let config = self.config(env).await?;
+        let claim = Claim {
+            id: ReleaseId::FIRST,
+            claimed_at: Utc::now(),
+            claimed_by: new.created_by.to_owned(),
+            origin: new.origin.clone(),
+        };
+        let (id, claim_etag) = self.claim_number(env, &claim).await?;
+        match self.fill_release(new, id, &claim_etag, &config).await {
+            Ok(m) => {
+                tracing::info!(env = %env, release = %id, created_by = %m.created_by, "release created");
+                Ok(m)
+            }
+            Err(e) => {
+                // Give the number back, so the next release can use it.
+                let key = release_key(env, id, "release.json");
+                if let Err(del) = self.objects.delete(&key).await {
+                    tracing::warn!(env = %env, release = %id, error = %del, "could not release a failed claim");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn fill_release(
+        &self,
+        new: NewRelease<'_>,
+        id: ReleaseId,
+        claim_etag: &str,
+        config: &Config,
+    ) -> Result<Manifest, StoreError> {
+        let env = new.env;
+        let source_key = release_key(env, id, &new.format.source_file_name());
+        self.objects
+            .copy(new.copy_from, new.copy_etag, &source_key, None)
+            .await?;
+        let env_key = release_key(env, id, "env");
+        self.objects
+            .put(
+                &env_key,
+                config.render(),
+                "text/plain; charset=utf-8",
+                Write::Always,
+            )
+            .await?;
+        let manifest = Manifest {
+            id,
+            app: env.app.clone(),
+            env: env.env.clone(),
+            source: Source {
+                key: source_key,
+                format: new.format,
+                sha256: new.sha256,
+                size: new.size,
+            },
+            config_sha256: config.sha256(),
+            procfile: new.procfile,
+            git_ref: new.git_ref,
+            description: new.description,
+            created_at: Utc::now(),
+            created_by: new.created_by.to_owned(),
+            origin: new.origin,
+        };
+        let body = serde_json::to_vec_pretty(&ReleaseFile::Ready(manifest.clone()))
+            .map_err(|e| corrupt("manifest", e))?;
+        let key = release_key(env, id, "release.json");
+        match self
+            .objects
+            .put(&key, body, "application/json", Write::IfMatch(claim_etag))
+            .await
+        {
+            Ok(_) => Ok(manifest),
+            Err(ObjectError::Precondition { .. }) => Err(StoreError::ClaimLost(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn is_stale(claim: &Claim) -> bool {
+    let age = Utc::now().signed_duration_since(claim.claimed_at);
+    age.to_std().is_ok_and(|age| age > CLAIM_TTL)
+}
+
+fn claim_body(claim: &Claim, id: ReleaseId) -> Result<Vec<u8>, StoreError> {
+    let claim = Claim {
+        id,
+        ..claim.clone()
+    };
+    serde_json::to_vec(&ReleaseFile::Pending(claim)).map_err(|e| corrupt("claim", e))
+}

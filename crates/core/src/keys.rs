@@ -1,0 +1,197 @@
+//! The release bucket's key layout, in one place. Every key an S3 reader or
+//! writer uses (the control plane, the agent, the local platform, the
+//! tests) is built here from parsed names, so a layout change is one edit
+//! and no key is ever made from unchecked text. DESIGN.md lists the layout.
+//!
+//! ```text
+//! <app>/<env>/env                      canonical config vars
+//! <app>/<env>/settings.json            environment settings
+//! <app>/<env>/current                  the release new instances boot with
+//! <app>/<env>/lock                     the job in flight
+//! <app>/<env>/terminated.json          the environment's termination record
+//! <app>/<env>/releases/r<N>/<file>     source.*, env, release.json
+//! <app>/<env>/uploads/<name>           an upload that becomes a release
+//! <app>/<env>/rejected/<name>          an upload that could not
+//! <app>/<env>/deploys/<id>.json        a deploy record (…/<id>/cancel, chat.json, output/)
+//! <app>/<env>/deploys/idempotency/<d>  a deploy request's idempotency key
+//! <app>/<env>/cycles/<id>.json         a cycle record (…/<id>/cancel)
+//! <app>/<env>/scales/<id>.json         a scaling change
+//! ```
+
+use crate::names::{EnvRef, ReleaseId};
+
+/// `<app>/<env>/env`: the environment's canonical config vars.
+pub fn config_key(env: &EnvRef) -> String {
+    format!("{}env", env.prefix())
+}
+
+/// `<app>/<env>/current`: the release new instances boot with.
+pub fn current_key(env: &EnvRef) -> String {
+    format!("{}current", env.prefix())
+}
+
+/// `<app>/<env>/settings.json`: the environment's settings.
+pub fn settings_key(env: &EnvRef) -> String {
+    format!("{}settings.json", env.prefix())
+}
+
+/// `<app>/<env>/lock`: the deploy or cycle in flight.
+pub fn lock_key(env: &EnvRef) -> String {
+    format!("{}lock", env.prefix())
+}
+
+/// `<app>/<env>/terminated.json`: written when the environment is torn down.
+pub fn termination_key(env: &EnvRef) -> String {
+    format!("{}terminated.json", env.prefix())
+}
+
+/// `<app>/<env>/releases/`: one folder per release.
+pub fn releases_prefix(env: &EnvRef) -> String {
+    format!("{}releases/", env.prefix())
+}
+
+/// `<app>/<env>/releases/r<N>/<file>`.
+pub fn release_key(env: &EnvRef, id: ReleaseId, file: &str) -> String {
+    format!("{}{id}/{file}", releases_prefix(env))
+}
+
+/// The release URL the agent gets for a release of `env` in `bucket`.
+pub fn release_url(bucket: &str, env: &EnvRef, id: ReleaseId) -> String {
+    format!("s3://{bucket}/{}{id}", releases_prefix(env))
+}
+
+/// `<app>/<env>/uploads/`: an object created here becomes a release.
+pub fn uploads_prefix(env: &EnvRef) -> String {
+    format!("{}uploads/", env.prefix())
+}
+
+/// `<app>/<env>/uploads/<name>`.
+pub fn upload_key(env: &EnvRef, name: &str) -> String {
+    format!("{}{name}", uploads_prefix(env))
+}
+
+/// `<app>/<env>/rejected/<name>`: where a refused upload is moved.
+pub fn rejected_key(env: &EnvRef, name: &str) -> String {
+    format!("{}rejected/{name}", env.prefix())
+}
+
+/// Beside a rejected upload: why it was refused.
+pub fn rejection_reason_key(rejected: &str) -> String {
+    format!("{rejected}.reason.json")
+}
+
+/// `<app>/<env>/deploys/`: one `<id>.json` record per deploy.
+pub fn deploys_prefix(env: &EnvRef) -> String {
+    format!("{}deploys/", env.prefix())
+}
+
+/// `<app>/<env>/deploys/<id>.json`.
+pub fn deploy_key(env: &EnvRef, id: &str) -> String {
+    format!("{}{id}.json", deploys_prefix(env))
+}
+
+/// `<app>/<env>/deploys/<id>/cancel`: asks a running deploy to stop.
+pub fn deploy_cancel_key(env: &EnvRef, id: &str) -> String {
+    format!("{}{id}/cancel", deploys_prefix(env))
+}
+
+/// `<app>/<env>/deploys/<id>/chat.json`: where chat hears of the deploy.
+pub fn deploy_chat_key(env: &EnvRef, id: &str) -> String {
+    format!("{}{id}/chat.json", deploys_prefix(env))
+}
+
+/// `<app>/<env>/deploys/<id>/output/`: each instance's full output.
+pub fn deploy_output_prefix(env: &EnvRef, id: &str) -> String {
+    format!("{}{id}/output/", deploys_prefix(env))
+}
+
+/// `<app>/<env>/deploys/idempotency/<digest>`.
+pub fn idempotency_key(env: &EnvRef, digest: &str) -> String {
+    format!("{}idempotency/{digest}", deploys_prefix(env))
+}
+
+/// `<app>/<env>/cycles/`: one `<id>.json` record per cycle.
+pub fn cycles_prefix(env: &EnvRef) -> String {
+    format!("{}cycles/", env.prefix())
+}
+
+/// `<app>/<env>/cycles/<id>.json`.
+pub fn cycle_key(env: &EnvRef, id: &str) -> String {
+    format!("{}{id}.json", cycles_prefix(env))
+}
+
+/// `<app>/<env>/cycles/<id>/cancel`.
+pub fn cycle_cancel_key(env: &EnvRef, id: &str) -> String {
+    format!("{}{id}/cancel", cycles_prefix(env))
+}
+
+/// `<app>/<env>/scales/`: one `<id>.json` record per scaling change.
+pub fn scales_prefix(env: &EnvRef) -> String {
+    format!("{}scales/", env.prefix())
+}
+
+/// `<app>/<env>/scales/<id>.json`.
+pub fn scale_key(env: &EnvRef, id: &str) -> String {
+    format!("{}{id}.json", scales_prefix(env))
+}
+
+/// Is `key` a record directly under `prefix` (`<id>.json`, not a job's
+/// output or marker)?
+pub fn is_record_key(prefix: &str, key: &str) -> bool {
+    key.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(".json"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> EnvRef {
+        EnvRef::parse("hello", "prod").unwrap()
+    }
+
+    #[test]
+    fn every_key_of_an_environment_lives_under_its_prefix() {
+        let e = env();
+        let r = ReleaseId::parse("r7").unwrap();
+        assert_eq!(config_key(&e), "hello/prod/env");
+        assert_eq!(current_key(&e), "hello/prod/current");
+        assert_eq!(settings_key(&e), "hello/prod/settings.json");
+        assert_eq!(lock_key(&e), "hello/prod/lock");
+        assert_eq!(
+            release_key(&e, r, "release.json"),
+            "hello/prod/releases/r7/release.json"
+        );
+        assert_eq!(release_url("b", &e, r), "s3://b/hello/prod/releases/r7");
+        assert_eq!(upload_key(&e, "a.tar.gz"), "hello/prod/uploads/a.tar.gz");
+        assert_eq!(
+            rejection_reason_key(&rejected_key(&e, "a.tar.gz")),
+            "hello/prod/rejected/a.tar.gz.reason.json"
+        );
+        assert_eq!(deploy_key(&e, "d1"), "hello/prod/deploys/d1.json");
+        assert_eq!(deploy_cancel_key(&e, "d1"), "hello/prod/deploys/d1/cancel");
+        assert_eq!(
+            deploy_output_prefix(&e, "d1"),
+            "hello/prod/deploys/d1/output/"
+        );
+        assert_eq!(
+            idempotency_key(&e, "ab"),
+            "hello/prod/deploys/idempotency/ab"
+        );
+        assert_eq!(cycle_key(&e, "c1"), "hello/prod/cycles/c1.json");
+        assert_eq!(cycle_cancel_key(&e, "c1"), "hello/prod/cycles/c1/cancel");
+        assert_eq!(scale_key(&e, "s1"), "hello/prod/scales/s1.json");
+        assert_eq!(termination_key(&e), "hello/prod/terminated.json");
+    }
+
+    #[test]
+    fn only_records_directly_under_the_prefix_count() {
+        let p = "hello/prod/deploys/";
+        assert!(is_record_key(p, "hello/prod/deploys/d1.json"));
+        assert!(!is_record_key(p, "hello/prod/deploys/d1/output/i-1.json"));
+        assert!(!is_record_key(p, "hello/prod/deploys/.json"));
+        assert!(!is_record_key(p, "hello/prod/deploysx/d1.json"));
+        assert!(!is_record_key(p, "hello/prod/deploys/d1.txt"));
+    }
+}

@@ -1,0 +1,513 @@
+//! The release bucket, one method per S3 operation.
+//!
+//! Hides pagination, maps "not there" to `None` and a failed precondition
+//! (`If-None-Match` / `If-Match`) to [`ObjectError::Precondition`], so the
+//! release store above reasons about conditional writes, not HTTP codes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("precondition failed on {key}")]
+    Precondition { key: String },
+    #[error("S3 {op} {key}: {source}")]
+    Aws {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// How a write is guarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write<'a> {
+    Always,
+    /// `If-None-Match: *`: only if no object has this key.
+    IfAbsent,
+    /// `If-Match: <etag>`: only if the object is still this version.
+    IfMatch(&'a str),
+}
+
+/// The object tag the bucket's lifecycle rules select on.
+pub const LIFECYCLE_TAG: &str = "slipway-lifecycle";
+
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub body: Bytes,
+    pub etag: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub etag: String,
+    pub size: u64,
+    pub metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PresignedPut {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+fn status<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+fn aws<E: std::error::Error + Send + Sync + 'static>(
+    op: &'static str,
+    key: &str,
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> ObjectError {
+    ObjectError::Aws {
+        op,
+        key: key.to_owned(),
+        source: Box::new(err),
+    }
+}
+
+/// 412 is a failed precondition; S3 answers 409 when a concurrent
+/// conditional write to the same key won the race.
+fn is_precondition(code: Option<u16>) -> bool {
+    matches!(code, Some(412 | 409))
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Objects {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Objects {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Object>, ObjectError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let etag = out.e_tag.clone().unwrap_or_default();
+                let body = out.body.collect().await.map_err(|e| ObjectError::Aws {
+                    op: "GetObject",
+                    key: key.to_owned(),
+                    source: Box::new(e),
+                })?;
+                Ok(Some(Object {
+                    body: body.into_bytes(),
+                    etag,
+                }))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(aws("GetObject", key, e)),
+        }
+    }
+
+    /// The body as a stream; with `etag`, only if the object is still that
+    /// version.
+    pub async fn open(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<ByteStream>, ObjectError> {
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_if_match(etag.map(str::to_owned));
+        match req.send().await {
+            Ok(out) => Ok(Some(out.body)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) if is_precondition(status(&e)) => Err(ObjectError::Precondition {
+                key: key.to_owned(),
+            }),
+            Err(e) => Err(aws("GetObject", key, e)),
+        }
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<Head>, ObjectError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(Head {
+                etag: out.e_tag.unwrap_or_default(),
+                size: out.content_length.unwrap_or(0).max(0) as u64,
+                metadata: out.metadata.unwrap_or_default(),
+            })),
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(aws("HeadObject", key, e)),
+        }
+    }
+
+    /// Writes `body`; returns the new ETag.
+    pub async fn put(
+        &self,
+        key: &str,
+        body: impl Into<Bytes>,
+        content_type: &str,
+        guard: Write<'_>,
+    ) -> Result<String, ObjectError> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body.into()));
+        req = match guard {
+            Write::Always => req,
+            Write::IfAbsent => req.if_none_match("*"),
+            Write::IfMatch(etag) => req.if_match(etag),
+        };
+        match req.send().await {
+            Ok(out) => Ok(out.e_tag.unwrap_or_default()),
+            Err(e) if guard != Write::Always && is_precondition(status(&e)) => {
+                Err(ObjectError::Precondition {
+                    key: key.to_owned(),
+                })
+            }
+            Err(e) => Err(aws("PutObject", key, e)),
+        }
+    }
+
+    /// A server-side copy of version `etag` of `from` (when given).
+    /// Copies `from` (if still at `etag`) to `to`; with `lifecycle`, the
+    /// copy is tagged `slipway-lifecycle=<lifecycle>` for the bucket's
+    /// lifecycle rules instead of keeping the source's tags.
+    pub async fn copy(
+        &self,
+        from: &str,
+        etag: Option<&str>,
+        to: &str,
+        lifecycle: Option<&str>,
+    ) -> Result<(), ObjectError> {
+        let source = format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
+        );
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(source)
+            .set_copy_source_if_match(etag.map(str::to_owned));
+        if let Some(lifecycle) = lifecycle {
+            req = req
+                .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
+                .tagging(format!("{LIFECYCLE_TAG}={lifecycle}"));
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_precondition(status(&e)) => Err(ObjectError::Precondition {
+                key: from.to_owned(),
+            }),
+            Err(e) => Err(aws("CopyObject", from, e)),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws("DeleteObject", key, e))
+    }
+
+    /// The "sub-folders" directly under `prefix` (ListObjectsV2 with a
+    /// delimiter), every page.
+    pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut folders = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("ListObjectsV2", prefix, e))?;
+            folders.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix.clone()),
+            );
+        }
+        Ok(folders)
+    }
+
+    /// Every object key under `prefix` (ListObjectsV2, every page).
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("ListObjectsV2", prefix, e))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key.clone()));
+        }
+        Ok(keys)
+    }
+
+    /// The JSON records directly under `prefix` (`<prefix><id>.json`,
+    /// ids that sort by time), newest first, at most `limit`; one that no
+    /// longer parses is skipped.
+    pub async fn newest_records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<T>, ObjectError> {
+        let mut keys: Vec<String> = self
+            .list_keys(prefix)
+            .await?
+            .into_iter()
+            .filter(|k| crate::keys::is_record_key(prefix, k))
+            .collect();
+        keys.sort_by(|a, b| b.cmp(a));
+        let mut records = Vec::new();
+        for key in keys.into_iter().take(limit) {
+            if let Some(o) = self.get(&key).await?
+                && let Ok(r) = serde_json::from_slice(&o.body)
+            {
+                records.push(r);
+            }
+        }
+        Ok(records)
+    }
+
+    /// The "folders" directly under `prefix` (`a/` for `a/b/c`), each with
+    /// its trailing slash: one listing with a `/` delimiter.
+    pub async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut prefixes = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("ListObjectsV2", prefix, e))?;
+            prefixes.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix.clone()),
+            );
+        }
+        Ok(prefixes)
+    }
+
+    /// A URL that lets its holder PUT exactly this key, with exactly these
+    /// metadata headers, until it expires. The object is tagged
+    /// `slipway-lifecycle=upload`, so the bucket's lifecycle rule removes an
+    /// upload nobody processed (S3 lifecycle filters by prefix cannot
+    /// match `<app>/<env>/uploads/`).
+    pub async fn presign_put(
+        &self,
+        key: &str,
+        metadata: &[(String, String)],
+        expires_in: Duration,
+    ) -> Result<PresignedPut, ObjectError> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .tagging(format!("{LIFECYCLE_TAG}=upload"));
+        for (k, v) in metadata {
+            req = req.metadata(k, v);
+        }
+        let config = PresigningConfig::expires_in(expires_in).map_err(|e| ObjectError::Aws {
+            op: "presign PutObject",
+            key: key.to_owned(),
+            source: Box::new(e),
+        })?;
+        let signed = req
+            .presigned(config)
+            .await
+            .map_err(|e| aws("presign PutObject", key, e))?;
+        Ok(PresignedPut {
+            url: signed.uri().to_owned(),
+            headers: signed
+                .headers()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        })
+    }
+}
+
+/// CopySource is `bucket/key` with the key URL-encoded, `/` kept.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The S3 client every Slipway binary uses. When an endpoint is
+/// overridden (the emulator), S3 uses path-style addressing because the
+/// emulator has no per-bucket hostnames.
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(config.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Error paths the emulator cannot produce: S3's 409 for a lost
+    //! conditional-write race, server errors, and multi-page listings.
+
+    use super::*;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+    use aws_sdk_s3::types::CommonPrefix;
+    use aws_sdk_s3::types::error::NoSuchKey;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    fn objects(client: aws_sdk_s3::Client) -> S3Objects {
+        S3Objects::new(client, "bucket")
+    }
+
+    #[tokio::test]
+    async fn a_409_on_a_conditional_write_is_a_lost_race_not_a_failure() {
+        let rule = mock!(aws_sdk_s3::Client::put_object)
+            .sequence()
+            .http_status(409, None)
+            .build();
+        let s3 = objects(mock_client!(aws_sdk_s3, [&rule]));
+        let got = s3.put("k", "v", "text/plain", Write::IfAbsent).await;
+        assert!(
+            matches!(got, Err(ObjectError::Precondition { ref key }) if key == "k"),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_412_on_if_match_is_a_precondition_failure() {
+        let rule = mock!(aws_sdk_s3::Client::put_object)
+            .sequence()
+            .http_status(412, None)
+            .build();
+        let s3 = objects(mock_client!(aws_sdk_s3, [&rule]));
+        let got = s3
+            .put("k", "v", "text/plain", Write::IfMatch("\"e\""))
+            .await;
+        assert!(
+            matches!(got, Err(ObjectError::Precondition { .. })),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_409_on_an_unconditional_write_is_an_error() {
+        let rule = mock!(aws_sdk_s3::Client::put_object)
+            .sequence()
+            .http_status(409, None)
+            .build();
+        let s3 = objects(mock_client!(aws_sdk_s3, [&rule]));
+        let got = s3.put("k", "v", "text/plain", Write::Always).await;
+        assert!(
+            matches!(
+                got,
+                Err(ObjectError::Aws {
+                    op: "PutObject",
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_object_is_none_and_a_server_error_is_an_error() {
+        let missing = mock!(aws_sdk_s3::Client::get_object)
+            .then_error(|| GetObjectError::NoSuchKey(NoSuchKey::builder().build()));
+        let s3 = objects(mock_client!(aws_sdk_s3, [&missing]));
+        assert!(s3.get("k").await.unwrap().is_none());
+
+        let broken = mock!(aws_sdk_s3::Client::get_object)
+            .sequence()
+            .http_status(500, None)
+            .repeatedly()
+            .build();
+        let s3 = objects(mock_client!(aws_sdk_s3, [&broken]));
+        assert!(matches!(
+            s3.get("k").await,
+            Err(ObjectError::Aws {
+                op: "GetObject",
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn folders_are_collected_across_every_page() {
+        let page = |prefixes: &[&str], next: Option<&str>| {
+            ListObjectsV2Output::builder()
+                .set_common_prefixes(Some(
+                    prefixes
+                        .iter()
+                        .map(|p| CommonPrefix::builder().prefix(*p).build())
+                        .collect(),
+                ))
+                .is_truncated(next.is_some())
+                .set_next_continuation_token(next.map(str::to_owned))
+                .build()
+        };
+        let first = mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| r.continuation_token().is_none())
+            .then_output(move || page(&["a/b/releases/r1/", "a/b/releases/r2/"], Some("t2")));
+        let second = mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| r.continuation_token() == Some("t2"))
+            .then_output(move || page(&["a/b/releases/r10/"], None));
+        let s3 = objects(mock_client!(
+            aws_sdk_s3,
+            RuleMode::MatchAny,
+            [&first, &second]
+        ));
+        let folders = s3.list_folders("a/b/releases/").await.unwrap();
+        assert_eq!(
+            folders,
+            ["a/b/releases/r1/", "a/b/releases/r2/", "a/b/releases/r10/"]
+        );
+        assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+    }
+}

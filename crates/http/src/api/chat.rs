@@ -1,0 +1,63 @@
+//! The chat route, `POST /chat/slack`: Slack cannot send Basic auth, so
+//! this route is outside it and checks Slack's signature before anything
+//! else, then answers the slash command (shown only to its sender).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::api::formation::FormationSource;
+use crate::chat::Chat;
+use crate::chat::slack::{self, SlashCommand};
+use slipway_control::fleet::GroupControl;
+
+/// What a chat route's fleet must offer.
+pub trait ChatFleet: GroupControl + FormationSource {}
+impl<F: GroupControl + FormationSource> ChatFleet for F {}
+
+/// The open routes (no Basic auth: the Slack signature instead).
+pub fn routes<F: ChatFleet>(chat: Chat<F>) -> Router {
+    Router::new()
+        .route("/chat/slack", post(slash_command::<F>))
+        .with_state(chat)
+}
+
+/// The chat function's whole service.
+pub fn router<F: ChatFleet>(chat: Chat<F>) -> Router {
+    super::serve_with(Router::new(), routes(chat), None)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn slash_command<F: ChatFleet>(
+    State(chat): State<Chat<F>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Json<Value>) {
+    let verified = slack::verify(
+        &chat.settings.secret,
+        header(&headers, "x-slack-request-timestamp"),
+        header(&headers, "x-slack-signature"),
+        &body,
+        chrono::Utc::now().timestamp(),
+    );
+    if let Err(e) = verified {
+        tracing::warn!(error = %e, "a chat request was refused");
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": e.to_string(), "code": "unauthorized" })),
+        );
+    }
+    let command = SlashCommand::parse(&body);
+    tracing::info!(slack_user = %command.user_id, text = %command.text, "slash command");
+    let text = chat.answer(&command).await;
+    (
+        StatusCode::OK,
+        Json(json!({ "response_type": "ephemeral", "text": text })),
+    )
+}

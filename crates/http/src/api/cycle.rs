@@ -1,0 +1,181 @@
+//! Routes of the cycle function: replace one instance or all of them,
+//! follow and cancel a cycle, scale the group, terminate the environment.
+//! Everything that changes the group is refused (409) while a deploy or
+//! cycle holds the environment.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, EnvPath, FleetState, JsonBody, User};
+use slipway_control::cycle::{CycleRecord, Cycles, ScaleRequest};
+use slipway_control::fleet::{Fleet, GroupControl, InstanceId};
+use slipway_core::names::EnvRef;
+
+/// What the cycle routes need of the fleet.
+pub trait CycleFleet: Fleet + GroupControl + Clone + Send + Sync + 'static {}
+impl<F: Fleet + GroupControl + Clone + Send + Sync + 'static> CycleFleet for F {}
+
+pub fn routes<F: CycleFleet>() -> Router<FleetState<F>> {
+    Router::new()
+        .route(
+            "/apps/{app}/envs/{env}/instances/{id}/cycle",
+            post(cycle_one::<F>),
+        )
+        .route("/apps/{app}/envs/{env}/cycle", post(cycle_all::<F>))
+        .route("/apps/{app}/envs/{env}/cycles", get(list::<F>))
+        .route("/apps/{app}/envs/{env}/cycles/{id}", get(show::<F>))
+        .route(
+            "/apps/{app}/envs/{env}/cycles/{id}/cancel",
+            post(cancel::<F>),
+        )
+        .route("/apps/{app}/envs/{env}/scale", patch(scale::<F>))
+        .route(
+            "/apps/{app}/envs/{env}",
+            axum::routing::delete(terminate::<F>),
+        )
+}
+
+/// The cycle routes with auth, for a binary or a test to serve.
+pub fn router<F: CycleFleet>(state: FleetState<F>) -> Router {
+    let users = state.app.users.clone();
+    super::with_auth_of(routes(), state, users)
+}
+
+fn cycles<F>(state: &FleetState<F>) -> Cycles {
+    Cycles::new(state.app.store.clone())
+}
+
+fn cycle_path(app: &str, env: &str, id: &str) -> Result<(EnvRef, String), ApiError> {
+    let env = EnvRef::parse(app, env)?;
+    if !slipway_control::cycle::is_cycle_id(id) {
+        return Err(ApiError::NotFound("no such cycle".into()));
+    }
+    Ok((env, id.to_owned()))
+}
+
+async fn cycle_one<F: CycleFleet>(
+    State(state): State<FleetState<F>>,
+    User(user): User,
+    Path((app, env, id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let env = EnvRef::parse(&app, &env)?;
+    let instance = InstanceId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let record = cycles(&state)
+        .cycle_one(&state.fleet, &env, instance, &user, chrono::Utc::now())
+        .await?;
+    Ok(Json(json!({ "cycle": record })))
+}
+
+async fn cycle_all<F: CycleFleet>(
+    State(state): State<FleetState<F>>,
+    User(user): User,
+    EnvPath(env): EnvPath,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let launcher = state
+        .app
+        .launcher
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("cycles are not started here".into()))?;
+    let cycles = cycles(&state);
+    let (record, held) = cycles
+        .start_all(&state.fleet, &env, &user, chrono::Utc::now())
+        .await?;
+    if let Err(e) = launcher.launch(env.clone(), record.id.clone()).await {
+        cycles
+            .abandon(&env, record, &held, "the cycle could not be started")
+            .await;
+        return Err(ApiError::internal(e));
+    }
+    Ok(accepted(&env, record))
+}
+
+fn accepted(env: &EnvRef, record: CycleRecord) -> (StatusCode, Json<Value>) {
+    let url = format!("/apps/{}/envs/{}/cycles/{}", env.app, env.env, record.id);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": record.id, "url": url, "cycle": record })),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn list<F: CycleFleet>(
+    State(state): State<FleetState<F>>,
+    EnvPath(env): EnvPath,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) =
+        query.map_err(|_| ApiError::BadRequest("the only query parameter is limit".into()))?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    Ok(Json(
+        json!({ "cycles": cycles(&state).list(&env, limit).await? }),
+    ))
+}
+
+async fn show<F: CycleFleet>(
+    State(state): State<FleetState<F>>,
+    Path((app, env, id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (env, id) = cycle_path(&app, &env, &id)?;
+    Ok(Json(json!(cycles(&state).get(&env, &id).await?)))
+}
+
+async fn cancel<F: CycleFleet>(
+    State(state): State<FleetState<F>>,
+    Path((app, env, id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (env, id) = cycle_path(&app, &env, &id)?;
+    let record = cycles(&state).cancel(&env, &id).await?;
+    let note = if record.is_finished() {
+        "the cycle had already finished"
+    } else {
+        "the cycle stops before its next instance"
+    };
+    Ok(Json(json!({ "cycle": record, "note": note })))
+}
+
+async fn scale<F: CycleFleet>(
+    State(state): State<FleetState<F>>,
+    User(user): User,
+    EnvPath(env): EnvPath,
+    JsonBody(request): JsonBody<ScaleRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let record = cycles(&state)
+        .scale(&state.fleet, &env, request, &user, chrono::Utc::now())
+        .await?;
+    Ok(Json(json!({ "scale": record })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TerminateQuery {
+    confirm: Option<String>,
+}
+
+async fn terminate<F: CycleFleet>(
+    State(state): State<FleetState<F>>,
+    User(user): User,
+    EnvPath(env): EnvPath,
+    query: Result<Query<TerminateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Query(q) =
+        query.map_err(|_| ApiError::BadRequest("the only query parameter is confirm".into()))?;
+    let record = cycles(&state)
+        .destroy(
+            &state.fleet,
+            &env,
+            q.confirm.as_deref(),
+            &user,
+            chrono::Utc::now(),
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "terminated": record }))))
+}

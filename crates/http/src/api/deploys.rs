@@ -1,0 +1,220 @@
+//! Routes of the deploy function: start a deploy or a rollback (202: the
+//! rollout runs elsewhere, launched through the state's launcher), read
+//! deploys, cancel one, and the environment's settings.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use axum::http::{HeaderMap, StatusCode};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, AppState, EnvPath, JsonBody, User};
+use slipway_control::rollout::{Deploys, StartDeploy, Strategy};
+use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::objects::Write;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/apps/{app}/envs/{env}/deploys", get(list).post(start))
+        .route("/apps/{app}/envs/{env}/rollback", post(rollback))
+        .route("/apps/{app}/envs/{env}/deploys/{id}", get(show))
+        .route("/apps/{app}/envs/{env}/deploys/{id}/cancel", post(cancel))
+        .route(
+            "/apps/{app}/envs/{env}/settings",
+            get(show_settings).patch(change_settings),
+        )
+}
+
+/// The deploy routes with auth, for a binary or a test to serve.
+pub fn router(state: AppState) -> axum::Router {
+    super::with_auth(routes(), state)
+}
+
+fn deploys(state: &AppState) -> Deploys {
+    Deploys::new(state.store.clone())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    EnvPath(env): EnvPath,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) =
+        query.map_err(|_| ApiError::BadRequest("the only query parameter is limit".into()))?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let records = deploys(&state).list(&env, limit).await?;
+    Ok(Json(json!({ "deploys": records })))
+}
+
+/// The environment and the deploy id of a `…/deploys/{id}` route.
+pub(crate) fn deploy_path(app: &str, env: &str, id: &str) -> Result<(EnvRef, String), ApiError> {
+    let env = EnvRef::parse(app, env)?;
+    if !slipway_control::rollout::service::is_deploy_id(id) {
+        return Err(ApiError::NotFound("no such deploy".into()));
+    }
+    Ok((env, id.to_owned()))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path((app, env, id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (env, id) = deploy_path(&app, &env, &id)?;
+    Ok(Json(json!(deploys(&state).get(&env, &id).await?)))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path((app, env, id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (env, id) = deploy_path(&app, &env, &id)?;
+    let record = deploys(&state).cancel(&env, &id).await?;
+    let note = if record.is_finished() {
+        "the deploy had already finished"
+    } else {
+        "the deploy stops: its running batch is cancelled"
+    };
+    Ok(Json(json!({ "deploy": record, "note": note })))
+}
+
+async fn show_settings(
+    State(state): State<AppState>,
+    EnvPath(env): EnvPath,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(
+        deploys(&state).settings(&env).await?.redacted()
+    )))
+}
+
+async fn change_settings(
+    State(state): State<AppState>,
+    EnvPath(env): EnvPath,
+    JsonBody(patch): JsonBody<serde_json::Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(
+        deploys(&state)
+            .change_settings(&env, patch)
+            .await?
+            .redacted()
+    )))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    release: Option<ReleaseId>,
+    strategy: Option<Strategy>,
+    auto_rollback: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    release: Option<ReleaseId>,
+}
+
+async fn start(
+    State(state): State<AppState>,
+    User(user): User,
+    EnvPath(env): EnvPath,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<StartRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request = StartDeploy {
+        release: req.release,
+        strategy: req.strategy,
+        auto_rollback: req.auto_rollback,
+        rollback: false,
+        user,
+    };
+    begin(&state, &env, request, &headers).await
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    User(user): User,
+    EnvPath(env): EnvPath,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<RollbackRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request = StartDeploy {
+        release: req.release,
+        rollback: true,
+        user,
+        ..StartDeploy::default()
+    };
+    begin(&state, &env, request, &headers).await
+}
+
+/// `<app>/<env>/deploys/idempotency/<sha256 of user and key>`: the deploy
+/// an `Idempotency-Key` already started.
+fn idempotency_key(
+    env: &EnvRef,
+    user: &str,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible characters".into())
+        })?;
+    let digest = hex::encode(Sha256::digest(format!("{user}\n{key}").as_bytes()));
+    Ok(Some(slipway_core::keys::idempotency_key(env, &digest)))
+}
+
+async fn begin(
+    state: &AppState,
+    env: &EnvRef,
+    request: StartDeploy,
+    headers: &HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let launcher = state
+        .launcher
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("deploys are not started here".into()))?;
+    let deploys = deploys(state);
+    let idempotency = idempotency_key(env, &request.user, headers)?;
+    if let Some(key) = &idempotency
+        && let Some(seen) = deploys.objects.get(key).await.map_err(ApiError::internal)?
+    {
+        let id = String::from_utf8_lossy(&seen.body).into_owned();
+        let record = deploys.get(env, &id).await?;
+        return Ok(accepted(env, record));
+    }
+    let (record, held) = deploys.start(env, request, chrono::Utc::now()).await?;
+    if let Some(key) = &idempotency {
+        let _ = deploys
+            .objects
+            .put(key, record.id.clone(), "text/plain", Write::IfAbsent)
+            .await;
+    }
+    let record = deploys
+        .launch(env, record, &held, launcher.as_ref())
+        .await?;
+    Ok(accepted(env, record))
+}
+
+fn accepted(
+    env: &EnvRef,
+    record: slipway_control::rollout::DeployRecord,
+) -> (StatusCode, Json<Value>) {
+    let url = format!("/apps/{}/envs/{}/deploys/{}", env.app, env.env, record.id);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": record.id, "url": url, "deploy": record })),
+    )
+}

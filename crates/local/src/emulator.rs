@@ -1,0 +1,110 @@
+//! The AWS emulator (moto server) for the local platform: installed into
+//! the repository's `.venv` when missing (`scripts/install-emulator`),
+//! started on a free loopback port by `scripts/emulator.py`, and stopped
+//! when this process lets go of its stdin (so even a crash stops it).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, bail};
+use aws_config::{BehaviorVersion, SdkConfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+pub struct Emulator {
+    pub endpoint: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+/// The checkout `ship` belongs to: the directory with `scripts/emulator.py`
+/// at or above `start`, else the one it was built from.
+pub fn repo_root(start: &Path) -> PathBuf {
+    start
+        .ancestors()
+        .find(|d| d.join("scripts/emulator.py").is_file() && d.join("infra").is_dir())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
+}
+
+impl Emulator {
+    pub async fn start(repo: &Path) -> anyhow::Result<Self> {
+        let python = repo.join(".venv/bin/python");
+        let installed = python.is_file()
+            && Command::new(&python)
+                .args(["-c", "import moto"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+        if !installed {
+            eprintln!(
+                "installing the AWS emulator (moto) into {}",
+                repo.join(".venv").display()
+            );
+            let status = Command::new(repo.join("scripts/install-emulator"))
+                .status()
+                .await
+                .context("running scripts/install-emulator")?;
+            if !status.success() {
+                bail!("could not install the AWS emulator (scripts/install-emulator failed)");
+            }
+        }
+        let mut child = Command::new(&python)
+            .arg(repo.join("scripts/emulator.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the AWS emulator")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .context("reading the emulator's READY line")?;
+        let Some(port) = line.trim().strip_prefix("READY ") else {
+            bail!("the AWS emulator did not start: {line:?}");
+        };
+        Ok(Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            stdin: child.stdin.take(),
+            child,
+        })
+    }
+
+    /// SDK config pointed at the emulator, with its dummy credentials.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        sdk_config(&self.endpoint).await
+    }
+
+    pub async fn stop(mut self) {
+        drop(self.stdin.take());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait()).await;
+        let _ = self.child.kill().await;
+    }
+}
+
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region("us-east-1")
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "emulator",
+        ))
+        .load()
+        .await
+}
+
+/// The variables that point an AWS SDK (the agent's) at the emulator.
+pub fn aws_env(endpoint: &str) -> [(&'static str, String); 5] {
+    [
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}

@@ -1,0 +1,339 @@
+//! The local fleet: every instance the emulated Auto Scaling groups report
+//! becomes a directory with a real `slipway-agent` (direct supervisor) and
+//! real app processes on a port of its own. A new instance runs
+//! `slipway-agent boot`, as user data does on EC2; a terminated one is
+//! stopped and removed. Health is an HTTP probe of the instance's port
+//! (the one seam besides the runner that differs from AWS); everything
+//! else is the AWS adapter talking to the emulator.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use slipway_control::fleet::aws::{AwsFleet, Formation};
+use slipway_control::fleet::{
+    Destroyed, Fleet, FleetError, GroupControl, InstanceId, Member, Sizes,
+};
+use slipway_control::rollout::Deploys;
+use slipway_core::names::EnvRef;
+use slipway_http::api::formation::FormationSource;
+use tokio::process::Command;
+
+/// One local instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalInstance {
+    pub env: EnvRef,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+/// How to run the agent for a local instance.
+#[derive(Debug, Clone)]
+pub struct AgentSetup {
+    pub binary: PathBuf,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl AgentSetup {
+    pub fn command(&self, id: &InstanceId, instance: &LocalInstance) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.env("SLIPWAY_ROOT", &instance.dir)
+            .env("SLIPWAY_SUPERVISOR", "direct")
+            .env("SLIPWAY_INSTANCE_ID", id.as_str())
+            .env("SLIPWAY_PORT", instance.port.to_string())
+            .env("SLIPWAY_AGENT_CONFIG", instance.dir.join("agent.env"))
+            .env("SLIPWAY_BUCKET", &self.bucket)
+            .env("SLIPWAY_APP", instance.env.app.as_str())
+            .env("SLIPWAY_ENV", instance.env.env.as_str())
+            .envs(super::emulator::aws_env(&self.endpoint))
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// The fleet as the engine, the cycle and the formation see it locally.
+#[derive(Clone)]
+pub struct LocalFleet {
+    pub aws: AwsFleet,
+    pub instances: Arc<Mutex<BTreeMap<InstanceId, LocalInstance>>>,
+    pub deploys: Deploys,
+    http: reqwest::Client,
+    pub poll: Duration,
+}
+
+impl LocalFleet {
+    pub fn new(aws: AwsFleet, deploys: Deploys) -> Self {
+        Self {
+            aws,
+            instances: Arc::default(),
+            deploys,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("an HTTP client"),
+            poll: Duration::from_millis(250),
+        }
+    }
+
+    pub fn instance(&self, id: &InstanceId) -> Option<LocalInstance> {
+        self.instances.lock().ok()?.get(id).cloned()
+    }
+
+    /// Every local instance now, for work that must not hold the lock.
+    pub fn snapshot(&self) -> Vec<(InstanceId, LocalInstance)> {
+        self.instances
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Does the instance answer its health check with a 2xx?
+    pub async fn probe(&self, id: &InstanceId, health_path: &str) -> bool {
+        let Some(instance) = self.instance(id) else {
+            return false;
+        };
+        let url = format!("http://127.0.0.1:{}{health_path}", instance.port);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    async fn health_path(&self, env: &EnvRef) -> String {
+        self.deploys
+            .settings(env)
+            .await
+            .map(|s| s.health_path)
+            .unwrap_or_else(|_| "/health".into())
+    }
+}
+
+impl Fleet for LocalFleet {
+    async fn in_service(&self, env: &EnvRef) -> Result<Vec<InstanceId>, FleetError> {
+        self.aws.in_service(env).await
+    }
+
+    async fn enter_standby(&self, env: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
+        self.aws.enter_standby(env, ids).await
+    }
+
+    async fn exit_standby(&self, env: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
+        self.aws.exit_standby(env, ids).await
+    }
+
+    /// The local load balancer: every instance answers its health check.
+    async fn wait_healthy(
+        &self,
+        env: &EnvRef,
+        ids: &[InstanceId],
+        timeout: Duration,
+    ) -> Result<Vec<InstanceId>, FleetError> {
+        let path = self.health_path(env).await;
+        let started = Instant::now();
+        loop {
+            let mut unhealthy = Vec::new();
+            for id in ids {
+                if !self.probe(id, &path).await {
+                    unhealthy.push(id.clone());
+                }
+            }
+            if unhealthy.is_empty() || started.elapsed() >= timeout {
+                return Ok(unhealthy);
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+}
+
+impl GroupControl for LocalFleet {
+    async fn members(&self, env: &EnvRef) -> Result<Vec<Member>, FleetError> {
+        self.aws.members(env).await
+    }
+    async fn terminate(&self, env: &EnvRef, id: &InstanceId) -> Result<(), FleetError> {
+        self.aws.terminate(env, id).await
+    }
+    async fn sizes(&self, env: &EnvRef) -> Result<Sizes, FleetError> {
+        self.aws.sizes(env).await
+    }
+    async fn resize(&self, env: &EnvRef, to: Sizes) -> Result<(), FleetError> {
+        self.aws.resize(env, to).await
+    }
+    async fn destroy(&self, env: &EnvRef) -> Result<Destroyed, FleetError> {
+        self.aws.destroy(env).await
+    }
+}
+
+impl FormationSource for LocalFleet {
+    /// The emulator's formation, with health from the local probe and,
+    /// for the "session" link, the instance's own address.
+    async fn formation(&self, env: &EnvRef) -> Result<Formation, FleetError> {
+        let mut formation = self.aws.formation(env).await?;
+        let path = self.health_path(env).await;
+        for view in &mut formation.instances {
+            let healthy = self.probe(&view.id, &path).await;
+            let state = if healthy { "healthy" } else { "unhealthy" };
+            for value in view.target_health.values_mut() {
+                *value = state.to_owned();
+            }
+            if view.target_health.is_empty() {
+                view.target_health.insert("local".into(), state.to_owned());
+            }
+            if let Some(instance) = self.instance(&view.id) {
+                view.session_url = format!("http://127.0.0.1:{}/", instance.port);
+            }
+        }
+        Ok(formation)
+    }
+}
+
+/// A free loopback port (bound and released: good enough locally).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Keeps the local instances in step with the emulated groups.
+pub struct Reconciler {
+    pub fleet: LocalFleet,
+    pub agent: AgentSetup,
+    pub root: PathBuf,
+}
+
+impl Reconciler {
+    /// Every instance of every Slipway group, by environment.
+    async fn wanted(&self) -> Result<BTreeMap<InstanceId, EnvRef>, String> {
+        let mut wanted = BTreeMap::new();
+        let mut pages = self
+            .fleet
+            .aws
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| aws_sdk_autoscaling::error::DisplayErrorContext(e).to_string())?;
+            for group in page.auto_scaling_groups() {
+                let tag = |k: &str| {
+                    group
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some(k))
+                        .and_then(|t| t.value())
+                };
+                let (Some(app), Some(env)) = (tag("slipway:app"), tag("slipway:env")) else {
+                    continue;
+                };
+                let Ok(env) = EnvRef::parse(app, env) else {
+                    continue;
+                };
+                for i in group.instances() {
+                    if let Some(id) = i.instance_id().and_then(|i| InstanceId::parse(i).ok()) {
+                        wanted.insert(id, env.clone());
+                    }
+                }
+            }
+        }
+        Ok(wanted)
+    }
+
+    /// One pass: boot the new, retire the gone.
+    pub async fn step(&self) -> Result<(), String> {
+        let wanted = self.wanted().await?;
+        let known: BTreeSet<InstanceId> = self
+            .fleet
+            .instances
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for (id, env) in &wanted {
+            if known.contains(id) {
+                continue;
+            }
+            let instance = LocalInstance {
+                env: env.clone(),
+                port: free_port().map_err(|e| e.to_string())?,
+                dir: self.root.join(id.as_str()),
+            };
+            std::fs::create_dir_all(&instance.dir).map_err(|e| e.to_string())?;
+            if let Ok(mut map) = self.fleet.instances.lock() {
+                map.insert(id.clone(), instance.clone());
+            }
+            tracing::info!(instance = %id, env = %env, port = instance.port, "local instance boots");
+            self.boot(id, &instance)?;
+        }
+        for id in known.difference(&wanted.keys().cloned().collect()) {
+            let gone = self
+                .fleet
+                .instances
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(id));
+            if let Some(instance) = gone {
+                tracing::info!(instance = %id, "local instance retires");
+                self.retire(id, &instance).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// `slipway-agent boot` in the background, its output in `boot.log`.
+    fn boot(&self, id: &InstanceId, instance: &LocalInstance) -> Result<(), String> {
+        let log =
+            std::fs::File::create(instance.dir.join("boot.log")).map_err(|e| e.to_string())?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut child = self
+            .agent
+            .command(id, instance)
+            .arg("boot")
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.agent.binary.display()))?;
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        Ok(())
+    }
+
+    async fn retire(&self, id: &InstanceId, instance: &LocalInstance) {
+        let stopped = self
+            .agent
+            .command(id, instance)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        if !stopped.is_ok_and(|s| s.success()) {
+            tracing::warn!(instance = %id, "the agent could not stop its processes");
+        }
+        let _ = std::fs::remove_dir_all(&instance.dir);
+    }
+
+    /// Runs until the task is aborted.
+    pub async fn run(self, every: Duration) {
+        loop {
+            if let Err(e) = self.step().await {
+                tracing::warn!(error = %e, "the local fleet could not read the groups");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Stops every local instance's processes and removes them.
+    pub async fn retire_all(&self) {
+        let all: Vec<(InstanceId, LocalInstance)> = self
+            .fleet
+            .instances
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m).into_iter().collect())
+            .unwrap_or_default();
+        futures::future::join_all(all.iter().map(|(id, i)| self.retire(id, i))).await;
+    }
+}

@@ -1,0 +1,474 @@
+//! The local platform: Slipway end to end on one machine, no AWS account.
+//!
+//! One process runs the AWS emulator, the control plane (the routers of
+//! every function, served together), the deploy and cycle workers as
+//! tasks instead of asynchronous Lambda invocations, a poller that feeds
+//! the bucket's S3 events from their queue to the release handler, and the
+//! local fleet. Only the seams DESIGN.md names differ from AWS: the command
+//! runner and instance health.
+
+pub mod emulator;
+pub mod fleet;
+pub mod logs;
+pub mod metrics;
+pub mod runner;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_config::SdkConfig;
+use futures::future::BoxFuture;
+use slipway_control::cycle::{CycleOptions, Cycles, run_queued_cycle};
+use slipway_control::fleet::aws::AwsFleet;
+use slipway_control::rollout::engine::release_url;
+use slipway_control::rollout::{Deploys, Launcher, Options, run_queued};
+use slipway_control::store::ReleaseStore;
+use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::objects::S3Objects;
+use slipway_http::api::{AppState, FleetState};
+use slipway_http::auth::Users;
+use tokio::task::JoinHandle;
+
+use emulator::Emulator;
+use fleet::{AgentSetup, LocalFleet, Reconciler};
+use runner::LocalRunner;
+
+pub const BUCKET: &str = "slipway-dev";
+pub const USER: &str = "dev";
+
+/// What starting the platform needs.
+#[derive(Debug, Clone)]
+pub struct PlatformOptions {
+    /// The checkout (emulator scripts, `infra/`).
+    pub repo: PathBuf,
+    /// Where instance directories go.
+    pub work: PathBuf,
+    /// `slipway-agent`.
+    pub agent: PathBuf,
+    /// The control plane's port; 0 for any free one.
+    pub port: u16,
+    /// How often the local fleet follows the groups.
+    pub fleet_every: Duration,
+    /// Slack user ids that may change things from chat
+    /// (`SLIPWAY_SLACK_USERS`).
+    pub slack_users: Vec<String>,
+}
+
+impl PlatformOptions {
+    /// Defaults for `ship dev` run from `cwd`: the agent beside `ship`.
+    pub fn for_cwd(cwd: &Path, port: Option<u16>) -> Self {
+        Self {
+            repo: emulator::repo_root(cwd),
+            work: cwd.join(".slipway/dev"),
+            agent: agent_binary(),
+            port: port.unwrap_or(0),
+            fleet_every: Duration::from_millis(500),
+            slack_users: std::env::var("SLIPWAY_SLACK_USERS")
+                .unwrap_or_default()
+                .split(',')
+                .filter(|u| !u.trim().is_empty())
+                .map(|u| u.trim().to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// `SLIPWAY_AGENT_BIN`, else `slipway-agent` beside this executable.
+pub fn agent_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SLIPWAY_AGENT_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("slipway-agent"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("slipway-agent"))
+}
+
+/// The running platform.
+pub struct Platform {
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    /// The Slack signing secret `POST /chat/slack` checks.
+    pub slack_secret: String,
+    pub bucket: String,
+    pub config: SdkConfig,
+    pub fleet: LocalFleet,
+    pub store: ReleaseStore,
+    emulator: Emulator,
+    reconciler: Arc<Reconciler>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Deploys run as tasks of this process.
+#[derive(Clone)]
+struct LocalDeploys {
+    deploys: Deploys,
+    fleet: LocalFleet,
+    agent: AgentSetup,
+}
+
+impl LocalDeploys {
+    async fn run(&self, env: EnvRef, id: String) -> anyhow::Result<()> {
+        let settings = self.deploys.settings(&env).await?;
+        let record = self.deploys.get(&env, &id).await?;
+        let manifest = self.deploys.store.release(&env, record.to).await?;
+        let mut options = Options::from_settings(&settings, manifest.procfile.release().is_some());
+        options.cancel_poll = Duration::from_millis(500);
+        let runner = LocalRunner {
+            fleet: self.fleet.clone(),
+            agent: self.agent.clone(),
+            objects: self.deploys.objects.clone(),
+            output_prefix: slipway_core::keys::deploy_output_prefix(&env, &id),
+        };
+        let bucket = self.agent.bucket.clone();
+        let of = env.clone();
+        let url = move |r: ReleaseId| release_url(&bucket, &of, r);
+        let done = run_queued(
+            &self.deploys,
+            &env,
+            &id,
+            &self.fleet,
+            &runner,
+            &url,
+            options,
+            None,
+        )
+        .await?;
+        tracing::info!(deploy = %id, status = ?done.status, "deploy finished");
+        Ok(())
+    }
+}
+
+impl Launcher for LocalDeploys {
+    fn launch(&self, env: EnvRef, id: String) -> BoxFuture<'_, Result<(), String>> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.run(env, id.clone()).await {
+                tracing::error!(deploy = %id, error = %format!("{e:#}"), "the deploy worker failed");
+            }
+        });
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Cycles run as tasks of this process, handing over to a fresh task the
+/// way the Lambda worker hands over to a fresh invocation.
+#[derive(Clone)]
+struct LocalCycles {
+    cycles: Cycles,
+    fleet: LocalFleet,
+}
+
+impl Launcher for LocalCycles {
+    fn launch(&self, env: EnvRef, id: String) -> BoxFuture<'_, Result<(), String>> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let run = async {
+                let settings = Deploys::new(me.cycles.store.clone()).settings(&env).await?;
+                let mut options = CycleOptions::from_settings(&settings, None);
+                options.poll = Duration::from_millis(500);
+                let next: Arc<dyn Launcher> = Arc::new(me.clone());
+                run_queued_cycle(&me.cycles, &env, &id, &me.fleet, next, options).await?;
+                anyhow::Ok(())
+            };
+            if let Err(e) = run.await {
+                tracing::error!(cycle = %id, error = %format!("{e:#}"), "the cycle worker failed");
+            }
+        });
+        Box::pin(async { Ok(()) })
+    }
+}
+
+async fn bucket_with_events(config: &SdkConfig, bucket: &str) -> anyhow::Result<String> {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    let s3 = slipway_core::objects::s3_client(config);
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .context("creating the bucket")?;
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let queue = sqs
+        .create_queue()
+        .queue_name("slipway-uploads")
+        .send()
+        .await
+        .context("creating the upload queue")?;
+    let url = queue.queue_url.context("the queue has no URL")?;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .context("reading the queue")?;
+    let arn = attrs
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .context("the queue has no ARN")?;
+    // No filter: S3 filters only by prefix and suffix, and uploads live
+    // under <app>/<env>/uploads/; the release handler ignores other keys.
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(arn)
+                        .events(Event::S3ObjectCreated)
+                        .build()
+                        .context("a queue configuration")?,
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .context("routing the bucket's events to the queue")?;
+    Ok(url)
+}
+
+/// Feeds the queue's S3 events to the release handler, as Lambda's SQS
+/// event source does; messages it could not handle stay for a retry.
+async fn poll_events(
+    sqs: aws_sdk_sqs::Client,
+    queue: String,
+    store: ReleaseStore,
+    deployer: Arc<dyn Launcher>,
+) {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+    loop {
+        let out = match sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "could not read the upload queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            continue;
+        }
+        let mut event = SqsEvent::default();
+        for m in &messages {
+            let mut message = SqsMessage::default();
+            message.message_id = m.message_id.clone();
+            message.receipt_handle = m.receipt_handle.clone();
+            message.body = m.body.clone();
+            message.event_source = Some("aws:sqs".into());
+            event.records.push(message);
+        }
+        let response =
+            slipway_control::events::handle_sqs_event(&store, &event, Some(deployer.as_ref()))
+                .await;
+        for m in &messages {
+            let failed = response
+                .batch_item_failures
+                .iter()
+                .any(|f| Some(&f.item_identifier) == m.message_id.as_ref());
+            if !failed && let Some(handle) = &m.receipt_handle {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&queue)
+                    .receipt_handle(handle)
+                    .send()
+                    .await;
+            }
+        }
+    }
+}
+
+impl Platform {
+    pub async fn start(options: PlatformOptions) -> anyhow::Result<Self> {
+        if !options.agent.is_file() {
+            anyhow::bail!(
+                "slipway-agent not found at {} (build it with `cargo build -p slipway-agent`, or set SLIPWAY_AGENT_BIN)",
+                options.agent.display()
+            );
+        }
+        let emulator = Emulator::start(&options.repo).await?;
+        let config = emulator.sdk_config().await;
+        let queue = bucket_with_events(&config, BUCKET).await?;
+
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let users = Arc::new(
+            Users::parse(&format!(
+                "{USER}:{}\n",
+                slipway_http::auth::hash_password(&password)
+            ))
+            .context("the dev user")?,
+        );
+        let store = ReleaseStore::new(
+            S3Objects::new(slipway_core::objects::s3_client(&config), BUCKET),
+            slipway_core::archive::Limits::default(),
+        );
+        let deploys = Deploys::new(store.clone());
+        let fleet = LocalFleet::new(
+            AwsFleet::new(&config, Duration::from_millis(250)),
+            deploys.clone(),
+        );
+        let agent = AgentSetup {
+            binary: options.agent.clone(),
+            endpoint: emulator.endpoint.clone(),
+            bucket: BUCKET.into(),
+        };
+        let deploy_launcher: Arc<dyn Launcher> = Arc::new(LocalDeploys {
+            deploys: deploys.clone(),
+            fleet: fleet.clone(),
+            agent: agent.clone(),
+        });
+        let cycle_launcher: Arc<dyn Launcher> = Arc::new(LocalCycles {
+            cycles: Cycles::new(store.clone()),
+            fleet: fleet.clone(),
+        });
+        let logs = slipway_control::logs::Logs::new(&config);
+        // The local fleet samples every few seconds; points of 10 s show
+        // them (CloudWatch keeps such high-resolution points too).
+        let metrics = slipway_control::metrics::Metrics::from_config(&config, 10);
+        let state = |launcher: Option<Arc<dyn Launcher>>| AppState {
+            store: store.clone(),
+            users: users.clone(),
+            launcher,
+        };
+        let routes = slipway_http::api::releases::routes()
+            .with_state(state(None))
+            .merge(
+                slipway_http::api::deploys::routes()
+                    .with_state(state(Some(deploy_launcher.clone()))),
+            )
+            .merge(slipway_http::api::cycle::routes().with_state(FleetState {
+                metrics: None,
+                app: state(Some(cycle_launcher)),
+                fleet: fleet.clone(),
+            }))
+            .merge(
+                slipway_http::api::formation::routes()
+                    .merge(slipway_http::web::routes())
+                    .with_state(FleetState {
+                        metrics: Some(metrics.clone()),
+                        app: state(Some(deploy_launcher.clone())),
+                        fleet: fleet.clone(),
+                    }),
+            )
+            .merge(
+                slipway_http::api::logs::routes()
+                    .merge(slipway_http::web::log_routes())
+                    .with_state(logs.clone()),
+            );
+        let slack_secret = uuid::Uuid::new_v4().simple().to_string();
+        let chat = slipway_http::chat::Chat {
+            deploys: deploys.clone(),
+            fleet: fleet.clone(),
+            launcher: deploy_launcher.clone(),
+            settings: Arc::new(slipway_http::chat::ChatSettings {
+                secret: slack_secret.clone().into_bytes(),
+                users: options.slack_users.iter().cloned().collect(),
+                teams: Default::default(),
+                // Locally, a stand-in for Slack's response URL may listen
+                // on this machine.
+                response_prefixes: vec![
+                    "https://hooks.slack.com/".into(),
+                    "http://127.0.0.1:".into(),
+                ],
+            }),
+        };
+        let router = slipway_http::api::serve_with(
+            routes,
+            slipway_http::api::chat::routes(chat),
+            Some(users.clone()),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .context("binding the control plane's port")?;
+        let url = format!("http://{}", listener.local_addr()?);
+
+        std::fs::create_dir_all(&options.work)?;
+        let reconciler = Arc::new(Reconciler {
+            fleet: fleet.clone(),
+            agent,
+            root: options.work.clone(),
+        });
+        let mut tasks = vec![tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the control plane stopped");
+            }
+        })];
+        tasks.push(tokio::spawn(poll_events(
+            aws_sdk_sqs::Client::new(&config),
+            queue,
+            store.clone(),
+            deploy_launcher,
+        )));
+        let mut sampler = metrics::MetricsSampler::new(metrics, fleet.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = sampler.step().await {
+                    tracing::warn!(error = %format!("{e:#}"), "the local fleet could not publish its metrics");
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+        }));
+        let mut shipper = logs::LogShipper::new(logs, fleet.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = shipper.step().await {
+                    tracing::warn!(error = %format!("{e:#}"), "the local fleet could not ship its logs");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
+        let every = options.fleet_every;
+        let follower = reconciler.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = follower.step().await {
+                    tracing::warn!(error = %e, "the local fleet could not follow the groups");
+                }
+                tokio::time::sleep(every).await;
+            }
+        }));
+        Ok(Self {
+            url,
+            user: USER.into(),
+            password,
+            slack_secret,
+            bucket: BUCKET.into(),
+            config,
+            fleet,
+            store,
+            emulator,
+            reconciler,
+            tasks,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.emulator.endpoint
+    }
+
+    /// Stops everything it started: the fleet's processes, the tasks, the
+    /// emulator.
+    pub async fn stop(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.reconciler.retire_all().await;
+        self.emulator.stop().await;
+    }
+}
