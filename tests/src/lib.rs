@@ -9,15 +9,18 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::Credentials;
+use slipway_control::aws::fleet::AwsFleet;
 use slipway_control::store::{ReleaseStore, UploadOutcome};
 use slipway_core::archive::Limits;
 use slipway_core::names::EnvRef;
 use slipway_core::objects::S3Objects;
+use slipway_http::auth::Users;
+use slipway_http::control_plane::ControlPlane;
 
 pub struct Emulator {
     pub endpoint: String,
@@ -75,6 +78,35 @@ pub async fn sdk_config() -> SdkConfig {
         ))
         .load()
         .await
+}
+
+/// An SDK config that reaches nothing: for clients a test never calls.
+pub fn offline_config() -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .build()
+}
+
+/// A fleet for routes that never ask it anything.
+pub fn offline_fleet() -> AwsFleet {
+    AwsFleet::new(&offline_config(), std::time::Duration::from_secs(1))
+}
+
+/// The control plane as a function builds it: on `store`, with `fleet`,
+/// these Basic-auth users and no launchers (a test adds those it needs).
+/// Its log and metrics clients point nowhere; tests of them bring their own.
+pub fn control_plane<F>(store: ReleaseStore, fleet: F, users: Arc<Users>) -> ControlPlane<F> {
+    let config = offline_config();
+    ControlPlane {
+        store,
+        users: Some(users),
+        fleet,
+        logs: slipway_control::logs::Logs::new(&config),
+        metrics: None,
+        deploys: None,
+        cycles: None,
+        chat: None,
+    }
 }
 
 /// A bucket no other test uses.

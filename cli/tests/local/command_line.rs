@@ -77,10 +77,14 @@ async fn the_command_line_says_what_to_do_next_when_something_is_wrong() {
 
     let env = slipway_core::names::EnvRef::parse("cli", "prod").unwrap();
     let now = chrono::Utc::now();
-    slipway_control::rollout::lock::acquire(
+    slipway_control::jobs::lock::acquire(
         platform.store.objects(),
         &env,
-        slipway_control::rollout::lock::Lock::new("d1-held", "bob", now),
+        slipway_control::jobs::lock::Lock::new(
+            slipway_core::ids::JobId::parse("d1-held").unwrap(),
+            "bob",
+            now,
+        ),
         now,
     )
     .await

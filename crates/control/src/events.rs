@@ -10,7 +10,8 @@ use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde::Serialize;
 
-use crate::rollout::{DeployError, Deploys, Launcher, StartDeploy};
+use crate::jobs::Launcher;
+use crate::rollout::{DeployError, Deploys, StartDeploy};
 use crate::store::{ReleaseStore, UploadOutcome, parse_upload_key};
 use slipway_core::errors::chain;
 use slipway_core::names::{EnvRef, ReleaseId};
@@ -165,7 +166,7 @@ async fn auto_deploy(
         return Some("not started: the rollout could not be launched".into());
     };
     tracing::info!(env = %env, deploy = %record.id, %release, "auto-deploy started");
-    Some(record.id)
+    Some(record.id.to_string())
 }
 
 /// Handles every record; one bad record never stops the others. With a

@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::DeployId;
 use crate::names::ReleaseId;
 
 /// How a deploy ended (or that it has not yet).
@@ -30,7 +31,7 @@ pub enum DeployStatus {
 /// The fields of a deploy record every reader may rely on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploySummary {
-    pub id: String,
+    pub id: DeployId,
     pub to: ReleaseId,
     pub status: DeployStatus,
     #[serde(default)]

@@ -18,6 +18,7 @@
 //! <app>/<env>/scales/<id>.json         a scaling change
 //! ```
 
+use crate::ids::{CycleId, DeployId, JobId, ScaleId};
 use crate::names::{EnvRef, ReleaseId};
 
 /// `<app>/<env>/env`: the environment's canonical config vars.
@@ -86,22 +87,22 @@ pub fn deploys_prefix(env: &EnvRef) -> String {
 }
 
 /// `<app>/<env>/deploys/<id>.json`.
-pub fn deploy_key(env: &EnvRef, id: &str) -> String {
+pub fn deploy_key(env: &EnvRef, id: &DeployId) -> String {
     format!("{}{id}.json", deploys_prefix(env))
 }
 
 /// `<app>/<env>/deploys/<id>/cancel`: asks a running deploy to stop.
-pub fn deploy_cancel_key(env: &EnvRef, id: &str) -> String {
+pub fn deploy_cancel_key(env: &EnvRef, id: &DeployId) -> String {
     format!("{}{id}/cancel", deploys_prefix(env))
 }
 
 /// `<app>/<env>/deploys/<id>/chat.json`: where chat hears of the deploy.
-pub fn deploy_chat_key(env: &EnvRef, id: &str) -> String {
+pub fn deploy_chat_key(env: &EnvRef, id: &DeployId) -> String {
     format!("{}{id}/chat.json", deploys_prefix(env))
 }
 
 /// `<app>/<env>/deploys/<id>/output/`: each instance's full output.
-pub fn deploy_output_prefix(env: &EnvRef, id: &str) -> String {
+pub fn deploy_output_prefix(env: &EnvRef, id: &DeployId) -> String {
     format!("{}{id}/output/", deploys_prefix(env))
 }
 
@@ -116,12 +117,12 @@ pub fn cycles_prefix(env: &EnvRef) -> String {
 }
 
 /// `<app>/<env>/cycles/<id>.json`.
-pub fn cycle_key(env: &EnvRef, id: &str) -> String {
+pub fn cycle_key(env: &EnvRef, id: &CycleId) -> String {
     format!("{}{id}.json", cycles_prefix(env))
 }
 
 /// `<app>/<env>/cycles/<id>/cancel`.
-pub fn cycle_cancel_key(env: &EnvRef, id: &str) -> String {
+pub fn cycle_cancel_key(env: &EnvRef, id: &CycleId) -> String {
     format!("{}{id}/cancel", cycles_prefix(env))
 }
 
@@ -131,8 +132,24 @@ pub fn scales_prefix(env: &EnvRef) -> String {
 }
 
 /// `<app>/<env>/scales/<id>.json`.
-pub fn scale_key(env: &EnvRef, id: &str) -> String {
+pub fn scale_key(env: &EnvRef, id: &ScaleId) -> String {
     format!("{}{id}.json", scales_prefix(env))
+}
+
+/// A job's record: `deploys/<id>.json` or `cycles/<id>.json`.
+pub fn job_key(env: &EnvRef, id: &JobId) -> String {
+    match id {
+        JobId::Deploy(id) => deploy_key(env, id),
+        JobId::Cycle(id) => cycle_key(env, id),
+    }
+}
+
+/// Beside a job's record: the marker that asks it to stop.
+pub fn job_cancel_key(env: &EnvRef, id: &JobId) -> String {
+    match id {
+        JobId::Deploy(id) => deploy_cancel_key(env, id),
+        JobId::Cycle(id) => cycle_cancel_key(env, id),
+    }
 }
 
 /// Is `key` a record directly under `prefix` (`<id>.json`, not a job's
@@ -169,19 +186,30 @@ mod tests {
             rejection_reason_key(&rejected_key(&e, "a.tar.gz")),
             "hello/prod/rejected/a.tar.gz.reason.json"
         );
-        assert_eq!(deploy_key(&e, "d1"), "hello/prod/deploys/d1.json");
-        assert_eq!(deploy_cancel_key(&e, "d1"), "hello/prod/deploys/d1/cancel");
+        let d = DeployId::parse("d1").unwrap();
+        let c = CycleId::parse("c1").unwrap();
+        assert_eq!(deploy_key(&e, &d), "hello/prod/deploys/d1.json");
+        assert_eq!(job_key(&e, &d.clone().into()), deploy_key(&e, &d));
+        assert_eq!(deploy_cancel_key(&e, &d), "hello/prod/deploys/d1/cancel");
         assert_eq!(
-            deploy_output_prefix(&e, "d1"),
+            job_cancel_key(&e, &d.clone().into()),
+            deploy_cancel_key(&e, &d)
+        );
+        assert_eq!(deploy_chat_key(&e, &d), "hello/prod/deploys/d1/chat.json");
+        assert_eq!(
+            deploy_output_prefix(&e, &d),
             "hello/prod/deploys/d1/output/"
         );
         assert_eq!(
             idempotency_key(&e, "ab"),
             "hello/prod/deploys/idempotency/ab"
         );
-        assert_eq!(cycle_key(&e, "c1"), "hello/prod/cycles/c1.json");
-        assert_eq!(cycle_cancel_key(&e, "c1"), "hello/prod/cycles/c1/cancel");
-        assert_eq!(scale_key(&e, "s1"), "hello/prod/scales/s1.json");
+        assert_eq!(cycle_key(&e, &c), "hello/prod/cycles/c1.json");
+        assert_eq!(job_key(&e, &c.clone().into()), cycle_key(&e, &c));
+        assert_eq!(cycle_cancel_key(&e, &c), "hello/prod/cycles/c1/cancel");
+        assert_eq!(job_cancel_key(&e, &c.into()), "hello/prod/cycles/c1/cancel");
+        let s = ScaleId::parse("s1").unwrap();
+        assert_eq!(scale_key(&e, &s), "hello/prod/scales/s1.json");
         assert_eq!(termination_key(&e), "hello/prod/terminated.json");
     }
 

@@ -11,6 +11,7 @@ pub mod deploys;
 pub mod env_settings;
 pub mod errors;
 pub mod extract;
+pub mod ids;
 pub mod keys;
 pub mod manifest;
 pub mod metric_names;

@@ -43,7 +43,7 @@ pub fn classify(payload: &Value) -> EventKind {
 pub async fn release_handler(
     router: Router,
     store: ReleaseStore,
-    deployer: Option<std::sync::Arc<dyn slipway_control::rollout::Launcher>>,
+    deployer: Option<std::sync::Arc<dyn slipway_control::jobs::Launcher>>,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
     let LambdaEvent { payload, context } = event;
@@ -100,21 +100,19 @@ pub fn time_left(context: &lambda_runtime::Context) -> Option<std::time::Duratio
 /// The handler of a function that launches itself: its own `run-deploy`
 /// (or `run-cycle`) events go to the worker, with the time the invocation
 /// has left; everything else is HTTP.
-pub async fn worker_handler<W, Fut>(
+pub async fn worker_handler(
     router: Router,
-    kind: slipway_control::rollout::launch::JobKind,
-    worker: W,
+    worker: std::sync::Arc<dyn slipway_control::workers::Worker>,
     event: LambdaEvent<Value>,
-) -> Result<Value, Error>
-where
-    W: FnOnce(slipway_core::names::EnvRef, String, Option<std::time::Duration>) -> Fut,
-    Fut: std::future::Future<Output = Result<Value, Error>>,
-{
+) -> Result<Value, Error> {
     let LambdaEvent { payload, context } = event;
-    match slipway_control::rollout::launch::RunDeploy::parse(kind, &payload) {
-        Some(Ok((env, id))) => worker(env, id, time_left(&context)).await,
+    match slipway_control::jobs::RunJob::parse(worker.kind(), &payload) {
+        Some(Ok((env, job))) => {
+            let done = worker.run(env, job, time_left(&context)).await?;
+            Ok(serde_json::to_value(done)?)
+        }
         // Not retried: a malformed internal event stays malformed.
-        Some(Err(e)) => Ok(json!({ "error": e })),
+        Some(Err(e)) => Ok(json!({ "error": e.to_string() })),
         None => http(router, payload, context).await,
     }
 }

@@ -7,6 +7,8 @@
 pub mod api;
 pub mod auth;
 pub mod chat;
+pub mod control_plane;
 pub mod lambda;
 pub mod telemetry;
 pub mod web;
+pub mod wire;

@@ -12,13 +12,14 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use slipway_control::fleet::aws::{AwsFleet, Formation};
+use slipway_control::aws::fleet::AwsFleet;
+use slipway_control::fleet::Formation;
+use slipway_control::fleet::FormationSource;
 use slipway_control::fleet::{
     Destroyed, Fleet, FleetError, GroupControl, InstanceId, Member, Sizes,
 };
 use slipway_control::rollout::Deploys;
 use slipway_core::names::EnvRef;
-use slipway_http::api::formation::FormationSource;
 use tokio::process::Command;
 
 /// One local instance.

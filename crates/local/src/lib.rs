@@ -19,21 +19,21 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_config::SdkConfig;
-use futures::future::BoxFuture;
-use slipway_control::cycle::{CycleOptions, Cycles, run_queued_cycle};
-use slipway_control::fleet::aws::AwsFleet;
-use slipway_control::rollout::engine::release_url;
-use slipway_control::rollout::{Deploys, Launcher, Options, run_queued};
+use slipway_control::aws::fleet::AwsFleet;
+use slipway_control::cycle::Cycles;
+use slipway_control::jobs::Launcher;
+use slipway_control::rollout::Deploys;
 use slipway_control::store::ReleaseStore;
-use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_control::workers::{CycleWorker, DeployWorker, TaskLauncher};
 use slipway_core::objects::S3Objects;
-use slipway_http::api::{AppState, FleetState};
 use slipway_http::auth::Users;
+use slipway_http::chat::ChatSettings;
+use slipway_http::control_plane::{ControlPlane, Function};
 use tokio::task::JoinHandle;
 
 use emulator::Emulator;
 use fleet::{AgentSetup, LocalFleet, Reconciler};
-use runner::LocalRunner;
+use runner::LocalRunners;
 
 pub const BUCKET: &str = "slipway-dev";
 pub const USER: &str = "dev";
@@ -103,86 +103,6 @@ pub struct Platform {
     emulator: Emulator,
     reconciler: Arc<Reconciler>,
     tasks: Vec<JoinHandle<()>>,
-}
-
-/// Deploys run as tasks of this process.
-#[derive(Clone)]
-struct LocalDeploys {
-    deploys: Deploys,
-    fleet: LocalFleet,
-    agent: AgentSetup,
-}
-
-impl LocalDeploys {
-    async fn run(&self, env: EnvRef, id: String) -> anyhow::Result<()> {
-        let settings = self.deploys.settings(&env).await?;
-        let record = self.deploys.get(&env, &id).await?;
-        let manifest = self.deploys.store.release(&env, record.to).await?;
-        let mut options = Options::from_settings(&settings, manifest.procfile.release().is_some());
-        options.cancel_poll = Duration::from_millis(500);
-        let runner = LocalRunner {
-            fleet: self.fleet.clone(),
-            agent: self.agent.clone(),
-            objects: self.deploys.objects.clone(),
-            output_prefix: slipway_core::keys::deploy_output_prefix(&env, &id),
-        };
-        let bucket = self.agent.bucket.clone();
-        let of = env.clone();
-        let url = move |r: ReleaseId| release_url(&bucket, &of, r);
-        let done = run_queued(
-            &self.deploys,
-            &env,
-            &id,
-            &self.fleet,
-            &runner,
-            &url,
-            options,
-            None,
-        )
-        .await?;
-        tracing::info!(deploy = %id, status = ?done.status, "deploy finished");
-        Ok(())
-    }
-}
-
-impl Launcher for LocalDeploys {
-    fn launch(&self, env: EnvRef, id: String) -> BoxFuture<'_, Result<(), String>> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = me.run(env, id.clone()).await {
-                tracing::error!(deploy = %id, error = %format!("{e:#}"), "the deploy worker failed");
-            }
-        });
-        Box::pin(async { Ok(()) })
-    }
-}
-
-/// Cycles run as tasks of this process, handing over to a fresh task the
-/// way the Lambda worker hands over to a fresh invocation.
-#[derive(Clone)]
-struct LocalCycles {
-    cycles: Cycles,
-    fleet: LocalFleet,
-}
-
-impl Launcher for LocalCycles {
-    fn launch(&self, env: EnvRef, id: String) -> BoxFuture<'_, Result<(), String>> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let run = async {
-                let settings = Deploys::new(me.cycles.store.clone()).settings(&env).await?;
-                let mut options = CycleOptions::from_settings(&settings, None);
-                options.poll = Duration::from_millis(500);
-                let next: Arc<dyn Launcher> = Arc::new(me.clone());
-                run_queued_cycle(&me.cycles, &env, &id, &me.fleet, next, options).await?;
-                anyhow::Ok(())
-            };
-            if let Err(e) = run.await {
-                tracing::error!(cycle = %id, error = %format!("{e:#}"), "the cycle worker failed");
-            }
-        });
-        Box::pin(async { Ok(()) })
-    }
 }
 
 async fn bucket_with_events(config: &SdkConfig, bucket: &str) -> anyhow::Result<String> {
@@ -328,55 +248,42 @@ impl Platform {
             endpoint: emulator.endpoint.clone(),
             bucket: BUCKET.into(),
         };
-        let deploy_launcher: Arc<dyn Launcher> = Arc::new(LocalDeploys {
+        let deploy_launcher: Arc<dyn Launcher> = Arc::new(TaskLauncher(Arc::new(DeployWorker {
             deploys: deploys.clone(),
             fleet: fleet.clone(),
-            agent: agent.clone(),
-        });
-        let cycle_launcher: Arc<dyn Launcher> = Arc::new(LocalCycles {
+            runners: LocalRunners {
+                fleet: fleet.clone(),
+                agent: agent.clone(),
+                objects: deploys.objects.clone(),
+            },
+            bucket: BUCKET.into(),
+            // Locally a worker never runs out of time: nothing to hand over to.
+            next: None,
+            cancel_poll: Some(Duration::from_millis(500)),
+        })));
+        let cycle_launcher: Arc<dyn Launcher> = Arc::new(TaskLauncher(Arc::new(CycleWorker {
             cycles: Cycles::new(store.clone()),
             fleet: fleet.clone(),
-        });
+            next: None,
+            tune: Some(|mut options| {
+                options.poll = Duration::from_millis(500);
+                options
+            }),
+        })));
         let logs = slipway_control::logs::Logs::new(&config);
         // The local fleet samples every few seconds; points of 10 s show
         // them (CloudWatch keeps such high-resolution points too).
         let metrics = slipway_control::metrics::Metrics::from_config(&config, 10);
-        let state = |launcher: Option<Arc<dyn Launcher>>| AppState {
-            store: store.clone(),
-            users: users.clone(),
-            launcher,
-        };
-        let routes = slipway_http::api::releases::routes()
-            .with_state(state(None))
-            .merge(
-                slipway_http::api::deploys::routes()
-                    .with_state(state(Some(deploy_launcher.clone()))),
-            )
-            .merge(slipway_http::api::cycle::routes().with_state(FleetState {
-                metrics: None,
-                app: state(Some(cycle_launcher)),
-                fleet: fleet.clone(),
-            }))
-            .merge(
-                slipway_http::api::formation::routes()
-                    .merge(slipway_http::web::routes())
-                    .with_state(FleetState {
-                        metrics: Some(metrics.clone()),
-                        app: state(Some(deploy_launcher.clone())),
-                        fleet: fleet.clone(),
-                    }),
-            )
-            .merge(
-                slipway_http::api::logs::routes()
-                    .merge(slipway_http::web::log_routes())
-                    .with_state(logs.clone()),
-            );
         let slack_secret = uuid::Uuid::new_v4().simple().to_string();
-        let chat = slipway_http::chat::Chat {
-            deploys: deploys.clone(),
+        let plane = ControlPlane {
+            store: store.clone(),
+            users: Some(users),
             fleet: fleet.clone(),
-            launcher: deploy_launcher.clone(),
-            settings: Arc::new(slipway_http::chat::ChatSettings {
+            logs: logs.clone(),
+            metrics: Some(metrics.clone()),
+            deploys: Some(deploy_launcher.clone()),
+            cycles: Some(cycle_launcher),
+            chat: Some(Arc::new(ChatSettings {
                 secret: slack_secret.clone().into_bytes(),
                 users: options.slack_users.iter().cloned().collect(),
                 teams: Default::default(),
@@ -386,13 +293,9 @@ impl Platform {
                     "https://hooks.slack.com/".into(),
                     "http://127.0.0.1:".into(),
                 ],
-            }),
+            })),
         };
-        let router = slipway_http::api::serve_with(
-            routes,
-            slipway_http::api::chat::routes(chat),
-            Some(users.clone()),
-        );
+        let router = plane.router(&Function::ALL);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
             .await
             .context("binding the control plane's port")?;

@@ -7,7 +7,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use slipway_control::runner::{AgentCommand, Cancel, Invocation, RunStatus, Runner, RunnerError};
+use slipway_control::runner::{
+    AgentCommand, Cancel, Invocation, RunStatus, Runner, RunnerError, Runners,
+};
+use slipway_core::ids::DeployId;
+use slipway_core::names::EnvRef;
 use slipway_core::names::InstanceId;
 use slipway_core::objects::{S3Objects, Write};
 
@@ -22,6 +26,26 @@ pub struct LocalRunner {
     pub agent: AgentSetup,
     pub objects: S3Objects,
     pub output_prefix: String,
+}
+
+/// Local runners: each deploy's output goes under its prefix in the bucket.
+#[derive(Clone)]
+pub struct LocalRunners {
+    pub fleet: LocalFleet,
+    pub agent: AgentSetup,
+    pub objects: S3Objects,
+}
+
+impl Runners for LocalRunners {
+    type Runner = LocalRunner;
+    fn for_deploy(&self, env: &EnvRef, id: &DeployId) -> LocalRunner {
+        LocalRunner {
+            fleet: self.fleet.clone(),
+            agent: self.agent.clone(),
+            objects: self.objects.clone(),
+            output_prefix: slipway_core::keys::deploy_output_prefix(env, id),
+        }
+    }
 }
 
 fn invocation(

@@ -13,9 +13,9 @@ use slipway_control::store::{ReleaseStore, UploadOutcome};
 use slipway_core::names::EnvRef;
 use slipway_core::objects::S3Objects;
 use slipway_core::testing::app_archive;
-use slipway_http::api::{AppState, releases};
 use slipway_http::auth::{Users, basic_header, hash_password};
-use slipway_tests::World;
+use slipway_http::control_plane::Function;
+use slipway_tests::{World, control_plane, offline_fleet};
 use tower::ServiceExt;
 
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
@@ -35,11 +35,7 @@ pub(crate) fn users() -> Arc<Users> {
 }
 
 fn router(store: ReleaseStore) -> Router {
-    releases::router(AppState {
-        store,
-        users: users(),
-        launcher: None,
-    })
+    control_plane(store, offline_fleet(), users()).router(&[Function::Release])
 }
 
 pub(crate) async fn call(

@@ -9,13 +9,14 @@ use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use slipway_control::rollout::launch::JobKind;
+use slipway_control::jobs::LaunchError;
 use slipway_control::store::{ReleaseStore, UploadOutcome};
+use slipway_core::ids::JobId;
 use slipway_core::names::EnvRef;
 use slipway_core::testing::app_archive;
-use slipway_http::api::AppState;
 use slipway_http::auth::basic_header;
-use slipway_tests::World;
+use slipway_http::control_plane::Function;
+use slipway_tests::{World, control_plane, offline_fleet};
 use tower::ServiceExt;
 
 use crate::api::{ALICE, PASSWORD, apigw_event, call, users};
@@ -37,17 +38,17 @@ struct Launches {
     fail: std::sync::atomic::AtomicBool,
 }
 
-impl slipway_control::rollout::Launcher for Launches {
+impl slipway_control::jobs::Launcher for Launches {
     fn launch(
         &self,
         _env: EnvRef,
-        deploy_id: String,
-    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        job: JobId,
+    ) -> futures::future::BoxFuture<'_, Result<(), LaunchError>> {
         Box::pin(async move {
             if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err("no invoke for you".into());
+                return Err(LaunchError::Status(500));
             }
-            self.ids.lock().unwrap().push(deploy_id);
+            self.ids.lock().unwrap().push(job.to_string());
             Ok(())
         })
     }
@@ -58,11 +59,9 @@ fn deploy_router(store: ReleaseStore) -> Router {
 }
 
 fn deploy_router_with(store: ReleaseStore, launches: Arc<Launches>) -> Router {
-    slipway_http::api::deploys::router(AppState {
-        store,
-        users: users(),
-        launcher: Some(launches),
-    })
+    let mut plane = control_plane(store, offline_fleet(), users());
+    plane.deploys = Some(launches);
+    plane.router(&[Function::Deploy])
 }
 
 #[tokio::test]
@@ -393,36 +392,64 @@ async fn a_rollback_with_nothing_to_go_back_to_is_a_clear_error() {
     );
 }
 
+/// Remembers the job it was given to run.
+#[derive(Default)]
+struct SeenWorker(std::sync::Mutex<Option<String>>);
+
+impl slipway_control::workers::Worker for SeenWorker {
+    fn kind(&self) -> slipway_core::ids::JobKind {
+        slipway_core::ids::JobKind::Deploy
+    }
+    fn run(
+        &self,
+        env: EnvRef,
+        job: JobId,
+        _: Option<std::time::Duration>,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<slipway_control::workers::JobDone, slipway_control::workers::WorkerError>,
+    > {
+        *self.0.lock().unwrap() = Some(format!("{env} {job}"));
+        Box::pin(async move {
+            Ok(slipway_control::workers::JobDone {
+                id: job.to_string(),
+                status: json!("succeeded"),
+            })
+        })
+    }
+}
+
 #[tokio::test]
 async fn the_worker_handler_sends_its_own_events_to_the_worker_and_the_rest_to_the_router() {
     let world = World::new().await;
     let router = deploy_router(world.store.clone());
-    let seen = std::sync::Mutex::new(None);
-    let worker = |env: EnvRef, id: String, _| {
-        *seen.lock().unwrap() = Some(format!("{env} {id}"));
-        async { Ok(json!({"ran": true})) }
-    };
+    let worker = Arc::new(SeenWorker::default());
     let event =
         json!({"slipway": "run-deploy", "app": "hello", "env": "prod", "deploy_id": "d1-abc"});
     let out = slipway_http::lambda::worker_handler(
         router.clone(),
-        JobKind::Deploy,
-        worker,
+        worker.clone(),
         lambda_runtime::LambdaEvent::new(event, Default::default()),
     )
     .await
     .unwrap();
-    assert_eq!(out, json!({"ran": true}));
-    assert_eq!(seen.lock().unwrap().as_deref(), Some("hello/prod d1-abc"));
+    assert_eq!(out, json!({"id": "d1-abc", "status": "succeeded"}));
+    assert_eq!(
+        worker.0.lock().unwrap().as_deref(),
+        Some("hello/prod d1-abc")
+    );
 
+    // A cycle's event is not this worker's: it is an HTTP request like any
+    // other payload, and without API Gateway's shape it fails to parse.
     let event = apigw_event("GET", "/apps/hello/envs/prod/settings", None);
+    *worker.0.lock().unwrap() = None;
     let out = slipway_http::lambda::worker_handler(
         router,
-        JobKind::Deploy,
-        |_: EnvRef, _: String, _| async { panic!("not a worker event") },
+        worker.clone(),
         lambda_runtime::LambdaEvent::new(event, Default::default()),
     )
     .await
     .unwrap();
     assert_eq!(out["statusCode"], 401);
+    assert_eq!(*worker.0.lock().unwrap(), None, "not a worker event");
 }

@@ -9,6 +9,7 @@ use slipway_control::rollout::{DeployError, Deploys, Options, StartDeploy, run_q
 use slipway_control::runner::{AgentCommand, Invocation, RunStatus, Runner, RunnerError};
 use slipway_control::store::UploadOutcome;
 use slipway_core::deploys::DeployStatus;
+use slipway_core::ids::DeployId;
 use slipway_core::names::{EnvRef, ReleaseId};
 use slipway_core::objects::S3Objects;
 use slipway_core::testing::app_archive;
@@ -95,7 +96,7 @@ impl Runner for Agents {
     }
 }
 
-async fn run(d: &Deploys, id: &str, fail: bool) -> slipway_control::rollout::DeployRecord {
+async fn run(d: &Deploys, id: &DeployId, fail: bool) -> slipway_control::rollout::DeployRecord {
     let fleet = Healthy(vec![
         InstanceId::parse("i-1").unwrap(),
         InstanceId::parse("i-2").unwrap(),
@@ -147,7 +148,9 @@ async fn of_twenty_concurrent_deploy_requests_exactly_one_is_accepted() {
     for r in &results {
         match r {
             Ok(_) => {}
-            Err(DeployError::Locked(holder)) => assert_eq!(&holder.deploy_id, winner),
+            Err(DeployError::Locked(holder)) => {
+                assert_eq!(holder.job, slipway_core::ids::JobId::Deploy(winner.clone()))
+            }
             Err(e) => panic!("unexpected: {e}"),
         }
     }
@@ -211,7 +214,7 @@ async fn a_deploy_runs_through_the_s3_log_and_a_rollback_finds_the_last_good_rel
     assert_eq!(cancelled.status, DeployStatus::Cancelled);
     let listed = d.list(&env(), 10).await.unwrap();
     assert_eq!(
-        listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        listed.iter().map(|r| &r.id).collect::<Vec<_>>(),
         [&fourth.id, &third.id, &second.id, &first.id]
     );
     // The lock is free again.
@@ -243,12 +246,9 @@ async fn unknown_releases_and_deploys_are_clear_errors() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("r9 does not exist"), "{err}");
+    assert!(DeployId::parse("../x").is_err(), "never becomes a key");
     assert!(matches!(
-        d.get(&env(), "../x").await,
-        Err(DeployError::NotFound(_))
-    ));
-    assert!(matches!(
-        d.get(&env(), "d2026").await,
+        d.get(&env(), &DeployId::parse("d2026").unwrap()).await,
         Err(DeployError::NotFound(_))
     ));
 }
@@ -323,8 +323,12 @@ async fn a_cancel_through_the_store_stops_the_running_batch() {
 #[derive(Default)]
 struct Relay(std::sync::atomic::AtomicUsize);
 
-impl slipway_control::rollout::Launcher for Relay {
-    fn launch(&self, _: EnvRef, _: String) -> futures::future::BoxFuture<'_, Result<(), String>> {
+impl slipway_control::jobs::Launcher for Relay {
+    fn launch(
+        &self,
+        _: EnvRef,
+        _: slipway_core::ids::JobId,
+    ) -> futures::future::BoxFuture<'_, Result<(), slipway_control::jobs::LaunchError>> {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async { Ok(()) })
     }
@@ -353,7 +357,7 @@ async fn a_deploy_longer_than_one_worker_is_handed_over_through_the_store_and_fi
 
     let mut done = None;
     for _ in 0..10 {
-        let launched: std::sync::Arc<dyn slipway_control::rollout::Launcher> = relay.clone();
+        let launched: std::sync::Arc<dyn slipway_control::jobs::Launcher> = relay.clone();
         let after = run_queued(
             &d,
             &env(),

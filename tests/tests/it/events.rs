@@ -260,13 +260,13 @@ async fn a_real_notification_delivered_by_the_emulator_through_sqs_becomes_a_rel
 #[derive(Default)]
 struct Deployer(std::sync::Mutex<Vec<String>>);
 
-impl slipway_control::rollout::Launcher for Deployer {
+impl slipway_control::jobs::Launcher for Deployer {
     fn launch(
         &self,
         _env: slipway_core::names::EnvRef,
-        id: String,
-    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
-        self.0.lock().unwrap().push(id);
+        id: slipway_core::ids::JobId,
+    ) -> futures::future::BoxFuture<'_, Result<(), slipway_control::jobs::LaunchError>> {
+        self.0.lock().unwrap().push(id.to_string());
         Box::pin(async { Ok(()) })
     }
 }
@@ -281,7 +281,7 @@ async fn upload_with_deployer(world: &World, key: &str, deployer: &Arc<Deployer>
     let out = slipway_http::lambda::release_handler(
         axum::Router::new(),
         world.store.clone(),
-        Some(deployer.clone() as Arc<dyn slipway_control::rollout::Launcher>),
+        Some(deployer.clone() as Arc<dyn slipway_control::jobs::Launcher>),
         lambda_runtime::LambdaEvent::new(event, Default::default()),
     )
     .await
@@ -304,7 +304,7 @@ async fn with_auto_deploy_on_an_upload_starts_a_deploy_of_its_release() {
     assert_eq!(*deployer.0.lock().unwrap(), std::slice::from_ref(&id));
     let env = slipway_core::names::EnvRef::parse("auto", "prod").unwrap();
     let record = slipway_control::rollout::Deploys::new(world.store.clone())
-        .get(&env, &id)
+        .get(&env, &id.parse().unwrap())
         .await
         .unwrap();
     assert_eq!(record.to.to_string(), "r1");

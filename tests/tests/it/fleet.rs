@@ -11,14 +11,18 @@ use axum::Router;
 use futures::future::BoxFuture;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
+use slipway_control::aws::fleet::AwsFleet;
 use slipway_control::cycle::{CycleOptions, Cycles, run_queued_cycle};
-use slipway_control::fleet::aws::AwsFleet;
 use slipway_control::fleet::{Fleet, GroupControl};
-use slipway_control::rollout::Launcher;
-use slipway_control::rollout::lock::{self, Lock};
+use slipway_control::jobs::LaunchError;
+use slipway_control::jobs::Launcher;
+use slipway_control::jobs::lock::{self, Lock};
+use slipway_core::ids::JobId;
 use slipway_core::names::EnvRef;
-use slipway_http::api::{AppState, FleetState};
-use slipway_tests::{World, environment_stack, simulate_booting_agents, unique_name};
+use slipway_http::control_plane::{ControlPlane, Function};
+use slipway_tests::{
+    World, control_plane, environment_stack, simulate_booting_agents, unique_name,
+};
 
 use crate::api::{ALICE, call, users};
 
@@ -38,27 +42,21 @@ async fn setup(instances: u32) -> Setup {
 }
 
 impl Setup {
-    fn state(&self, launcher: Option<Arc<dyn Launcher>>) -> FleetState<AwsFleet> {
-        FleetState {
-            metrics: None,
-            app: AppState {
-                store: self.world.store.clone(),
-                users: users(),
-                launcher,
-            },
-            fleet: self.fleet.clone(),
-        }
+    fn plane(&self) -> ControlPlane<AwsFleet> {
+        control_plane(self.world.store.clone(), self.fleet.clone(), users())
     }
 
     fn cycle_router(&self) -> Router {
-        slipway_http::api::cycle::router(self.state(Some(Arc::new(TaskLauncher {
+        let mut plane = self.plane();
+        plane.cycles = Some(Arc::new(TaskLauncher {
             cycles: Cycles::new(self.world.store.clone()),
             fleet: self.fleet.clone(),
-        }))))
+        }));
+        plane.router(&[Function::Cycle])
     }
 
     fn formation_router(&self) -> Router {
-        slipway_http::api::formation::router(self.state(None))
+        self.plane().router(&[Function::Formation])
     }
 
     fn path(&self, rest: &str) -> String {
@@ -86,7 +84,7 @@ struct TaskLauncher {
 }
 
 impl Launcher for TaskLauncher {
-    fn launch(&self, env: EnvRef, id: String) -> BoxFuture<'_, Result<(), String>> {
+    fn launch(&self, env: EnvRef, id: JobId) -> BoxFuture<'_, Result<(), LaunchError>> {
         let me = self.clone();
         Box::pin(async move {
             tokio::spawn(async move {
@@ -97,7 +95,8 @@ impl Launcher for TaskLauncher {
                     budget: Duration::ZERO,
                 };
                 let next: Arc<dyn Launcher> = Arc::new(me.clone());
-                run_queued_cycle(&me.cycles, &env, &id, &me.fleet, next, options)
+                let id = id.cycle().expect("a cycle").clone();
+                run_queued_cycle(&me.cycles, &env, &id, &me.fleet, Some(next), options)
                     .await
                     .expect("the cycle worker runs");
             });
@@ -281,7 +280,11 @@ async fn nothing_changes_the_group_while_a_deploy_holds_the_environment() {
     lock::acquire(
         s.world.store.objects(),
         &s.env,
-        Lock::new("d1-abc", "bob", now),
+        Lock::new(
+            slipway_core::ids::JobId::parse("d1-abc").unwrap(),
+            "bob",
+            now,
+        ),
         now,
     )
     .await

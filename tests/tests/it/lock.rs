@@ -1,10 +1,15 @@
 //! The environment lock against the emulator's conditional writes.
 
 use chrono::{Duration, Utc};
-use slipway_control::rollout::lock::{self, Lock, LockError};
+use slipway_control::jobs::lock::{self, Lock, LockError};
+use slipway_core::ids::JobId;
 use slipway_core::names::EnvRef;
 use slipway_core::objects::S3Objects;
 use slipway_tests::World;
+
+fn job(id: &str) -> JobId {
+    JobId::parse(id).unwrap()
+}
 
 fn env() -> EnvRef {
     EnvRef::parse("hello", "prod").unwrap()
@@ -22,7 +27,7 @@ async fn of_twenty_concurrent_deploys_exactly_one_takes_the_lock() {
             lock::acquire(
                 &objects,
                 &env(),
-                Lock::new(&format!("d{i}"), "alice", now),
+                Lock::new(job(&format!("d{i}")), "alice", now),
                 now,
             )
             .await
@@ -32,11 +37,11 @@ async fn of_twenty_concurrent_deploys_exactly_one_takes_the_lock() {
 
     let winners: Vec<&lock::Held> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(winners.len(), 1);
-    let winner = &winners[0].lock.deploy_id;
+    let winner = &winners[0].lock.job;
     for r in &results {
         match r {
             Ok(_) => {}
-            Err(LockError::Held(holder)) => assert_eq!(&holder.deploy_id, winner),
+            Err(LockError::Held(holder)) => assert_eq!(&holder.job, winner),
             Err(e) => panic!("unexpected: {e}"),
         }
     }
@@ -50,7 +55,7 @@ async fn a_stale_lock_is_taken_over_once_and_its_old_holder_loses_it() {
     let stale = lock::acquire(
         &objects,
         &env(),
-        Lock::new("d-old", "bob", long_ago),
+        Lock::new(job("d-old"), "bob", long_ago),
         long_ago,
     )
     .await
@@ -63,7 +68,7 @@ async fn a_stale_lock_is_taken_over_once_and_its_old_holder_loses_it() {
             lock::acquire(
                 &objects,
                 &env(),
-                Lock::new(&format!("d{i}"), "alice", now),
+                Lock::new(job(&format!("d{i}")), "alice", now),
                 now,
             )
             .await
@@ -82,7 +87,7 @@ async fn a_stale_lock_is_taken_over_once_and_its_old_holder_loses_it() {
         Err(LockError::Lost)
     ));
     let (holder, _) = lock::read(&objects, &env()).await.unwrap().unwrap();
-    assert_ne!(holder.deploy_id, "d-old");
+    assert_ne!(holder.job, job("d-old"));
 }
 
 #[tokio::test]
@@ -90,7 +95,7 @@ async fn a_live_lock_is_renewed_released_and_then_free_again() {
     let world = World::new().await;
     let objects = S3Objects::new(world.s3.clone(), &world.bucket);
     let now = Utc::now();
-    let mut held = lock::acquire(&objects, &env(), Lock::new("d1", "alice", now), now)
+    let mut held = lock::acquire(&objects, &env(), Lock::new(job("d1"), "alice", now), now)
         .await
         .unwrap();
 
@@ -102,7 +107,7 @@ async fn a_live_lock_is_renewed_released_and_then_free_again() {
     let err = lock::acquire(
         &objects,
         &env(),
-        Lock::new("d2", "bob", now + Duration::minutes(25)),
+        Lock::new(job("d2"), "bob", now + Duration::minutes(25)),
         now + Duration::minutes(25),
     )
     .await
@@ -111,7 +116,7 @@ async fn a_live_lock_is_renewed_released_and_then_free_again() {
 
     lock::release(&objects, &env(), &held).await.unwrap();
     assert!(lock::read(&objects, &env()).await.unwrap().is_none());
-    lock::acquire(&objects, &env(), Lock::new("d2", "bob", now), now)
+    lock::acquire(&objects, &env(), Lock::new(job("d2"), "bob", now), now)
         .await
         .unwrap();
 }

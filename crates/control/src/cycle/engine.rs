@@ -12,26 +12,15 @@
 //! (a step already terminated is not terminated again).
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use super::CycleStatus;
 use super::{CycleRecord, StepStatus};
 use crate::fleet::{Fleet, GroupControl, InstanceId, Member};
-use slipway_core::deploys::DeployStatus;
+use crate::jobs::JobLog;
 use slipway_core::names::EnvRef;
-
-/// Where the engine keeps what it does.
-pub trait CycleLog: Sync {
-    fn save(&self, record: &CycleRecord) -> impl Future<Output = Result<(), String>> + Send;
-    /// Keeps the environment lock; `Err` when it was lost.
-    fn renew_lock(&self) -> impl Future<Output = Result<(), String>> + Send;
-    fn release_lock(&self) -> impl Future<Output = ()> + Send;
-    fn cancel_requested(&self, record: &CycleRecord) -> impl Future<Output = bool> + Send;
-    /// Starts a fresh worker that continues this cycle.
-    fn hand_off(&self, record: &CycleRecord) -> impl Future<Output = Result<(), String>> + Send;
-}
 
 #[derive(Debug, Clone)]
 pub struct CycleOptions {
@@ -46,28 +35,26 @@ pub struct CycleOptions {
 }
 
 impl CycleOptions {
-    /// The environment's timeouts; a worker with `time_left` (a Lambda
-    /// invocation) stops starting waits early enough to save and hand over.
-    pub fn from_settings(
-        settings: &slipway_core::env_settings::EnvSettings,
-        time_left: Option<Duration>,
-    ) -> Self {
+    /// The environment's timeouts.
+    pub fn from_settings(settings: &slipway_core::env_settings::EnvSettings) -> Self {
         let health_timeout = Duration::from_secs(settings.lb_health_timeout_secs);
         // Launching an instance, then its agent's boot: build and health.
         let replace_timeout =
             Duration::from_secs(300 + settings.build_timeout_secs + settings.health_timeout_secs);
-        let budget = match time_left {
-            Some(left) => left
-                .saturating_sub(health_timeout + Duration::from_secs(60))
-                .max(Duration::from_secs(60)),
-            None => Duration::MAX,
-        };
         Self {
             replace_timeout,
             health_timeout,
             poll: Duration::from_secs(10),
-            budget,
+            budget: Duration::MAX,
         }
+    }
+
+    /// A worker with `time_left` (a Lambda invocation) stops starting waits
+    /// early enough to save and hand over.
+    pub fn within(mut self, time_left: Option<Duration>) -> Self {
+        let minute = Duration::from_secs(60);
+        self.budget = crate::jobs::budget(time_left, self.health_timeout, minute, minute);
+        self
     }
 }
 
@@ -90,7 +77,7 @@ pub struct CycleEngine<'a, F, L> {
     pub options: CycleOptions,
 }
 
-impl<F: Fleet + GroupControl, L: CycleLog> CycleEngine<'_, F, L> {
+impl<F: Fleet + GroupControl, L: JobLog<CycleRecord>> CycleEngine<'_, F, L> {
     async fn save(&self, record: &CycleRecord) {
         if let Err(e) = self.log.save(record).await {
             tracing::warn!(cycle = %record.id, error = %e, "could not save the cycle record");
@@ -104,7 +91,7 @@ impl<F: Fleet + GroupControl, L: CycleLog> CycleEngine<'_, F, L> {
             env: record.env.clone(),
         };
         let started = Instant::now();
-        record.status = DeployStatus::Running;
+        record.status = CycleStatus::Running;
         self.save(&record).await;
         let mut failure = None;
         // A worker always tries one step, so every worker makes progress.
@@ -115,7 +102,7 @@ impl<F: Fleet + GroupControl, L: CycleLog> CycleEngine<'_, F, L> {
                 continue;
             }
             if self.log.cancel_requested(&record).await {
-                record.status = DeployStatus::Cancelled;
+                record.status = CycleStatus::Cancelled;
                 record.cause = Some(format!(
                     "cancelled with {} of {} instances replaced",
                     replaced(&record),
@@ -153,10 +140,10 @@ impl<F: Fleet + GroupControl, L: CycleLog> CycleEngine<'_, F, L> {
             }
         }
         if let Some(cause) = failure {
-            record.status = DeployStatus::Failed;
+            record.status = CycleStatus::Failed;
             record.cause = Some(cause);
-        } else if record.status == DeployStatus::Running {
-            record.status = DeployStatus::Succeeded;
+        } else if record.status == CycleStatus::Running {
+            record.status = CycleStatus::Succeeded;
         }
         record.finished_at = Some(Utc::now());
         self.save(&record).await;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::cycle::{CycleMode, CycleStep};
 use crate::fleet::{Destroyed, FleetError, Sizes};
+use crate::jobs::JobError;
 
 fn id(n: usize) -> InstanceId {
     InstanceId::parse(&format!("i-{n:04}")).unwrap()
@@ -134,12 +135,12 @@ struct FakeLog {
     hand_offs: AtomicUsize,
 }
 
-impl CycleLog for FakeLog {
-    async fn save(&self, record: &CycleRecord) -> Result<(), String> {
+impl JobLog<CycleRecord> for FakeLog {
+    async fn save(&self, record: &CycleRecord) -> Result<(), JobError> {
         self.saves.lock().unwrap().push(record.clone());
         Ok(())
     }
-    async fn renew_lock(&self) -> Result<(), String> {
+    async fn renew_lock(&self) -> Result<(), JobError> {
         Ok(())
     }
     async fn release_lock(&self) {
@@ -149,7 +150,7 @@ impl CycleLog for FakeLog {
         self.cancel_after_saves
             .is_some_and(|n| self.saves.lock().unwrap().len() >= n)
     }
-    async fn hand_off(&self, _: &CycleRecord) -> Result<(), String> {
+    async fn hand_off(&self, _: &CycleRecord) -> Result<(), JobError> {
         self.hand_offs.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -157,12 +158,12 @@ impl CycleLog for FakeLog {
 
 fn record(n: usize, release: Option<&str>) -> CycleRecord {
     CycleRecord {
-        id: "c1-abc".into(),
+        id: "c1-abc".parse().unwrap(),
         app: "hello".parse().unwrap(),
         env: "prod".parse().unwrap(),
         user: "alice".into(),
         mode: CycleMode::All,
-        status: DeployStatus::Queued,
+        status: CycleStatus::Queued,
         release: release.map(str::to_owned),
         steps: (0..n).map(|i| CycleStep::pending(id(i))).collect(),
         cause: None,
@@ -205,7 +206,7 @@ async fn cycling_all_replaces_every_instance_one_at_a_time_with_the_current_rele
 
     let done = run(&group, &log, record(3, Some("r2")), options()).await;
 
-    assert_eq!(done.status, DeployStatus::Succeeded, "{:?}", done.cause);
+    assert_eq!(done.status, CycleStatus::Succeeded, "{:?}", done.cause);
     assert_eq!(group.terminated(), [id(0), id(1), id(2)]);
     assert!(done.steps.iter().all(|s| s.status == StepStatus::Replaced));
     let replacements: Vec<_> = done
@@ -230,7 +231,7 @@ async fn a_replacement_that_does_not_come_up_with_the_release_fails_the_cycle_an
 
     let done = run(&group, &log, record(3, Some("r2")), options()).await;
 
-    assert_eq!(done.status, DeployStatus::Failed);
+    assert_eq!(done.status, CycleStatus::Failed);
     assert_eq!(group.terminated(), [id(0)], "nothing else is terminated");
     let cause = done.cause.unwrap();
     assert!(cause.contains("did not come up with r2"), "{cause}");
@@ -249,7 +250,7 @@ async fn a_replacement_the_load_balancer_never_calls_healthy_fails_the_cycle() {
 
     let done = run(&group, &log, record(2, Some("r2")), options()).await;
 
-    assert_eq!(done.status, DeployStatus::Failed);
+    assert_eq!(done.status, CycleStatus::Failed);
     assert!(done.cause.unwrap().contains("did not become healthy"));
     assert_eq!(group.terminated(), [id(0)]);
 }
@@ -261,7 +262,7 @@ async fn without_a_current_release_any_replacement_in_service_will_do() {
 
     let done = run(&group, &log, record(2, None), options()).await;
 
-    assert_eq!(done.status, DeployStatus::Succeeded, "{:?}", done.cause);
+    assert_eq!(done.status, CycleStatus::Succeeded, "{:?}", done.cause);
 }
 
 #[tokio::test]
@@ -275,7 +276,7 @@ async fn a_cancel_stops_the_cycle_before_the_next_instance() {
 
     let done = run(&group, &log, record(3, Some("r2")), options()).await;
 
-    assert_eq!(done.status, DeployStatus::Cancelled);
+    assert_eq!(done.status, CycleStatus::Cancelled);
     assert_eq!(group.terminated(), [id(0)]);
     assert!(done.cause.unwrap().contains("1 of 3"));
     assert!(log.released.load(Ordering::SeqCst));
@@ -289,7 +290,7 @@ async fn an_instance_gone_before_its_turn_is_noted_and_skipped() {
 
     let done = run(&group, &log, record(3, Some("r2")), options()).await;
 
-    assert_eq!(done.status, DeployStatus::Succeeded);
+    assert_eq!(done.status, CycleStatus::Succeeded);
     assert_eq!(done.steps[1].status, StepStatus::Vanished);
     assert!(
         done.notes
@@ -326,7 +327,7 @@ async fn a_worker_out_of_time_hands_over_and_the_next_resumes_without_terminatin
         }
     }
 
-    assert_eq!(record.status, DeployStatus::Succeeded, "{:?}", record.cause);
+    assert_eq!(record.status, CycleStatus::Succeeded, "{:?}", record.cause);
     assert!(workers > 2, "it was handed over: {workers}");
     assert_eq!(log.hand_offs.load(Ordering::SeqCst), workers - 1);
     assert_eq!(group.terminated(), [id(0), id(1)], "each terminated once");

@@ -18,21 +18,29 @@ mod service;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use engine::{CycleLog, CycleOptions};
+pub use engine::CycleOptions;
 pub use service::{
     CycleError, Cycles, S3CycleLog, ScaleRecord, ScaleRequest, Termination, run_queued_cycle,
     termination_key,
 };
 
-use slipway_core::deploys::DeployStatus;
+use slipway_core::ids::CycleId;
 use slipway_core::names::InstanceId;
 use slipway_core::names::{AppName, EnvName};
 
-pub fn is_cycle_id(raw: &str) -> bool {
-    crate::rollout::service::is_record_id('c', raw)
-}
-
 pub use slipway_core::keys::{cycles_prefix, scales_prefix};
+
+/// How a cycle ended (or that it has not yet). Stored with the same words
+/// as a deploy's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,12 +96,12 @@ impl CycleStep {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CycleRecord {
-    pub id: String,
+    pub id: CycleId,
     pub app: AppName,
     pub env: EnvName,
     pub user: String,
     pub mode: CycleMode,
-    pub status: DeployStatus,
+    pub status: CycleStatus,
     /// The release replacements must come up with (`current` at the start).
     #[serde(default)]
     pub release: Option<String>,
@@ -116,5 +124,18 @@ pub struct CycleRecord {
 impl CycleRecord {
     pub fn is_finished(&self) -> bool {
         self.finished_at.is_some()
+    }
+}
+
+impl crate::jobs::JobRecord for CycleRecord {
+    fn resumable(&self) -> bool {
+        self.status == CycleStatus::Queued
+            || (self.status == CycleStatus::Running && self.handed_off)
+    }
+
+    fn take_up(&mut self) {
+        self.status = CycleStatus::Running;
+        self.handed_off = false;
+        self.workers += 1;
     }
 }

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::engine::{CycleEngine, CycleLog, CycleOptions};
-use super::{CycleMode, CycleRecord, CycleStep, StepStatus, cycles_prefix, is_cycle_id};
+use super::CycleStatus;
+use super::engine::{CycleEngine, CycleOptions};
+use super::{CycleMode, CycleRecord, CycleStep, StepStatus, cycles_prefix};
 use crate::fleet::{Destroyed, Fleet, FleetError, GroupControl, InstanceId, Sizes};
-use crate::rollout::Launcher;
-use crate::rollout::lock::{self, Held, Lock, LockError};
-use crate::rollout::service::new_record_id;
+use crate::jobs::lock::{self, Held, Lock, LockError};
+use crate::jobs::{Claim, JobError, JobLog, Launcher, S3Job};
 use crate::store::{ReleaseStore, StoreError};
-use slipway_core::deploys::DeployStatus;
+use slipway_core::ids::{CycleId, JobId, ScaleId};
 use slipway_core::names::EnvRef;
 use slipway_core::objects::{ObjectError, S3Objects, Write};
 
@@ -32,7 +32,7 @@ pub enum CycleError {
     #[error("{0} has no instances in service to cycle")]
     NoInstances(String),
     #[error("cycle {0} not found")]
-    NotFound(String),
+    NotFound(CycleId),
     #[error("{0}")]
     BadScale(String),
     #[error("to terminate the environment, confirm with its name: ?confirm={0}")]
@@ -46,7 +46,9 @@ pub enum CycleError {
     #[error(transparent)]
     Objects(#[from] ObjectError),
     #[error("the environment lock: {0}")]
-    Lock(String),
+    Lock(LockError),
+    #[error("the cycle could not be started: {0}")]
+    NotLaunched(#[from] crate::jobs::LaunchError),
 }
 
 impl From<FleetError> for CycleError {
@@ -58,11 +60,23 @@ impl From<FleetError> for CycleError {
     }
 }
 
+impl From<JobError> for CycleError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Lock(e) => e.into(),
+            JobError::Store(e) => e.into(),
+            JobError::Objects(e) => e.into(),
+            JobError::Launch(e) => e.into(),
+            JobError::NoLauncher => Self::Lock(LockError::Lost),
+        }
+    }
+}
+
 impl From<LockError> for CycleError {
     fn from(e: LockError) -> Self {
         match e {
             LockError::Held(holder) => Self::Locked(Box::new(holder)),
-            e => Self::Lock(e.to_string()),
+            e => Self::Lock(e),
         }
     }
 }
@@ -122,7 +136,7 @@ impl ScaleRequest {
 /// to what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScaleRecord {
-    pub id: String,
+    pub id: ScaleId,
     pub user: String,
     pub from: Sizes,
     pub to: Sizes,
@@ -138,8 +152,8 @@ pub struct Termination {
     pub at: DateTime<Utc>,
 }
 
+use slipway_core::keys::cycle_key as record_key;
 pub use slipway_core::keys::termination_key;
-use slipway_core::keys::{cycle_cancel_key as cancel_key, cycle_key as record_key};
 
 fn json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec_pretty(value).expect("records always serialise")
@@ -193,12 +207,12 @@ impl Cycles {
         step.started_at = Some(now);
         step.finished_at = Some(Utc::now());
         let record = CycleRecord {
-            id: new_record_id('c', now),
+            id: CycleId::new(now),
             app: env.app.clone(),
             env: env.env.clone(),
             user: user.to_owned(),
             mode: CycleMode::One,
-            status: DeployStatus::Succeeded,
+            status: CycleStatus::Succeeded,
             release: self.store.current(env).await?.map(|r| r.to_string()),
             steps: vec![step],
             cause: None,
@@ -231,8 +245,8 @@ impl Cycles {
             return Err(CycleError::NoInstances(env.qualified()));
         }
         let release = self.store.current(env).await?.map(|r| r.to_string());
-        let id = new_record_id('c', now);
-        let held = lock::acquire(&self.objects, env, Lock::new(&id, user, now), now).await?;
+        let id = CycleId::new(now);
+        let held = lock::acquire(&self.objects, env, Lock::new(id.clone(), user, now), now).await?;
         let mut notes = Vec::new();
         if steps.len() == 1 {
             notes.push("a group of one instance is unavailable while it is replaced".into());
@@ -243,7 +257,7 @@ impl Cycles {
             env: env.env.clone(),
             user: user.to_owned(),
             mode: CycleMode::All,
-            status: DeployStatus::Queued,
+            status: CycleStatus::Queued,
             release,
             steps,
             cause: None,
@@ -255,7 +269,7 @@ impl Cycles {
         };
         if let Err(e) = self.save(env, &record, Write::IfAbsent).await {
             let _ = lock::release(&self.objects, env, &held).await;
-            return Err(e);
+            return Err(e.into());
         }
         Ok((record, held))
     }
@@ -263,7 +277,7 @@ impl Cycles {
     /// A queued cycle that could not be launched: record why, free the
     /// environment.
     pub async fn abandon(&self, env: &EnvRef, mut record: CycleRecord, held: &Held, cause: &str) {
-        record.status = DeployStatus::Failed;
+        record.status = CycleStatus::Failed;
         record.cause = Some(cause.to_owned());
         record.finished_at = Some(Utc::now());
         if let Err(e) = self.save(env, &record, Write::Always).await {
@@ -279,38 +293,26 @@ impl Cycles {
         env: &EnvRef,
         record: &CycleRecord,
         write: Write<'_>,
-    ) -> Result<String, CycleError> {
-        Ok(self
-            .objects
+    ) -> Result<String, ObjectError> {
+        self.objects
             .put(
                 &record_key(env, &record.id),
                 json(record),
                 "application/json",
                 write,
             )
-            .await?)
+            .await
     }
 
-    /// The record and its version.
-    async fn get_versioned(
-        &self,
-        env: &EnvRef,
-        id: &str,
-    ) -> Result<(CycleRecord, String), CycleError> {
-        if !is_cycle_id(id) {
-            return Err(CycleError::NotFound(id.chars().take(40).collect()));
-        }
-        crate::store::read_record(
+    pub async fn get(&self, env: &EnvRef, id: &CycleId) -> Result<CycleRecord, CycleError> {
+        Ok(crate::store::read_record(
             &self.objects,
             &record_key(env, id),
             &format!("cycle record {id}"),
         )
         .await?
-        .ok_or_else(|| CycleError::NotFound(id.to_owned()))
-    }
-
-    pub async fn get(&self, env: &EnvRef, id: &str) -> Result<CycleRecord, CycleError> {
-        Ok(self.get_versioned(env, id).await?.0)
+        .ok_or_else(|| CycleError::NotFound(id.clone()))?
+        .0)
     }
 
     /// Records newest first, at most `limit`.
@@ -322,17 +324,10 @@ impl Cycles {
     }
 
     /// Asks a running cycle to stop before its next instance.
-    pub async fn cancel(&self, env: &EnvRef, id: &str) -> Result<CycleRecord, CycleError> {
+    pub async fn cancel(&self, env: &EnvRef, id: &CycleId) -> Result<CycleRecord, CycleError> {
         let record = self.get(env, id).await?;
         if !record.is_finished() {
-            self.objects
-                .put(
-                    &cancel_key(env, id),
-                    Vec::new(),
-                    "text/plain",
-                    Write::Always,
-                )
-                .await?;
+            crate::jobs::request_cancel(&self.objects, env, &id.clone().into()).await?;
         }
         Ok(record)
     }
@@ -351,7 +346,7 @@ impl Cycles {
         let to = request.apply(from)?;
         fleet.resize(env, to).await?;
         let record = ScaleRecord {
-            id: new_record_id('s', now),
+            id: ScaleId::new(now),
             user: user.to_owned(),
             from,
             to,
@@ -395,20 +390,25 @@ impl Cycles {
         Ok(record)
     }
 
-    /// The log a worker runs the engine with, for a cycle whose lock it
-    /// holds.
-    async fn log_for(
+    /// Starts the worker of a cycle [`start_all`](Self::start_all)
+    /// queued; if it cannot be started the cycle is recorded as failed and
+    /// the environment freed.
+    pub async fn launch(
         &self,
         env: &EnvRef,
-        id: &str,
-        launcher: Arc<dyn Launcher>,
-    ) -> Result<S3CycleLog, CycleError> {
-        Ok(S3CycleLog {
-            cycles: self.clone(),
-            env: env.clone(),
-            lock: lock::JobLock::adopt(&self.objects, env, id).await?,
-            launcher,
-        })
+        record: CycleRecord,
+        held: &Held,
+        launcher: &dyn Launcher,
+    ) -> Result<CycleRecord, CycleError> {
+        match launcher.launch(env.clone(), record.id.clone().into()).await {
+            Ok(()) => Ok(record),
+            Err(e) => {
+                tracing::error!(cycle = %record.id, error = %e, "the cycle could not be started");
+                self.abandon(env, record, held, "the cycle could not be started")
+                    .await;
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -418,28 +418,21 @@ impl Cycles {
 pub async fn run_queued_cycle<F: Fleet + GroupControl>(
     cycles: &Cycles,
     env: &EnvRef,
-    id: &str,
+    id: &CycleId,
     fleet: &F,
-    launcher: Arc<dyn Launcher>,
+    launcher: Option<Arc<dyn Launcher>>,
     options: CycleOptions,
 ) -> Result<CycleRecord, CycleError> {
-    let (mut record, etag) = cycles.get_versioned(env, id).await?;
-    let resumable = record.status == DeployStatus::Queued
-        || (record.status == DeployStatus::Running && record.handed_off);
-    if record.is_finished() || !resumable {
-        return Ok(record);
-    }
-    record.status = DeployStatus::Running;
-    record.handed_off = false;
-    record.workers += 1;
-    match cycles.save(env, &record, Write::IfMatch(&etag)).await {
-        Ok(_) => {}
-        Err(CycleError::Objects(ObjectError::Precondition { .. })) => {
-            return cycles.get(env, id).await;
-        }
-        Err(e) => return Err(e),
-    }
-    let log = cycles.log_for(env, id, launcher).await?;
+    let job = JobId::Cycle(id.clone());
+    let record = match crate::jobs::claim(&cycles.objects, env, &job).await? {
+        Claim::Ours(record) => record,
+        Claim::NotOurs(record) => return Ok(record),
+    };
+    let log = S3CycleLog {
+        cycles: cycles.clone(),
+        env: env.clone(),
+        job: S3Job::adopt(&cycles.objects, env, &job, launcher).await?,
+    };
     let engine = CycleEngine {
         fleet,
         log: &log,
@@ -452,37 +445,32 @@ pub async fn run_queued_cycle<F: Fleet + GroupControl>(
 pub struct S3CycleLog {
     cycles: Cycles,
     env: EnvRef,
-    lock: lock::JobLock,
-    launcher: Arc<dyn Launcher>,
+    job: S3Job,
 }
 
-impl CycleLog for S3CycleLog {
-    async fn save(&self, record: &CycleRecord) -> Result<(), String> {
+impl JobLog<CycleRecord> for S3CycleLog {
+    async fn save(&self, record: &CycleRecord) -> Result<(), JobError> {
         self.cycles
             .save(&self.env, record, Write::Always)
             .await
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(JobError::Objects)
     }
 
-    async fn renew_lock(&self) -> Result<(), String> {
-        self.lock.renew().await
+    async fn renew_lock(&self) -> Result<(), JobError> {
+        self.job.renew_lock().await
     }
 
     async fn release_lock(&self) {
-        self.lock.release().await
+        self.job.release_lock().await
     }
 
-    async fn cancel_requested(&self, record: &CycleRecord) -> bool {
-        self.lock
-            .cancel_requested(&cancel_key(&self.env, &record.id))
-            .await
+    async fn cancel_requested(&self, _: &CycleRecord) -> bool {
+        self.job.cancel_requested().await
     }
 
-    async fn hand_off(&self, record: &CycleRecord) -> Result<(), String> {
-        self.launcher
-            .launch(self.env.clone(), record.id.clone())
-            .await
+    async fn hand_off(&self, _: &CycleRecord) -> Result<(), JobError> {
+        self.job.hand_off().await
     }
 }
 

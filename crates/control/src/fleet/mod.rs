@@ -10,10 +10,23 @@ use serde::{Deserialize, Serialize};
 
 use slipway_core::names::EnvRef;
 
-pub mod aws;
-mod control;
+mod view;
+
+pub use view::{Formation, InstanceView, LoadBalancer, session_url};
 
 pub use slipway_core::names::{BadInstanceId, InstanceId};
+
+/// Where a formation comes from: AWS, or the local platform's view of it.
+pub trait FormationSource: Clone + Send + Sync + 'static {
+    fn formation(&self, env: &EnvRef)
+    -> impl Future<Output = Result<Formation, FleetError>> + Send;
+}
+
+/// Everything the control plane asks of a fleet: the rollout's view of
+/// instances, the group's controls, and the formation. The AWS adapter
+/// and the local platform's fleet are both one.
+pub trait ControlFleet: Fleet + GroupControl + FormationSource {}
+impl<F: Fleet + GroupControl + FormationSource> ControlFleet for F {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {

@@ -19,24 +19,19 @@ use chrono::Utc;
 use super::plan;
 use super::record::{Batch, BatchStatus, DeployRecord};
 use crate::fleet::{Fleet, InstanceId};
+use crate::jobs::{JobError, JobLog};
 use crate::runner::{AgentCommand, Cancel, RunStatus, Runner};
 use slipway_core::deploys::DeployStatus;
 use slipway_core::names::{EnvRef, ReleaseId};
 
-/// Where the engine keeps what it does: records, `current`, the lock.
-pub trait DeployLog: Sync {
-    fn save(&self, record: &DeployRecord) -> impl Future<Output = Result<(), String>> + Send;
+/// Where the engine keeps what it does: the job's record and lock, and
+/// `current`.
+pub trait DeployLog: JobLog<DeployRecord> {
     fn set_current(
         &self,
         env: &EnvRef,
         id: ReleaseId,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-    /// Keeps the environment lock; `Err` when it was lost.
-    fn renew_lock(&self) -> impl Future<Output = Result<(), String>> + Send;
-    fn release_lock(&self) -> impl Future<Output = ()> + Send;
-    fn cancel_requested(&self, record: &DeployRecord) -> impl Future<Output = bool> + Send;
-    /// Starts a fresh worker that continues this deploy.
-    fn hand_off(&self, record: &DeployRecord) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
 }
 
 /// Timeouts and what the release needs.
@@ -77,9 +72,12 @@ impl Options {
     /// A worker with `time_left` stops starting batches when a whole one
     /// (agent and load balancer) might not fit any more.
     pub fn within(mut self, time_left: Option<Duration>) -> Self {
-        if let Some(left) = time_left {
-            self.budget = left.saturating_sub(self.agent_timeout + self.health_timeout);
-        }
+        self.budget = crate::jobs::budget(
+            time_left,
+            self.agent_timeout + self.health_timeout,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
         self
     }
 }

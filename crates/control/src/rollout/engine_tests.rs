@@ -151,17 +151,20 @@ struct FakeLog {
 }
 
 impl DeployLog for FakeLog {
-    async fn save(&self, _: &DeployRecord) -> Result<(), String> {
-        *self.saves.lock().unwrap() += 1;
-        Ok(())
-    }
-    async fn set_current(&self, _: &EnvRef, id: ReleaseId) -> Result<(), String> {
+    async fn set_current(&self, _: &EnvRef, id: ReleaseId) -> Result<(), JobError> {
         *self.current.lock().unwrap() = Some(id);
         Ok(())
     }
-    async fn renew_lock(&self) -> Result<(), String> {
+}
+
+impl JobLog<DeployRecord> for FakeLog {
+    async fn save(&self, _: &DeployRecord) -> Result<(), JobError> {
+        *self.saves.lock().unwrap() += 1;
+        Ok(())
+    }
+    async fn renew_lock(&self) -> Result<(), JobError> {
         if self.lock_lost {
-            Err("taken over".into())
+            Err(crate::jobs::LockError::Lost.into())
         } else {
             Ok(())
         }
@@ -173,7 +176,7 @@ impl DeployLog for FakeLog {
         self.cancel_after_batches
             .is_some_and(|n| record.batches.len() >= n)
     }
-    async fn hand_off(&self, _: &DeployRecord) -> Result<(), String> {
+    async fn hand_off(&self, _: &DeployRecord) -> Result<(), JobError> {
         *self.hand_offs.lock().unwrap() += 1;
         Ok(())
     }
@@ -188,7 +191,7 @@ fn fleet(n: usize) -> FakeFleet {
 
 fn record(strategy: &str, auto_rollback: bool) -> DeployRecord {
     DeployRecord {
-        id: "d1".into(),
+        id: "d1".parse().unwrap(),
         app: "hello".parse().unwrap(),
         env: "prod".parse().unwrap(),
         user: "alice".into(),

@@ -3,8 +3,7 @@
 //! against the fleet, runner and deploy-log ports.
 
 pub mod engine;
-pub mod launch;
-pub mod lock;
+pub mod notify;
 pub mod plan;
 pub mod record;
 pub mod service;
@@ -12,4 +11,4 @@ pub mod service;
 pub use engine::{DeployLog, Engine, Options};
 pub use plan::{PlanError, Strategy, plan};
 pub use record::{Batch, BatchStatus, DeployRecord};
-pub use service::{DeployError, Deploys, Launcher, S3DeployLog, StartDeploy, run_queued};
+pub use service::{DeployError, Deploys, S3DeployLog, StartDeploy, run_queued};

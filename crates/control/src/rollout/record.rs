@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Strategy;
 use crate::runner::Invocation;
 use slipway_core::deploys::DeployStatus;
+use slipway_core::ids::DeployId;
 use slipway_core::names::InstanceId;
 use slipway_core::names::{AppName, EnvName, ReleaseId};
 
@@ -37,7 +38,7 @@ pub struct Batch {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployRecord {
-    pub id: String,
+    pub id: DeployId,
     pub app: AppName,
     pub env: EnvName,
     pub user: String,

@@ -4,15 +4,16 @@
 
 use chrono::{DateTime, Utc};
 
-use super::lock::{self, Held, Lock, LockError};
 use super::record::DeployRecord;
 use super::{DeployLog, Engine, Options, Strategy};
 use crate::fleet::Fleet;
+use crate::jobs::lock::{self, Held, Lock, LockError};
+use crate::jobs::{Claim, JobError, Launcher, S3Job};
 use crate::runner::Runner;
 use crate::store::{ReleaseStore, StoreError};
-use futures::future::BoxFuture;
 use slipway_core::deploys::DeployStatus;
 use slipway_core::env_settings::EnvSettings;
+use slipway_core::ids::{DeployId, JobId};
 use slipway_core::keys::{deploys_prefix, settings_key};
 use slipway_core::names::{EnvRef, ReleaseId};
 use slipway_core::objects::{ObjectError, S3Objects, Write};
@@ -31,7 +32,7 @@ pub enum DeployError {
     #[error("there is no earlier successfully deployed release to roll back to")]
     NothingToRollBackTo,
     #[error("deploy {0} not found")]
-    NotFound(String),
+    NotFound(DeployId),
     #[error("settings.json is invalid: {0}")]
     Settings(String),
     #[error("{0}")]
@@ -43,18 +44,43 @@ pub enum DeployError {
     #[error(transparent)]
     Objects(#[from] ObjectError),
     #[error("the environment lock: {0}")]
-    Lock(String),
+    Lock(LockError),
     /// The worker could not be started; the deploy was recorded as failed
     /// and the environment freed.
     #[error("the rollout could not be started: {0}")]
-    NotLaunched(String),
+    NotLaunched(#[from] crate::jobs::LaunchError),
 }
 
-/// Starts the rollout of a queued deploy without waiting for it: an
-/// asynchronous invocation of the deploy function in AWS, a task on the
-/// local platform.
-pub trait Launcher: Send + Sync {
-    fn launch(&self, env: EnvRef, deploy_id: String) -> BoxFuture<'_, Result<(), String>>;
+impl From<LockError> for DeployError {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Held(holder) => Self::Locked(Box::new(holder)),
+            e => Self::Lock(e),
+        }
+    }
+}
+
+impl From<JobError> for DeployError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Lock(e) => e.into(),
+            JobError::Store(e) => e.into(),
+            JobError::Objects(e) => e.into(),
+            JobError::Launch(e) => e.into(),
+            JobError::NoLauncher => Self::Lock(LockError::Lost),
+        }
+    }
+}
+
+impl crate::jobs::JobRecord for DeployRecord {
+    fn resumable(&self) -> bool {
+        self.status == DeployStatus::Queued
+            || (self.status == DeployStatus::Running && self.handed_off)
+    }
+
+    fn take_up(&mut self) {
+        self.workers += 1;
+    }
 }
 
 /// Runs a queued deploy to its end (or until it hands over to a fresh
@@ -64,37 +90,19 @@ pub trait Launcher: Send + Sync {
 pub async fn run_queued<F: Fleet, R: Runner>(
     deploys: &Deploys,
     env: &EnvRef,
-    deploy_id: &str,
+    deploy_id: &DeployId,
     fleet: &F,
     runner: &R,
     release_url: &(dyn Fn(ReleaseId) -> String + Sync),
     options: Options,
     launcher: Option<std::sync::Arc<dyn Launcher>>,
 ) -> Result<DeployRecord, DeployError> {
-    let (mut record, etag) = deploys.get_versioned(env, deploy_id).await?;
-    let resumable = record.status == DeployStatus::Queued
-        || (record.status == DeployStatus::Running && record.handed_off);
-    if record.is_finished() || !resumable {
-        // A repeated launch of a deploy that already ran, or runs.
-        return Ok(record);
-    }
-    // Claim it: of two launches of the same deploy, one runs it.
-    record.workers += 1;
-    let body = serde_json::to_vec_pretty(&record).expect("a record always serialises");
-    match deploys
-        .objects
-        .put(
-            &record_key(env, deploy_id),
-            body,
-            "application/json",
-            Write::IfMatch(&etag),
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(ObjectError::Precondition { .. }) => return deploys.get(env, deploy_id).await,
-        Err(e) => return Err(e.into()),
-    }
+    let record =
+        match crate::jobs::claim(&deploys.objects, env, &JobId::Deploy(deploy_id.clone())).await? {
+            Claim::Ours(record) => record,
+            // A repeated launch of a deploy that already ran, or runs.
+            Claim::NotOurs(record) => return Ok(record),
+        };
     let log = deploys.log_for(env, &record, launcher).await?;
     let engine = Engine {
         fleet,
@@ -117,31 +125,7 @@ pub struct StartDeploy {
     pub user: String,
 }
 
-/// A time-sortable record id: a letter for its kind (`d` deploys, `c`
-/// cycles, `s` scalings) + UTC timestamp + random suffix.
-pub fn new_record_id(kind: char, now: DateTime<Utc>) -> String {
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    format!("{kind}{}-{}", now.format("%Y%m%d%H%M%S%3f"), &suffix[..6])
-}
-
-/// Could `raw` be an id of `kind` (safe as a key segment)?
-pub fn is_record_id(kind: char, raw: &str) -> bool {
-    raw.len() <= 40
-        && raw.starts_with(kind)
-        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-pub fn new_deploy_id(now: DateTime<Utc>) -> String {
-    new_record_id('d', now)
-}
-
-pub fn is_deploy_id(raw: &str) -> bool {
-    is_record_id('d', raw)
-}
-
-use slipway_core::keys::{
-    deploy_cancel_key as cancel_key, deploy_chat_key as response_url_key, deploy_key as record_key,
-};
+use slipway_core::keys::{deploy_chat_key as response_url_key, deploy_key as record_key};
 
 #[derive(Clone)]
 pub struct Deploys {
@@ -258,13 +242,14 @@ impl Deploys {
                 .await?
                 .ok_or(DeployError::NothingToRollBackTo)?,
         };
-        let id = new_deploy_id(now);
-        let held = lock::acquire(&self.objects, env, Lock::new(&id, &req.user, now), now)
-            .await
-            .map_err(|e| match e {
-                LockError::Held(holder) => DeployError::Locked(Box::new(holder)),
-                e => DeployError::Lock(e.to_string()),
-            })?;
+        let id = DeployId::new(now);
+        let held = lock::acquire(
+            &self.objects,
+            env,
+            Lock::new(id.clone(), &req.user, now),
+            now,
+        )
+        .await?;
         let record = DeployRecord {
             id,
             app: env.app.clone(),
@@ -290,12 +275,12 @@ impl Deploys {
         let saved = self.save(env, &record).await;
         if let Err(e) = saved {
             let _ = lock::release(&self.objects, env, &held).await;
-            return Err(e);
+            return Err(e.into());
         }
         Ok((record, held))
     }
 
-    async fn save(&self, env: &EnvRef, record: &DeployRecord) -> Result<(), DeployError> {
+    async fn save(&self, env: &EnvRef, record: &DeployRecord) -> Result<(), ObjectError> {
         let body = serde_json::to_vec_pretty(record).expect("a record always serialises");
         self.objects
             .put(
@@ -327,26 +312,15 @@ impl Deploys {
         Ok(slipway_core::deploys::last_succeeded(&summaries, except))
     }
 
-    pub async fn get(&self, env: &EnvRef, id: &str) -> Result<DeployRecord, DeployError> {
-        Ok(self.get_versioned(env, id).await?.0)
-    }
-
-    /// The record and its version.
-    async fn get_versioned(
-        &self,
-        env: &EnvRef,
-        id: &str,
-    ) -> Result<(DeployRecord, String), DeployError> {
-        if !is_deploy_id(id) {
-            return Err(DeployError::NotFound(id.chars().take(40).collect()));
-        }
-        crate::store::read_record(
+    pub async fn get(&self, env: &EnvRef, id: &DeployId) -> Result<DeployRecord, DeployError> {
+        Ok(crate::store::read_record(
             &self.objects,
             &record_key(env, id),
             &format!("deploy record {id}"),
         )
         .await?
-        .ok_or_else(|| DeployError::NotFound(id.to_owned()))
+        .ok_or_else(|| DeployError::NotFound(id.clone()))?
+        .0)
     }
 
     /// Records newest first, at most `limit`.
@@ -387,30 +361,23 @@ impl Deploys {
         held: &Held,
         launcher: &dyn Launcher,
     ) -> Result<DeployRecord, DeployError> {
-        match launcher.launch(env.clone(), record.id.clone()).await {
+        match launcher.launch(env.clone(), record.id.clone().into()).await {
             Ok(()) => Ok(record),
             Err(e) => {
                 tracing::error!(deploy = %record.id, error = %e, "the rollout could not be started");
                 self.abandon(env, record, held, "the rollout could not be started".into())
                     .await;
-                Err(DeployError::NotLaunched(e))
+                Err(e.into())
             }
         }
     }
 
     /// Asks a running deploy to stop: the running batch's command is
     /// cancelled, no further batch starts.
-    pub async fn cancel(&self, env: &EnvRef, id: &str) -> Result<DeployRecord, DeployError> {
+    pub async fn cancel(&self, env: &EnvRef, id: &DeployId) -> Result<DeployRecord, DeployError> {
         let record = self.get(env, id).await?;
         if !record.is_finished() {
-            self.objects
-                .put(
-                    &cancel_key(env, id),
-                    Vec::new(),
-                    "text/plain",
-                    Write::Always,
-                )
-                .await?;
+            crate::jobs::request_cancel(&self.objects, env, &id.clone().into()).await?;
         }
         Ok(record)
     }
@@ -423,26 +390,16 @@ impl Deploys {
         record: &DeployRecord,
         launcher: Option<std::sync::Arc<dyn Launcher>>,
     ) -> Result<S3DeployLog, DeployError> {
-        let (lock, _) = lock::read(&self.objects, env)
-            .await
-            .map_err(|e| DeployError::Lock(e.to_string()))?
-            .ok_or_else(|| DeployError::Lock("the lock is gone".into()))?;
-        if lock.deploy_id != record.id {
-            return Err(DeployError::Locked(Box::new(lock)));
-        }
-        let lock = lock::JobLock::adopt(&self.objects, env, &record.id)
-            .await
-            .map_err(|e| DeployError::Lock(e.to_string()))?;
+        let job = S3Job::adopt(&self.objects, env, &record.id.clone().into(), launcher).await?;
         let webhook = self.settings(env).await.ok().and_then(|s| s.notify_url);
         let notifier =
-            crate::notify::Notifier::new(webhook, self.response_url(env, &record.id).await);
+            super::notify::Notifier::new(webhook, self.response_url(env, &record.id).await);
         Ok(S3DeployLog {
             deploys: self.clone(),
             env: env.clone(),
-            lock,
+            job,
             notifier,
             last: tokio::sync::Mutex::new(Some(record.clone())),
-            launcher,
         })
     }
 
@@ -450,7 +407,7 @@ impl Deploys {
     pub async fn set_response_url(
         &self,
         env: &EnvRef,
-        id: &str,
+        id: &DeployId,
         url: &str,
     ) -> Result<(), DeployError> {
         let body = serde_json::to_vec(&serde_json::json!({ "response_url": url })).expect("json");
@@ -465,7 +422,7 @@ impl Deploys {
         Ok(())
     }
 
-    async fn response_url(&self, env: &EnvRef, id: &str) -> Option<String> {
+    async fn response_url(&self, env: &EnvRef, id: &DeployId) -> Option<String> {
         let object = self.objects.get(&response_url_key(env, id)).await.ok()??;
         let value: serde_json::Value = serde_json::from_slice(&object.body).ok()?;
         value["response_url"].as_str().map(str::to_owned)
@@ -476,53 +433,40 @@ impl Deploys {
 pub struct S3DeployLog {
     deploys: Deploys,
     env: EnvRef,
-    lock: lock::JobLock,
-    notifier: crate::notify::Notifier,
+    job: S3Job,
+    notifier: super::notify::Notifier,
     /// The record as last saved, to tell what changed.
     last: tokio::sync::Mutex<Option<DeployRecord>>,
-    /// Starts the worker that takes over; none where workers never run
-    /// out of time (the local platform).
-    launcher: Option<std::sync::Arc<dyn Launcher>>,
 }
 
-impl DeployLog for S3DeployLog {
-    async fn save(&self, record: &DeployRecord) -> Result<(), String> {
-        self.deploys
-            .save(&self.env, record)
-            .await
-            .map_err(|e| e.to_string())?;
+impl crate::jobs::JobLog<DeployRecord> for S3DeployLog {
+    async fn save(&self, record: &DeployRecord) -> Result<(), JobError> {
+        self.deploys.save(&self.env, record).await?;
         let mut last = self.last.lock().await;
         self.notifier.record_changed(last.as_ref(), record).await;
         *last = Some(record.clone());
         Ok(())
     }
 
-    async fn set_current(&self, env: &EnvRef, id: ReleaseId) -> Result<(), String> {
-        self.deploys
-            .store
-            .set_current(env, id)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn renew_lock(&self) -> Result<(), String> {
-        self.lock.renew().await
+    async fn renew_lock(&self) -> Result<(), JobError> {
+        self.job.renew_lock().await
     }
 
     async fn release_lock(&self) {
-        self.lock.release().await
+        self.job.release_lock().await
     }
 
-    async fn cancel_requested(&self, record: &DeployRecord) -> bool {
-        self.lock
-            .cancel_requested(&cancel_key(&self.env, &record.id))
-            .await
+    async fn cancel_requested(&self, _: &DeployRecord) -> bool {
+        self.job.cancel_requested().await
     }
 
-    async fn hand_off(&self, record: &DeployRecord) -> Result<(), String> {
-        match &self.launcher {
-            Some(launcher) => launcher.launch(self.env.clone(), record.id.clone()).await,
-            None => Err("no launcher to hand over to".into()),
-        }
+    async fn hand_off(&self, _: &DeployRecord) -> Result<(), JobError> {
+        self.job.hand_off().await
+    }
+}
+
+impl DeployLog for S3DeployLog {
+    async fn set_current(&self, env: &EnvRef, id: ReleaseId) -> Result<(), JobError> {
+        Ok(self.deploys.store.set_current(env, id).await?)
     }
 }

@@ -3,8 +3,6 @@
 //! local process on the local platform. Commands are typed: the runner
 //! passes a release URL as a document parameter, never a shell string.
 
-pub mod ssm;
-
 use std::future::Future;
 use std::time::Duration;
 
@@ -49,6 +47,17 @@ impl Invocation {
     pub fn succeeded(&self) -> bool {
         self.status == RunStatus::Success && self.exit_code == Some(0)
     }
+}
+
+/// Makes each deploy's runner: the agent's full output of a deploy goes
+/// under that deploy's prefix in the bucket.
+pub trait Runners: Send + Sync + 'static {
+    type Runner: Runner + Send + Sync;
+    fn for_deploy(
+        &self,
+        env: &slipway_core::names::EnvRef,
+        id: &slipway_core::ids::DeployId,
+    ) -> Self::Runner;
 }
 
 #[derive(Debug, thiserror::Error)]

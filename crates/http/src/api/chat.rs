@@ -9,32 +9,22 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::api::formation::FormationSource;
 use crate::chat::Chat;
 use crate::chat::slack::{self, SlashCommand};
-use slipway_control::fleet::GroupControl;
-
-/// What a chat route's fleet must offer.
-pub trait ChatFleet: GroupControl + FormationSource {}
-impl<F: GroupControl + FormationSource> ChatFleet for F {}
+use slipway_control::fleet::ControlFleet;
 
 /// The open routes (no Basic auth: the Slack signature instead).
-pub fn routes<F: ChatFleet>(chat: Chat<F>) -> Router {
+pub fn routes<F: ControlFleet>(chat: Chat<F>) -> Router {
     Router::new()
         .route("/chat/slack", post(slash_command::<F>))
         .with_state(chat)
-}
-
-/// The chat function's whole service.
-pub fn router<F: ChatFleet>(chat: Chat<F>) -> Router {
-    super::serve_with(Router::new(), routes(chat), None)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn slash_command<F: ChatFleet>(
+async fn slash_command<F: ControlFleet>(
     State(chat): State<Chat<F>>,
     headers: HeaderMap,
     body: Bytes,

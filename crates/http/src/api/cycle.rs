@@ -12,14 +12,11 @@ use serde_json::{Value, json};
 
 use super::{ApiError, EnvPath, FleetState, JsonBody, User};
 use slipway_control::cycle::{CycleRecord, Cycles, ScaleRequest};
-use slipway_control::fleet::{Fleet, GroupControl, InstanceId};
+use slipway_control::fleet::{ControlFleet, InstanceId};
+use slipway_core::ids::CycleId;
 use slipway_core::names::EnvRef;
 
-/// What the cycle routes need of the fleet.
-pub trait CycleFleet: Fleet + GroupControl + Clone + Send + Sync + 'static {}
-impl<F: Fleet + GroupControl + Clone + Send + Sync + 'static> CycleFleet for F {}
-
-pub fn routes<F: CycleFleet>() -> Router<FleetState<F>> {
+pub fn routes<F: ControlFleet>() -> Router<FleetState<F>> {
     Router::new()
         .route(
             "/apps/{app}/envs/{env}/instances/{id}/cycle",
@@ -39,25 +36,17 @@ pub fn routes<F: CycleFleet>() -> Router<FleetState<F>> {
         )
 }
 
-/// The cycle routes with auth, for a binary or a test to serve.
-pub fn router<F: CycleFleet>(state: FleetState<F>) -> Router {
-    let users = state.app.users.clone();
-    super::with_auth_of(routes(), state, users)
-}
-
 fn cycles<F>(state: &FleetState<F>) -> Cycles {
     Cycles::new(state.app.store.clone())
 }
 
-fn cycle_path(app: &str, env: &str, id: &str) -> Result<(EnvRef, String), ApiError> {
+fn cycle_path(app: &str, env: &str, id: &str) -> Result<(EnvRef, CycleId), ApiError> {
     let env = EnvRef::parse(app, env)?;
-    if !slipway_control::cycle::is_cycle_id(id) {
-        return Err(ApiError::NotFound("no such cycle".into()));
-    }
-    Ok((env, id.to_owned()))
+    let id = CycleId::parse(id).map_err(|_| ApiError::NotFound("no such cycle".into()))?;
+    Ok((env, id))
 }
 
-async fn cycle_one<F: CycleFleet>(
+async fn cycle_one<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     Path((app, env, id)): Path<(String, String, String)>,
@@ -70,7 +59,7 @@ async fn cycle_one<F: CycleFleet>(
     Ok(Json(json!({ "cycle": record })))
 }
 
-async fn cycle_all<F: CycleFleet>(
+async fn cycle_all<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     EnvPath(env): EnvPath,
@@ -84,12 +73,10 @@ async fn cycle_all<F: CycleFleet>(
     let (record, held) = cycles
         .start_all(&state.fleet, &env, &user, chrono::Utc::now())
         .await?;
-    if let Err(e) = launcher.launch(env.clone(), record.id.clone()).await {
-        cycles
-            .abandon(&env, record, &held, "the cycle could not be started")
-            .await;
-        return Err(ApiError::internal(e));
-    }
+    let record = cycles
+        .launch(&env, record, &held, launcher.as_ref())
+        .await
+        .map_err(ApiError::internal)?;
     Ok(accepted(&env, record))
 }
 
@@ -107,7 +94,7 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list<F: CycleFleet>(
+async fn list<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     EnvPath(env): EnvPath,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -120,7 +107,7 @@ async fn list<F: CycleFleet>(
     ))
 }
 
-async fn show<F: CycleFleet>(
+async fn show<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -128,7 +115,7 @@ async fn show<F: CycleFleet>(
     Ok(Json(json!(cycles(&state).get(&env, &id).await?)))
 }
 
-async fn cancel<F: CycleFleet>(
+async fn cancel<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -142,7 +129,7 @@ async fn cancel<F: CycleFleet>(
     Ok(Json(json!({ "cycle": record, "note": note })))
 }
 
-async fn scale<F: CycleFleet>(
+async fn scale<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     EnvPath(env): EnvPath,
@@ -160,7 +147,7 @@ struct TerminateQuery {
     confirm: Option<String>,
 }
 
-async fn terminate<F: CycleFleet>(
+async fn terminate<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     EnvPath(env): EnvPath,

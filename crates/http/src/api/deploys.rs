@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState, EnvPath, JsonBody, User};
 use slipway_control::rollout::{Deploys, StartDeploy, Strategy};
+use slipway_core::ids::DeployId;
 use slipway_core::names::{EnvRef, ReleaseId};
 use slipway_core::objects::Write;
 
@@ -26,11 +27,6 @@ pub fn routes() -> Router<AppState> {
             "/apps/{app}/envs/{env}/settings",
             get(show_settings).patch(change_settings),
         )
-}
-
-/// The deploy routes with auth, for a binary or a test to serve.
-pub fn router(state: AppState) -> axum::Router {
-    super::with_auth(routes(), state)
 }
 
 fn deploys(state: &AppState) -> Deploys {
@@ -56,12 +52,10 @@ async fn list(
 }
 
 /// The environment and the deploy id of a `…/deploys/{id}` route.
-pub(crate) fn deploy_path(app: &str, env: &str, id: &str) -> Result<(EnvRef, String), ApiError> {
+pub(crate) fn deploy_path(app: &str, env: &str, id: &str) -> Result<(EnvRef, DeployId), ApiError> {
     let env = EnvRef::parse(app, env)?;
-    if !slipway_control::rollout::service::is_deploy_id(id) {
-        return Err(ApiError::NotFound("no such deploy".into()));
-    }
-    Ok((env, id.to_owned()))
+    let id = DeployId::parse(id).map_err(|_| ApiError::NotFound("no such deploy".into()))?;
+    Ok((env, id))
 }
 
 async fn show(
@@ -191,7 +185,8 @@ async fn begin(
     if let Some(key) = &idempotency
         && let Some(seen) = deploys.objects.get(key).await.map_err(ApiError::internal)?
     {
-        let id = String::from_utf8_lossy(&seen.body).into_owned();
+        let id =
+            DeployId::parse(&String::from_utf8_lossy(&seen.body)).map_err(ApiError::internal)?;
         let record = deploys.get(env, &id).await?;
         return Ok(accepted(env, record));
     }
@@ -199,7 +194,7 @@ async fn begin(
     if let Some(key) = &idempotency {
         let _ = deploys
             .objects
-            .put(key, record.id.clone(), "text/plain", Write::IfAbsent)
+            .put(key, record.id.to_string(), "text/plain", Write::IfAbsent)
             .await;
     }
     let record = deploys

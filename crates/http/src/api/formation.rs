@@ -3,7 +3,6 @@
 //! health and release) with its current release, lock and running job.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -12,35 +11,18 @@ use serde_json::{Value, json};
 
 use super::{ApiError, EnvPath, FleetState};
 use slipway_control::cycle::Cycles;
-use slipway_control::fleet::FleetError;
-use slipway_control::fleet::aws::{AwsFleet, Formation};
+use slipway_control::fleet::Formation;
+use slipway_control::fleet::{FleetError, FormationSource};
+use slipway_control::jobs::lock::{self, Lock};
 use slipway_control::metrics::Series;
-use slipway_control::rollout::lock::{self, Lock};
 use slipway_control::rollout::{DeployRecord, Deploys};
+use slipway_core::ids::JobId;
 use slipway_core::names::{AppName, EnvName, EnvRef, ReleaseId};
-
-/// Where a formation comes from: AWS, or the local platform's view of it.
-pub trait FormationSource: Clone + Send + Sync + 'static {
-    fn formation(&self, env: &EnvRef)
-    -> impl Future<Output = Result<Formation, FleetError>> + Send;
-}
-
-impl FormationSource for AwsFleet {
-    async fn formation(&self, env: &EnvRef) -> Result<Formation, FleetError> {
-        AwsFleet::formation(self, env).await
-    }
-}
 
 pub fn routes<F: FormationSource>() -> Router<FleetState<F>> {
     Router::new()
         .route("/apps", get(apps::<F>))
         .route("/apps/{app}/envs/{env}", get(environment::<F>))
-}
-
-/// The formation routes with auth, for a binary or a test to serve.
-pub fn router<F: FormationSource>(state: FleetState<F>) -> Router {
-    let users = state.app.users.clone();
-    super::with_auth_of(routes(), state, users)
 }
 
 /// The names under `prefix` that parse as `T` (anything else in the bucket
@@ -195,16 +177,9 @@ async fn environment<F: FormationSource>(
     } = env_state(&state, &env).await?;
     let (mut deploy, mut cycle) = (None, None);
     if let Some(lock) = &held {
-        if lock.deploy_id.starts_with('d') {
-            deploy = Deploys::new(store.clone())
-                .get(&env, &lock.deploy_id)
-                .await
-                .ok();
-        } else {
-            cycle = Cycles::new(store.clone())
-                .get(&env, &lock.deploy_id)
-                .await
-                .ok();
+        match &lock.job {
+            JobId::Deploy(id) => deploy = Deploys::new(store.clone()).get(&env, id).await.ok(),
+            JobId::Cycle(id) => cycle = Cycles::new(store.clone()).get(&env, id).await.ok(),
         }
     }
     Ok(Json(json!({

@@ -16,10 +16,9 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::get;
-use axum::{Json, Router};
+
 use serde::de::DeserializeOwned;
 
 pub use error::ApiError;
@@ -32,39 +31,9 @@ use slipway_core::names::{EnvRef, ReleaseId};
 #[derive(Clone)]
 pub struct AppState {
     pub store: ReleaseStore,
-    pub users: Arc<Users>,
     /// Starts the jobs this router queues (deploys in the deploy function,
     /// cycles in the cycle function); `None` where none are started.
-    pub launcher: Option<Arc<dyn slipway_control::rollout::Launcher>>,
-}
-
-impl AppState {
-    /// What a function's `main` builds once at cold start: the release
-    /// store on the configured bucket and the Basic-auth users (from their
-    /// SecureString parameter, or inline in local runs). No launcher.
-    pub async fn load(
-        settings: &slipway_core::settings::ReleaseSettings,
-        aws: &aws_config::SdkConfig,
-    ) -> Result<Self, crate::auth::UsersError> {
-        let users = Users::load(
-            &slipway_control::aws::ssm_client(aws),
-            settings.users_param.as_deref(),
-            settings.users_inline.as_deref(),
-        )
-        .await?;
-        let store = ReleaseStore::new(
-            slipway_core::objects::S3Objects::new(
-                slipway_core::objects::s3_client(aws),
-                &settings.bucket,
-            ),
-            settings.limits,
-        );
-        Ok(Self {
-            store,
-            users: Arc::new(users),
-            launcher: None,
-        })
-    }
+    pub launcher: Option<Arc<dyn slipway_control::jobs::Launcher>>,
 }
 
 /// What the fleet's routes (cycle, formation) use: the common state and
@@ -92,7 +61,9 @@ impl<S: Send + Sync> FromRequestParts<S> for User {
     }
 }
 
-async fn require_basic_auth(
+/// The Basic-auth layer: the request's user, checked against the users
+/// file, goes into the request for [`User`].
+pub async fn require_basic_auth(
     State(users): State<Arc<Users>>,
     mut request: Request,
     next: Next,
@@ -186,60 +157,6 @@ fn json_error_without_values(e: &serde_json::Error) -> String {
         }
     }
     text
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route".into())
-}
-
-/// Wraps authenticated routes: Basic auth on all of them (the fallback too,
-/// so unknown paths reveal nothing), `/healthz` open, request tracing.
-pub fn with_auth(routes: Router<AppState>, state: AppState) -> Router {
-    let users = state.users.clone();
-    with_auth_of(routes, state, users)
-}
-
-/// [`with_auth`] for routes with a state of their own (the fleet's).
-pub fn with_auth_of<S: Clone + Send + Sync + 'static>(
-    routes: Router<S>,
-    state: S,
-    users: Arc<Users>,
-) -> Router {
-    serve(routes.with_state(state), users)
-}
-
-/// The finished service around stateful routes (one function's, or every
-/// function's merged, as the local platform serves them): Basic auth on
-/// all of them and the fallback, cross-site changes refused, `/healthz`
-/// open, request tracing.
-pub fn serve(routes: Router, users: Arc<Users>) -> Router {
-    serve_with(routes, Router::new(), Some(users))
-}
-
-/// [`serve`] with `open` routes beside the authenticated ones: routes that
-/// check their own credentials (Slack's signature). Without `users`, every
-/// other path is a 404.
-pub fn serve_with(routes: Router, open: Router, users: Option<Arc<Users>>) -> Router {
-    let rest = routes
-        .fallback(not_found)
-        .layer(middleware::from_fn(origin::refuse_cross_site));
-    let rest = match users {
-        Some(users) => rest.layer(middleware::from_fn_with_state(users, require_basic_auth)),
-        None => rest,
-    };
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(open)
-        .merge(rest)
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty)
-            }),
-        )
 }
 
 #[cfg(test)]

@@ -212,8 +212,3 @@ async fn promote(
     let manifest = state.store.promote(&env, id, &target, &user).await?;
     Ok((StatusCode::CREATED, Json(json!(manifest))))
 }
-
-/// The release function's whole router, auth included.
-pub fn router(state: AppState) -> Router {
-    super::with_auth(routes(), state)
-}

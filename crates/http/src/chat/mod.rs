@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::api::formation::FormationSource;
 use slack::SlashCommand;
 use slipway_control::cycle::{Cycles, ScaleRequest};
+use slipway_control::fleet::FormationSource;
 use slipway_control::fleet::{FleetError, GroupControl};
-use slipway_control::rollout::{Deploys, Launcher, StartDeploy};
+use slipway_control::jobs::Launcher;
+use slipway_control::rollout::{Deploys, StartDeploy};
 use slipway_core::names::{EnvRef, ReleaseId};
 
 /// Who may change things from chat, and where answers may go.

@@ -23,15 +23,15 @@ use futures::future::join_all;
 use maud::Markup;
 use serde::Deserialize;
 
-use crate::api::cycle::CycleFleet;
 use crate::api::deploys::deploy_path;
-use crate::api::formation::{self, EnvState, FormationSource};
+use crate::api::formation::{self, EnvState};
 use crate::api::logs::SearchParams;
 use crate::api::origin::same_origin;
 use crate::api::{ApiError, EnvPath, FleetState, User};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use slipway_control::cycle::Cycles;
+use slipway_control::fleet::ControlFleet;
 use slipway_control::logs::Logs;
 use slipway_control::rollout::{Deploys, StartDeploy, Strategy};
 use slipway_core::names::InstanceId;
@@ -43,11 +43,7 @@ pub const HTMX: &str = "htmx-2.0.11.min.js";
 const HTMX_JS: &str = include_str!("assets/htmx-2.0.11.min.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 
-/// What the UI's routes need of the fleet.
-pub trait WebFleet: FormationSource + CycleFleet {}
-impl<F: FormationSource + CycleFleet> WebFleet for F {}
-
-pub fn routes<F: WebFleet>() -> Router<FleetState<F>> {
+pub fn routes<F: ControlFleet>() -> Router<FleetState<F>> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui") }))
         .route("/ui", get(overview::<F>))
@@ -211,7 +207,7 @@ fn notice_query(q: Result<Query<NoticeQuery>, QueryRejection>) -> NoticeQuery {
     q.map(|Query(q)| q).unwrap_or_default()
 }
 
-async fn overview<F: WebFleet>(
+async fn overview<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     query: Result<Query<NoticeQuery>, QueryRejection>,
 ) -> PageResult {
@@ -250,7 +246,7 @@ async fn overview<F: WebFleet>(
     ))
 }
 
-async fn environment<F: WebFleet>(
+async fn environment<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     PageEnv(env): PageEnv,
     query: Result<Query<NoticeQuery>, QueryRejection>,
@@ -301,7 +297,7 @@ struct DeployForm {
 }
 
 /// Queues a deploy, launches its worker and sends the browser to its page.
-async fn begin<F: WebFleet>(
+async fn begin<F: ControlFleet>(
     state: &FleetState<F>,
     env: &EnvRef,
     request: StartDeploy,
@@ -320,7 +316,7 @@ async fn begin<F: WebFleet>(
     Ok(Redirect::to(&views::deploy_url(env, &record.id)))
 }
 
-async fn deploy<F: WebFleet>(
+async fn deploy<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     PageEnv(env): PageEnv,
@@ -345,7 +341,7 @@ async fn deploy<F: WebFleet>(
     begin(&state, &env, request).await
 }
 
-async fn rollback<F: WebFleet>(
+async fn rollback<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     PageEnv(env): PageEnv,
@@ -360,7 +356,7 @@ async fn rollback<F: WebFleet>(
     begin(&state, &env, request).await
 }
 
-async fn show_deploy<F: WebFleet>(
+async fn show_deploy<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     Path((app, env, id)): Path<(String, String, String)>,
 ) -> PageResult {
@@ -369,7 +365,7 @@ async fn show_deploy<F: WebFleet>(
     Ok(views::deploy(&env, &record, chrono::Utc::now()))
 }
 
-async fn cancel_deploy<F: WebFleet>(
+async fn cancel_deploy<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     Path((app, env, id)): Path<(String, String, String)>,
     headers: HeaderMap,
@@ -393,7 +389,7 @@ async fn confirm_instance(Path((app, env, id)): Path<(String, String, String)>) 
     Ok(views::confirm_instance(&env, &id))
 }
 
-async fn terminate_instance<F: WebFleet>(
+async fn terminate_instance<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     Path((app, env, id)): Path<(String, String, String)>,
@@ -427,7 +423,7 @@ struct TerminateForm {
     confirm: String,
 }
 
-async fn terminate_environment<F: WebFleet>(
+async fn terminate_environment<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     PageEnv(env): PageEnv,

@@ -10,11 +10,12 @@ use super::{
     POLL, deploy_url, env_crumbs, env_url, instance_healthy, page, release_text, status, time, took,
 };
 use crate::api::logs::SearchParams;
-use slipway_control::fleet::aws::{Formation, InstanceView};
+use slipway_control::fleet::{Formation, InstanceView};
+use slipway_control::jobs::lock::Lock;
 use slipway_control::metrics::{Point, ProcessUsage, Series, WINDOW_MINUTES};
 use slipway_control::rollout::Strategy;
-use slipway_control::rollout::lock::Lock;
 use slipway_control::rollout::record::DeployRecord;
+use slipway_core::ids::JobId;
 use slipway_core::manifest::Manifest;
 use slipway_core::names::{EnvRef, ReleaseId};
 
@@ -36,10 +37,13 @@ pub struct EnvPage {
 fn lock_line(env: &EnvRef, lock: &Lock) -> Markup {
     html! {
         p.notice role="status" {
-            @if lock.deploy_id.starts_with('d') {
-                "Deploy " a href=(deploy_url(env, &lock.deploy_id)) { (lock.deploy_id) }
-            } @else {
-                "Cycle " span.mono { (lock.deploy_id) }
+            @match &lock.job {
+                JobId::Deploy(id) => {
+                    "Deploy " a href=(deploy_url(env, id)) { (id) }
+                }
+                JobId::Cycle(id) => {
+                    "Cycle " span.mono { (id) }
+                }
             }
             " by " (lock.user) " holds this environment; deploys and terminations wait for it."
         }

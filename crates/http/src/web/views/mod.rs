@@ -16,7 +16,7 @@ pub use logs::{logs, logs_url};
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
-use slipway_control::fleet::aws::InstanceView;
+use slipway_control::fleet::InstanceView;
 use slipway_control::rollout::record::DeployRecord;
 use slipway_core::deploys::DeployStatus;
 use slipway_core::names::InstanceId;
@@ -41,7 +41,7 @@ pub fn env_url(env: &EnvRef) -> String {
     format!("/ui/apps/{}/envs/{}", env.app, env.env)
 }
 
-pub fn deploy_url(env: &EnvRef, id: &str) -> String {
+pub fn deploy_url(env: &EnvRef, id: &slipway_core::ids::DeployId) -> String {
     format!("{}/deploys/{id}", env_url(env))
 }
 

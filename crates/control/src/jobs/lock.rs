@@ -1,4 +1,5 @@
-//! The environment lock, `<app>/<env>/lock`: one deploy at a time.
+//! The environment lock, `<app>/<env>/lock`: one job (a deploy or a cycle)
+//! at a time.
 //!
 //! Taking it is a conditional create (`If-None-Match: *`), so of any number
 //! of concurrent deploys exactly one wins. The lock carries the deploy id,
@@ -11,6 +12,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use slipway_core::ids::JobId;
 use slipway_core::names::EnvRef;
 use slipway_core::objects::{ObjectError, S3Objects, Write};
 
@@ -19,16 +21,19 @@ pub const LOCK_TTL: Duration = Duration::minutes(20);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
-    pub deploy_id: String,
+    /// The deploy or cycle that holds it (stored as `deploy_id`, the name
+    /// it has always had, so locks of running jobs stay readable).
+    #[serde(rename = "deploy_id")]
+    pub job: JobId,
     pub user: String,
     pub acquired_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
 
 impl Lock {
-    pub fn new(deploy_id: &str, user: &str, now: DateTime<Utc>) -> Self {
+    pub fn new(job: impl Into<JobId>, user: &str, now: DateTime<Utc>) -> Self {
         Self {
-            deploy_id: deploy_id.to_owned(),
+            job: job.into(),
             user: user.to_owned(),
             acquired_at: now,
             expires_at: now + LOCK_TTL,
@@ -37,12 +42,7 @@ impl Lock {
 
     /// What holds it, in words: `deploy d…` or `cycle c…`.
     pub fn holder(&self) -> String {
-        let what = if self.deploy_id.starts_with('c') {
-            "cycle"
-        } else {
-            "deploy"
-        };
-        format!("{what} {}", self.deploy_id)
+        format!("{} {}", self.job.kind(), self.job)
     }
 }
 
@@ -93,7 +93,7 @@ async fn beaten(objects: &S3Objects, env: &EnvRef) -> LockError {
     }
 }
 
-/// Takes the lock for `lock.deploy_id`, or says who holds it.
+/// Takes the lock for `lock.job`, or says who holds it.
 pub async fn acquire(
     objects: &S3Objects,
     env: &EnvRef,
@@ -135,9 +135,9 @@ pub async fn acquire(
 
 /// Takes up a lock this deploy already holds (a worker continuing what the
 /// API started), so it can renew and release it.
-pub async fn adopt(objects: &S3Objects, env: &EnvRef, deploy_id: &str) -> Result<Held, LockError> {
+pub async fn adopt(objects: &S3Objects, env: &EnvRef, job: &JobId) -> Result<Held, LockError> {
     match read(objects, env).await? {
-        Some((lock, etag)) if lock.deploy_id == deploy_id => Ok(Held { lock, etag }),
+        Some((lock, etag)) if lock.job == *job => Ok(Held { lock, etag }),
         Some((lock, _)) => Err(LockError::Held(lock)),
         None => Err(LockError::Lost),
     }
@@ -173,51 +173,11 @@ pub async fn renew(
 /// Releases the lock if this deploy still holds it.
 pub async fn release(objects: &S3Objects, env: &EnvRef, held: &Held) -> Result<(), LockError> {
     match read(objects, env).await? {
-        Some((lock, etag)) if lock.deploy_id == held.lock.deploy_id && etag == held.etag => {
+        Some((lock, etag)) if lock.job == held.lock.job && etag == held.etag => {
             objects.delete(&lock_key(env)).await?;
             Ok(())
         }
         Some(_) => Err(LockError::Lost),
         None => Ok(()),
-    }
-}
-
-/// The lock of a running job (a deploy's rollout, a cycle), taken up by
-/// its worker: renewed between steps, released at the end.
-pub struct JobLock {
-    objects: S3Objects,
-    env: EnvRef,
-    held: tokio::sync::Mutex<Held>,
-}
-
-impl JobLock {
-    /// Takes up the lock `id` holds; fails if another job holds it.
-    pub async fn adopt(objects: &S3Objects, env: &EnvRef, id: &str) -> Result<Self, LockError> {
-        let held = adopt(objects, env, id).await?;
-        Ok(Self {
-            objects: objects.clone(),
-            env: env.clone(),
-            held: tokio::sync::Mutex::new(held),
-        })
-    }
-
-    pub async fn renew(&self) -> Result<(), String> {
-        let mut held = self.held.lock().await;
-        renew(&self.objects, &self.env, &mut held, Utc::now())
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// Best effort: a lock left behind expires.
-    pub async fn release(&self) {
-        let held = self.held.lock().await;
-        if let Err(e) = release(&self.objects, &self.env, &held).await {
-            tracing::warn!(env = %self.env, error = %e, "could not release the lock");
-        }
-    }
-
-    /// Whether the job's cancel flag (an object at `key`) is set.
-    pub async fn cancel_requested(&self, key: &str) -> bool {
-        matches!(self.objects.head(key).await, Ok(Some(_)))
     }
 }

@@ -15,66 +15,21 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter};
 use aws_sdk_ssm::types::InstanceInformationStringFilter;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::DateTime;
 
-use super::{Fleet, FleetError, InstanceId};
+use crate::fleet::{
+    Fleet, FleetError, Formation, FormationSource, InstanceView, LoadBalancer, session_url,
+};
 use slipway_core::names::EnvRef;
+use slipway_core::names::InstanceId;
 
-pub(super) fn aws_err<E: std::error::Error + 'static>(
+pub(crate) fn aws_err<E: std::error::Error + 'static>(
     op: &'static str,
 ) -> impl FnOnce(E) -> FleetError {
     move |e| FleetError::Aws {
         op,
         detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
     }
-}
-
-/// One instance as the formation view shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InstanceView {
-    pub id: InstanceId,
-    pub availability_zone: String,
-    /// The group's lifecycle state: InService, Standby, Pending, Terminating…
-    pub lifecycle: String,
-    /// The group's health check: Healthy or Unhealthy.
-    pub health: String,
-    pub instance_type: Option<String>,
-    pub private_ip: Option<String>,
-    pub launched_at: Option<DateTime<Utc>>,
-    /// The `slipway:release` tag the agent sets.
-    pub release: Option<String>,
-    /// Target group health (`healthy`, `unhealthy`, `draining`…), per group.
-    pub target_health: BTreeMap<String, String>,
-    /// SSM agent ping status (Online, ConnectionLost…), when known.
-    pub ssm_ping: Option<String>,
-    /// Opens a Session Manager shell in the AWS console.
-    pub session_url: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LoadBalancer {
-    pub name: String,
-    pub dns_name: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Formation {
-    pub group: String,
-    pub min: i32,
-    pub max: i32,
-    pub desired: i32,
-    pub availability_zones: Vec<String>,
-    pub launch_template: Option<String>,
-    pub load_balancers: Vec<LoadBalancer>,
-    pub instances: Vec<InstanceView>,
-}
-
-/// The console link that opens a Session Manager session on an instance.
-pub fn session_url(region: &str, id: &InstanceId) -> String {
-    format!(
-        "https://{region}.console.aws.amazon.com/systems-manager/session-manager/{id}?region={region}"
-    )
 }
 
 #[derive(Clone)]
@@ -377,6 +332,12 @@ impl AwsFleet {
     }
 }
 
+impl FormationSource for AwsFleet {
+    async fn formation(&self, env: &EnvRef) -> Result<Formation, FleetError> {
+        AwsFleet::formation(self, env).await
+    }
+}
+
 impl Fleet for AwsFleet {
     async fn in_service(&self, env: &EnvRef) -> Result<Vec<InstanceId>, FleetError> {
         let group = self.group(env).await?;
@@ -462,5 +423,5 @@ impl Fleet for AwsFleet {
 }
 
 #[cfg(test)]
-#[path = "aws_tests.rs"]
+#[path = "fleet_tests.rs"]
 mod tests;

@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 
-use super::aws::{AwsFleet, aws_err};
-use super::{Destroyed, FleetError, GroupControl, InstanceId, Member, Sizes};
+use super::fleet::{AwsFleet, aws_err};
+use crate::fleet::{Destroyed, FleetError, GroupControl, Member, Sizes};
 use slipway_core::names::EnvRef;
+use slipway_core::names::InstanceId;
 
 /// The tag CloudFormation puts on what a stack creates.
 const STACK_TAG: &str = "aws:cloudformation:stack-name";

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::{CommandInvocation, CommandInvocationStatus};
 
-use super::{AgentCommand, Invocation, RunStatus, Runner, RunnerError};
+use crate::runner::{AgentCommand, Cancel, Invocation, RunStatus, Runner, RunnerError, Runners};
 use slipway_core::names::InstanceId;
 
 /// `SendCommand` takes at most this many instance ids.
@@ -62,6 +62,30 @@ pub struct SsmRunner {
     bucket: String,
     output_prefix: String,
     polling: Polling,
+}
+
+/// SSM runners of one document, their output in one bucket.
+#[derive(Clone)]
+pub struct SsmRunners {
+    pub client: aws_sdk_ssm::Client,
+    pub document: String,
+    pub bucket: String,
+}
+
+impl Runners for SsmRunners {
+    type Runner = SsmRunner;
+    fn for_deploy(
+        &self,
+        env: &slipway_core::names::EnvRef,
+        id: &slipway_core::ids::DeployId,
+    ) -> SsmRunner {
+        SsmRunner::new(
+            self.client.clone(),
+            &self.document,
+            &self.bucket,
+            slipway_core::keys::deploy_output_prefix(env, id),
+        )
+    }
 }
 
 impl SsmRunner {
@@ -284,7 +308,7 @@ impl Runner for SsmRunner {
         targets: &[InstanceId],
         command: &AgentCommand,
         timeout: Duration,
-        cancel: super::Cancel<'_>,
+        cancel: Cancel<'_>,
     ) -> Result<Vec<Invocation>, RunnerError> {
         let mut sent = Vec::new();
         for chunk in targets.chunks(MAX_TARGETS) {

@@ -1,8 +1,16 @@
-//! AWS clients, built once per process from `aws-config`.
+//! The AWS adapters of the control plane's ports, each owning its
+//! service's client: the fleet (Auto Scaling, EC2, ELBv2, SSM, CloudFormation),
+//! the command runner (SSM Run Command), the job launcher (Lambda). And the
+//! clients themselves, built once per process from `aws-config`.
 //!
 //! Tests and the local platform point every client at the emulator with the
 //! SDK's standard `AWS_ENDPOINT_URL`; when an endpoint is overridden, S3 uses
 //! path-style addressing because the emulator has no per-bucket hostnames.
+
+pub mod fleet;
+mod group;
+pub mod lambda;
+pub mod ssm;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 

@@ -1,0 +1,223 @@
+//! The two workers a launched job runs in, written once for every place
+//! that runs them: the deploy and cycle functions (a Lambda invocation,
+//! with its deadline), the local platform and the tests (a task of the
+//! process). What differs is chosen by the caller: the fleet, the runners,
+//! the launcher a worker hands over to, and the engines' poll intervals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::cycle::{CycleError, CycleOptions, CycleRecord, Cycles, run_queued_cycle};
+use crate::fleet::{Fleet, GroupControl};
+use crate::jobs::{LaunchError, Launcher};
+use crate::rollout::{DeployError, DeployRecord, Deploys, Options, run_queued};
+use crate::runner::Runners;
+use slipway_core::ids::{JobId, JobKind};
+use slipway_core::keys::release_url;
+use slipway_core::names::EnvRef;
+
+/// How a worker's job ended, as the invocation reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobDone {
+    pub id: String,
+    pub status: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Cycle(#[from] CycleError),
+    #[error("this worker runs {expected} jobs, not {got}")]
+    WrongKind { expected: JobKind, got: JobKind },
+}
+
+/// Runs one launched job to its end, or until it hands over.
+pub trait Worker: Send + Sync + 'static {
+    fn kind(&self) -> JobKind;
+    fn run(
+        &self,
+        env: EnvRef,
+        job: JobId,
+        time_left: Option<Duration>,
+    ) -> BoxFuture<'_, Result<JobDone, WorkerError>>;
+}
+
+fn done(id: &impl ToString, status: &impl Serialize) -> JobDone {
+    JobDone {
+        id: id.to_string(),
+        status: serde_json::to_value(status).unwrap_or_default(),
+    }
+}
+
+/// A deploy's rollout.
+pub struct DeployWorker<F, M> {
+    pub deploys: Deploys,
+    pub fleet: F,
+    pub runners: M,
+    /// The bucket the agent fetches releases from.
+    pub bucket: String,
+    /// Starts the worker that takes over when this one's time runs out.
+    pub next: Option<Arc<dyn Launcher>>,
+    /// How often a running batch looks for a cancel request, if not the
+    /// engine's default.
+    pub cancel_poll: Option<Duration>,
+}
+
+impl<F: Fleet + Send + Sync + 'static, M: Runners> DeployWorker<F, M> {
+    pub async fn run_deploy(
+        &self,
+        env: &EnvRef,
+        id: &slipway_core::ids::DeployId,
+        time_left: Option<Duration>,
+    ) -> Result<DeployRecord, DeployError> {
+        let settings = self.deploys.settings(env).await?;
+        let record = self.deploys.get(env, id).await?;
+        let manifest = self.deploys.store.release(env, record.to).await?;
+        let mut options = Options::from_settings(&settings, manifest.procfile.release().is_some())
+            .within(time_left);
+        if let Some(poll) = self.cancel_poll {
+            options.cancel_poll = poll;
+        }
+        let runner = self.runners.for_deploy(env, id);
+        let url = |r| release_url(&self.bucket, env, r);
+        run_queued(
+            &self.deploys,
+            env,
+            id,
+            &self.fleet,
+            &runner,
+            &url,
+            options,
+            self.next.clone(),
+        )
+        .await
+    }
+}
+
+impl<F: Fleet + Send + Sync + 'static, M: Runners> Worker for DeployWorker<F, M> {
+    fn kind(&self) -> JobKind {
+        JobKind::Deploy
+    }
+
+    fn run(
+        &self,
+        env: EnvRef,
+        job: JobId,
+        time_left: Option<Duration>,
+    ) -> BoxFuture<'_, Result<JobDone, WorkerError>> {
+        Box::pin(async move {
+            let JobId::Deploy(id) = &job else {
+                return Err(WorkerError::WrongKind {
+                    expected: JobKind::Deploy,
+                    got: job.kind(),
+                });
+            };
+            let record = self.run_deploy(&env, id, time_left).await?;
+            tracing::info!(deploy = %id, status = ?record.status, "the deploy worker stopped");
+            Ok(done(id, &record.status))
+        })
+    }
+}
+
+/// The health-gated cycle of every instance.
+pub struct CycleWorker<F> {
+    pub cycles: Cycles,
+    pub fleet: F,
+    pub next: Option<Arc<dyn Launcher>>,
+    /// Replaces the options the environment's settings give (the local
+    /// platform polls faster; tests wait less).
+    pub tune: Option<fn(CycleOptions) -> CycleOptions>,
+}
+
+impl<F: Fleet + GroupControl + Send + Sync + 'static> CycleWorker<F> {
+    pub async fn run_cycle(
+        &self,
+        env: &EnvRef,
+        id: &slipway_core::ids::CycleId,
+        time_left: Option<Duration>,
+    ) -> Result<CycleRecord, CycleError> {
+        let settings = Deploys::new(self.cycles.store.clone())
+            .settings(env)
+            .await
+            .map_err(|e| match e {
+                DeployError::Store(e) => CycleError::Store(e),
+                DeployError::Objects(e) => CycleError::Objects(e),
+                e => CycleError::Store(slipway_core_corrupt(e)),
+            })?;
+        let mut options = CycleOptions::from_settings(&settings).within(time_left);
+        if let Some(tune) = self.tune {
+            options = tune(options);
+        }
+        run_queued_cycle(
+            &self.cycles,
+            env,
+            id,
+            &self.fleet,
+            self.next.clone(),
+            options,
+        )
+        .await
+    }
+}
+
+/// Settings that do not parse are stored data gone bad.
+fn slipway_core_corrupt(e: DeployError) -> crate::store::StoreError {
+    crate::store::StoreError::Corrupt {
+        what: "settings.json".into(),
+        detail: e.to_string(),
+    }
+}
+
+impl<F: Fleet + GroupControl + Send + Sync + 'static> Worker for CycleWorker<F> {
+    fn kind(&self) -> JobKind {
+        JobKind::Cycle
+    }
+
+    fn run(
+        &self,
+        env: EnvRef,
+        job: JobId,
+        time_left: Option<Duration>,
+    ) -> BoxFuture<'_, Result<JobDone, WorkerError>> {
+        Box::pin(async move {
+            let JobId::Cycle(id) = &job else {
+                return Err(WorkerError::WrongKind {
+                    expected: JobKind::Cycle,
+                    got: job.kind(),
+                });
+            };
+            let record = self.run_cycle(&env, id, time_left).await?;
+            tracing::info!(cycle = %id, status = ?record.status, "the cycle worker stopped");
+            Ok(done(id, &record.status))
+        })
+    }
+}
+
+/// Runs launched jobs as tasks of this process: the local platform's (and
+/// the tests') stand-in for an asynchronous Lambda invocation.
+#[derive(Clone)]
+pub struct TaskLauncher(pub Arc<dyn Worker>);
+
+impl Launcher for TaskLauncher {
+    fn launch(&self, env: EnvRef, job: JobId) -> BoxFuture<'_, Result<(), LaunchError>> {
+        if job.kind() != self.0.kind() {
+            let err = LaunchError::WrongKind {
+                expected: self.0.kind(),
+                got: job.kind(),
+            };
+            return Box::pin(async { Err(err) });
+        }
+        let worker = self.0.clone();
+        tokio::spawn(async move {
+            if let Err(e) = worker.run(env, job.clone(), None).await {
+                tracing::error!(job = %job, error = %slipway_core::errors::chain(&e), "the worker failed");
+            }
+        });
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -1,0 +1,379 @@
+//! The one wiring of the control plane. Every function binary and the
+//! local platform build their service here from the adapters they chose:
+//! which routes each function serves, behind which auth, with which state,
+//! and the worker a launched job runs in. A function's `main` picks AWS's
+//! adapters ([`ControlPlane::on_aws`], [`deploy_worker_on_aws`],
+//! [`cycle_worker_on_aws`]) and hands the result to the Lambda runtime;
+//! `ship dev` picks the local platform's and serves every function at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::api::origin::{Provenance, cross_site_refusal, provenance};
+use crate::api::{self, AppState, FleetState};
+use crate::auth::{Users, UsersError};
+use crate::chat::{Chat, ChatSettings};
+use slipway_control::aws::fleet::AwsFleet;
+use slipway_control::aws::lambda::{DEPLOY_FUNCTION_VAR, LambdaLauncher};
+use slipway_control::aws::ssm::SsmRunners;
+use slipway_control::cycle::Cycles;
+use slipway_control::fleet::ControlFleet;
+use slipway_control::jobs::Launcher;
+use slipway_control::logs::Logs;
+use slipway_control::metrics::Metrics;
+use slipway_control::rollout::Deploys;
+use slipway_control::store::ReleaseStore;
+use slipway_control::workers::{CycleWorker, DeployWorker};
+use slipway_core::ids::JobKind;
+use slipway_core::objects::S3Objects;
+use slipway_core::settings::{ReleaseSettings, SettingsError};
+
+/// The control plane's functions; in AWS each is a Lambda function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// Releases, config, uploads; S3 upload events.
+    Release,
+    /// Deploys, rollback, settings; the rollout worker.
+    Deploy,
+    /// Cycle, scale, terminate; the cycle worker.
+    Cycle,
+    /// Apps, formation, logs and the web UI.
+    Formation,
+    /// Slack's slash commands.
+    Chat,
+}
+
+impl Function {
+    pub const ALL: [Function; 5] = [
+        Function::Release,
+        Function::Deploy,
+        Function::Cycle,
+        Function::Formation,
+        Function::Chat,
+    ];
+}
+
+/// Why a function could not start: a setting is missing or bad, or a
+/// secret could not be read. Names the setting, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Users(#[from] UsersError),
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("the Slack signing secret: {0}")]
+    Secret(String),
+}
+
+/// The adapters a binary chose: everything the routers are built from.
+#[derive(Clone)]
+pub struct ControlPlane<F> {
+    pub store: ReleaseStore,
+    /// Basic-auth users; `None` where no route needs them (the chat
+    /// function, which checks Slack's signature instead).
+    pub users: Option<Arc<Users>>,
+    pub fleet: F,
+    pub logs: Logs,
+    /// Instance CPU and memory for the formation, where configured.
+    pub metrics: Option<Metrics>,
+    /// Starts deploy workers: the deploy function, or a task locally.
+    pub deploys: Option<Arc<dyn Launcher>>,
+    /// Starts cycle workers.
+    pub cycles: Option<Arc<dyn Launcher>>,
+    /// Slack's signing secret and who may change things from chat.
+    pub chat: Option<Arc<ChatSettings>>,
+}
+
+impl<F: ControlFleet> ControlPlane<F> {
+    fn app(&self, launcher: &Option<Arc<dyn Launcher>>) -> AppState {
+        AppState {
+            store: self.store.clone(),
+            launcher: launcher.clone(),
+        }
+    }
+
+    fn fleet_state(
+        &self,
+        launcher: &Option<Arc<dyn Launcher>>,
+        metrics: Option<Metrics>,
+    ) -> FleetState<F> {
+        FleetState {
+            app: self.app(launcher),
+            fleet: self.fleet.clone(),
+            metrics,
+        }
+    }
+
+    /// One function's routes: those behind Basic auth, and those that
+    /// check their own credentials (Slack's signature).
+    fn routes(&self, function: Function) -> (Router, Router) {
+        match function {
+            Function::Release => (
+                api::releases::routes().with_state(self.app(&None)),
+                Router::new(),
+            ),
+            Function::Deploy => (
+                api::deploys::routes().with_state(self.app(&self.deploys)),
+                Router::new(),
+            ),
+            Function::Cycle => (
+                api::cycle::routes().with_state(self.fleet_state(&self.cycles, None)),
+                Router::new(),
+            ),
+            Function::Formation => (
+                api::formation::routes()
+                    .merge(crate::web::routes())
+                    .with_state(self.fleet_state(&self.deploys, self.metrics.clone()))
+                    .merge(
+                        api::logs::routes()
+                            .merge(crate::web::log_routes())
+                            .with_state(self.logs.clone()),
+                    ),
+                Router::new(),
+            ),
+            Function::Chat => {
+                let open = match (&self.chat, &self.deploys) {
+                    (Some(settings), Some(launcher)) => api::chat::routes(Chat {
+                        deploys: Deploys::new(self.store.clone()),
+                        fleet: self.fleet.clone(),
+                        launcher: launcher.clone(),
+                        settings: settings.clone(),
+                    }),
+                    _ => Router::new(),
+                };
+                (Router::new(), open)
+            }
+        }
+    }
+
+    /// The finished service of `functions`: one in a Lambda function,
+    /// every one of them on the local platform.
+    pub fn router(&self, functions: &[Function]) -> Router {
+        let (mut authenticated, mut open) = (Router::new(), Router::new());
+        for function in functions {
+            let (a, o) = self.routes(*function);
+            authenticated = authenticated.merge(a);
+            open = open.merge(o);
+        }
+        serve(authenticated, open, self.users.clone())
+    }
+}
+
+/// The service around a function's routes: Basic auth on the
+/// authenticated ones and the fallback (so unknown paths reveal nothing),
+/// cross-site changes refused, `open` routes beside them, `/healthz` open,
+/// request tracing. Without `users`, every path but the open ones is a 404.
+pub fn serve(authenticated: Router, open: Router, users: Option<Arc<Users>>) -> Router {
+    let rest = authenticated
+        .fallback(not_found)
+        .layer(middleware::from_fn(refuse_cross_site));
+    let rest = match users {
+        Some(users) => rest.layer(middleware::from_fn_with_state(
+            users,
+            api::require_basic_auth,
+        )),
+        None => rest,
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(open)
+        .merge(rest)
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty)
+            }),
+        )
+}
+
+async fn healthz() -> axum::Json<crate::wire::Health> {
+    axum::Json(crate::wire::Health {
+        status: "ok".into(),
+    })
+}
+
+async fn not_found() -> api::ApiError {
+    api::ApiError::NotFound("no such route".into())
+}
+
+/// Layer for every authenticated route: a state-changing request a browser
+/// marks as cross-site is refused before its handler runs, in HTML for the
+/// web UI's pages and in JSON for the API.
+async fn refuse_cross_site(request: Request, next: Next) -> Response {
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !safe && provenance(request.headers()) == Provenance::CrossSite {
+        return if request.uri().path().starts_with("/ui/") {
+            crate::web::PageError::from(cross_site_refusal()).into_response()
+        } else {
+            cross_site_refusal().into_response()
+        };
+    }
+    next.run(request).await
+}
+
+/// How often the AWS fleet looks at target health while it waits.
+const AWS_HEALTH_POLL: Duration = Duration::from_secs(5);
+/// The period of the formation's metrics on AWS (the CloudWatch agent's).
+const AWS_METRICS_PERIOD: i32 = 60;
+
+/// A launcher of jobs of `kind` in this very function (the deploy and
+/// cycle functions start their own workers, and hand over to themselves).
+pub fn own_launcher(aws: &SdkConfig, kind: JobKind) -> Result<Arc<dyn Launcher>, StartError> {
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+        .map_err(|_| StartError::Missing("AWS_LAMBDA_FUNCTION_NAME"))?;
+    Ok(Arc::new(LambdaLauncher::new(
+        slipway_control::aws::lambda_client(aws),
+        function,
+        kind,
+    )))
+}
+
+impl ControlPlane<AwsFleet> {
+    /// The control plane on AWS for `function`: the release store on the
+    /// configured bucket, the Basic-auth users from their SecureString
+    /// parameter (none for chat), the fleet, logs and metrics, and the
+    /// launchers the function uses: its own for its own jobs, the deploy
+    /// function (`SLIPWAY_DEPLOY_FUNCTION`) for deploys it only starts.
+    pub async fn on_aws(aws: &SdkConfig, function: Function) -> Result<Self, StartError> {
+        let settings = ReleaseSettings::from_env()?;
+        let users = match function {
+            Function::Chat => None,
+            _ => Some(Arc::new(
+                Users::load(
+                    &slipway_control::aws::ssm_client(aws),
+                    settings.users_param.as_deref(),
+                    settings.users_inline.as_deref(),
+                )
+                .await?,
+            )),
+        };
+        let deploys = match function {
+            Function::Deploy => Some(own_launcher(aws, JobKind::Deploy)?),
+            _ => slipway_control::aws::lambda::deploy_launcher_from_env(aws),
+        };
+        let cycles = match function {
+            Function::Cycle => Some(own_launcher(aws, JobKind::Cycle)?),
+            _ => None,
+        };
+        let chat = match function {
+            Function::Chat => {
+                if deploys.is_none() {
+                    return Err(StartError::Missing(DEPLOY_FUNCTION_VAR));
+                }
+                let secret = slipway_control::aws::secret(
+                    &slipway_control::aws::ssm_client(aws),
+                    std::env::var("SLIPWAY_SLACK_SECRET_PARAM").ok().as_deref(),
+                    std::env::var("SLIPWAY_SLACK_SECRET").ok().as_deref(),
+                )
+                .await
+                .map_err(StartError::Secret)?;
+                Some(Arc::new(ChatSettings::from_lookup(
+                    secret.into_bytes(),
+                    |k| std::env::var(k).ok(),
+                )))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            store: ReleaseStore::new(
+                S3Objects::new(slipway_core::objects::s3_client(aws), &settings.bucket),
+                settings.limits,
+            ),
+            users,
+            fleet: AwsFleet::new(aws, AWS_HEALTH_POLL),
+            logs: Logs::new(aws),
+            metrics: Some(Metrics::from_config(aws, AWS_METRICS_PERIOD)),
+            deploys,
+            cycles,
+            chat,
+        })
+    }
+}
+
+/// The deploy function's worker: the rollout through SSM Run Command with
+/// the document `SLIPWAY_DEPLOY_DOCUMENT`, handing over to a fresh
+/// invocation of this function.
+pub fn deploy_worker_on_aws(
+    aws: &SdkConfig,
+    plane: &ControlPlane<AwsFleet>,
+) -> DeployWorker<AwsFleet, SsmRunners> {
+    let bucket = plane.store.objects().bucket().to_owned();
+    DeployWorker {
+        deploys: Deploys::new(plane.store.clone()),
+        fleet: plane.fleet.clone(),
+        runners: SsmRunners {
+            client: slipway_control::aws::ssm_client(aws),
+            document: std::env::var("SLIPWAY_DEPLOY_DOCUMENT")
+                .unwrap_or_else(|_| "Slipway-Deploy".into()),
+            bucket: bucket.clone(),
+        },
+        bucket,
+        next: plane.deploys.clone(),
+        cancel_poll: None,
+    }
+}
+
+/// The cycle function's worker, handing over to a fresh invocation of this
+/// function.
+pub fn cycle_worker_on_aws(plane: &ControlPlane<AwsFleet>) -> CycleWorker<AwsFleet> {
+    CycleWorker {
+        cycles: Cycles::new(plane.store.clone()),
+        fleet: plane.fleet.clone(),
+        next: plane.cycles.clone(),
+        tune: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn post(uri: &str, origin: Option<&str>) -> (u16, String) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route("/{*rest}", axum::routing::post(|| async { "done" }))
+            .layer(axum::middleware::from_fn(refuse_cross_site));
+        let mut req = axum::http::Request::post(uri).header("host", "ui.example");
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let res = app
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_cross_site_post_is_refused_before_the_handler_on_any_route() {
+        let (status, body) = post("/apps/a/envs/b/deploys", Some("http://evil.example")).await;
+        assert_eq!(status, 403);
+        assert!(body.contains("\"code\":\"forbidden\""), "{body}");
+        let (status, body) = post("/ui/apps/a/envs/b/deploys", Some("http://evil.example")).await;
+        assert_eq!(status, 403);
+        assert!(body.contains("<html"), "the UI answers in HTML: {body}");
+        // curl and ship send no Origin; a same-origin page does.
+        assert_eq!(post("/apps/a/envs/b/deploys", None).await.1, "done");
+        assert_eq!(
+            post("/apps/a/envs/b/deploys", Some("https://ui.example"))
+                .await
+                .1,
+            "done"
+        );
+    }
+}
