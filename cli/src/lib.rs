@@ -3,6 +3,7 @@
 //! the demo built on it. The binary only parses arguments and calls in;
 //! the end-to-end tests drive the same code.
 
+pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod context;

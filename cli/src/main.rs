@@ -13,5 +13,5 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    ship::commands::run(ship::commands::Cli::parse()).await
+    ship::cli::run(ship::cli::Cli::parse()).await
 }

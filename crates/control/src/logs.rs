@@ -12,7 +12,7 @@ use std::time::Duration as StdDuration;
 
 use aws_sdk_cloudwatchlogs::Client;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use slipway_core::names::EnvRef;
 use slipway_core::names::InstanceId;
@@ -37,7 +37,7 @@ pub enum LogError {
 }
 
 /// One line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEvent {
     /// CloudWatch's id of the line: a follower skips the ones it has seen.
     pub id: String,
@@ -47,7 +47,7 @@ pub struct LogEvent {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogPage {
     pub events: Vec<LogEvent>,
     /// More lines in the span: pass as `next` to continue.

@@ -22,7 +22,7 @@ use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::types::{Dimension, DimensionFilter, Metric, MetricDataQuery, MetricStat};
 use aws_smithy_types::DateTime as AwsTime;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use slipway_core::names::EnvRef;
 use slipway_core::names::InstanceId;
@@ -37,7 +37,7 @@ pub const WINDOW_MINUTES: i64 = 15;
 /// GetMetricData's limit of queries per call.
 const MAX_QUERIES: usize = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     pub t: DateTime<Utc>,
     pub v: f64,
@@ -45,17 +45,17 @@ pub struct Point {
 
 /// One instance's recent CPU and memory, oldest first, and the latest
 /// figures of each of its processes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Series {
     pub cpu: Vec<Point>,
     pub memory: Vec<Point>,
     /// By process name (`web.1`).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub processes: BTreeMap<String, ProcessUsage>,
 }
 
 /// A process's latest figures.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProcessUsage {
     /// Percent of one CPU (a busy process on two cores can show 200).
     pub cpu_percent: Option<f64>,

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// A rendered config larger than this is refused: config vars are for
@@ -203,13 +203,14 @@ pub struct ConfigDiff {
 }
 
 /// One line of a diff as shown to people and clients.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiffEntry {
     pub key: String,
-    pub change: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `added`, `removed` or `changed`.
+    pub change: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new: Option<String>,
 }
 
@@ -235,14 +236,14 @@ impl ConfigDiff {
                 if let Some(v) = self.added.get(k) {
                     DiffEntry {
                         key: k.to_owned(),
-                        change: "added",
+                        change: "added".into(),
                         old: None,
                         new: show(v),
                     }
                 } else if let Some(v) = self.removed.get(k) {
                     DiffEntry {
                         key: k.to_owned(),
-                        change: "removed",
+                        change: "removed".into(),
                         old: show(v),
                         new: None,
                     }
@@ -250,7 +251,7 @@ impl ConfigDiff {
                     let (o, n) = &self.changed[k];
                     DiffEntry {
                         key: k.to_owned(),
-                        change: "changed",
+                        change: "changed".into(),
                         old: show(o),
                         new: show(n),
                     }
@@ -616,19 +617,19 @@ mod tests {
             vec![
                 DiffEntry {
                     key: "CHANGE".into(),
-                    change: "changed",
+                    change: "changed".into(),
                     old: Some(MASK.into()),
                     new: Some(MASK.into())
                 },
                 DiffEntry {
                     key: "GONE".into(),
-                    change: "removed",
+                    change: "removed".into(),
                     old: Some(MASK.into()),
                     new: None
                 },
                 DiffEntry {
                     key: "NEW".into(),
-                    change: "added",
+                    change: "added".into(),
                     old: None,
                     new: Some(MASK.into())
                 },

@@ -244,8 +244,8 @@ impl S3Objects {
             .map_err(|e| aws("DeleteObject", key, e))
     }
 
-    /// The "sub-folders" directly under `prefix` (ListObjectsV2 with a
-    /// delimiter), every page.
+    /// The "folders" directly under `prefix` (`a/` for `a/b/c`), each with
+    /// its trailing slash: ListObjectsV2 with a `/` delimiter, every page.
     pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
         let mut pages = self
             .client
@@ -308,29 +308,6 @@ impl S3Objects {
             }
         }
         Ok(records)
-    }
-
-    /// The "folders" directly under `prefix` (`a/` for `a/b/c`), each with
-    /// its trailing slash: one listing with a `/` delimiter.
-    pub async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        let mut prefixes = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| aws("ListObjectsV2", prefix, e))?;
-            prefixes.extend(
-                page.common_prefixes()
-                    .iter()
-                    .filter_map(|p| p.prefix.clone()),
-            );
-        }
-        Ok(prefixes)
     }
 
     /// A URL that lets its holder PUT exactly this key, with exactly these

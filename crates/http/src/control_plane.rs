@@ -72,7 +72,7 @@ pub enum StartError {
     #[error("{0} is not set")]
     Missing(&'static str),
     #[error("the Slack signing secret: {0}")]
-    Secret(String),
+    Secret(#[from] slipway_control::aws::SecretError),
 }
 
 /// The adapters a binary chose: everything the routers are built from.
@@ -277,8 +277,7 @@ impl ControlPlane<AwsFleet> {
                     std::env::var("SLIPWAY_SLACK_SECRET_PARAM").ok().as_deref(),
                     std::env::var("SLIPWAY_SLACK_SECRET").ok().as_deref(),
                 )
-                .await
-                .map_err(StartError::Secret)?;
+                .await?;
                 Some(Arc::new(ChatSettings::from_lookup(
                     secret.into_bytes(),
                     |k| std::env::var(k).ok(),

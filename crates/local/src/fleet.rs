@@ -317,11 +317,11 @@ impl Reconciler {
         let _ = std::fs::remove_dir_all(&instance.dir);
     }
 
-    /// Runs until the task is aborted.
-    pub async fn run(self, every: Duration) {
+    /// Follows the groups every `every` until the task is aborted.
+    pub async fn run(&self, every: Duration) {
         loop {
             if let Err(e) = self.step().await {
-                tracing::warn!(error = %e, "the local fleet could not read the groups");
+                tracing::warn!(error = %e, "the local fleet could not follow the groups");
             }
             tokio::time::sleep(every).await;
         }

@@ -338,14 +338,7 @@ impl Platform {
         }));
         let every = options.fleet_every;
         let follower = reconciler.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                if let Err(e) = follower.step().await {
-                    tracing::warn!(error = %e, "the local fleet could not follow the groups");
-                }
-                tokio::time::sleep(every).await;
-            }
-        }));
+        tasks.push(tokio::spawn(async move { follower.run(every).await }));
         Ok(Self {
             url,
             user: USER.into(),

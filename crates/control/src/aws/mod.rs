@@ -42,13 +42,24 @@ pub fn cloudformation_client(config: &SdkConfig) -> aws_sdk_cloudformation::Clie
     aws_sdk_cloudformation::Client::new(config)
 }
 
+/// Why a secret could not be had. Names the parameter, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("reading the parameter {name}: {detail}")]
+    Read { name: String, detail: String },
+    #[error("the parameter {0} is empty")]
+    Empty(String),
+    #[error("no secret configured")]
+    Unset,
+}
+
 /// A secret: the SecureString parameter `param` (decrypted), else `inline`
-/// (local runs). Errors name the parameter, never a value.
+/// (local runs).
 pub async fn secret(
     ssm: &aws_sdk_ssm::Client,
     param: Option<&str>,
     inline: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, SecretError> {
     match (
         param.filter(|p| !p.is_empty()),
         inline.filter(|v| !v.is_empty()),
@@ -59,16 +70,14 @@ pub async fn secret(
             .with_decryption(true)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "reading the parameter {name}: {}",
-                    aws_sdk_ssm::error::DisplayErrorContext(e)
-                )
+            .map_err(|e| SecretError::Read {
+                name: name.to_owned(),
+                detail: aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
             })?
             .parameter
             .and_then(|p| p.value)
-            .ok_or_else(|| format!("the parameter {name} is empty")),
+            .ok_or_else(|| SecretError::Empty(name.to_owned())),
         (None, Some(value)) => Ok(value.to_owned()),
-        (None, None) => Err("no secret configured".into()),
+        (None, None) => Err(SecretError::Unset),
     }
 }

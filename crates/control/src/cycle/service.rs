@@ -82,11 +82,14 @@ impl From<LockError> for CycleError {
 }
 
 /// `PATCH …/scale`: any of the group's sizes.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<i32>,
 }
 

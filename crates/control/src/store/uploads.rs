@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::io::SyncIoBridge;
 
 use super::{
@@ -48,7 +48,7 @@ pub enum UploadOutcome {
 }
 
 /// What a client needs to upload an archive straight to S3.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UploadTicket {
     pub upload_url: String,
     pub key: String,
@@ -58,7 +58,7 @@ pub struct UploadTicket {
 }
 
 /// What became of an upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum UploadStatus {
     Pending,

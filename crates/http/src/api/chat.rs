@@ -2,12 +2,12 @@
 //! this route is outside it and checks Slack's signature before anything
 //! else, then answers the slash command (shown only to its sender).
 
+use crate::wire::{ErrorBody, SlackAnswer, SlackMessage};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{Value, json};
 
 use crate::chat::Chat;
 use crate::chat::slack::{self, SlashCommand};
@@ -28,7 +28,7 @@ async fn slash_command<F: ControlFleet>(
     State(chat): State<Chat<F>>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, Json<Value>) {
+) -> (StatusCode, Json<SlackAnswer>) {
     let verified = slack::verify(
         &chat.settings.secret,
         header(&headers, "x-slack-request-timestamp"),
@@ -40,7 +40,10 @@ async fn slash_command<F: ControlFleet>(
         tracing::warn!(error = %e, "a chat request was refused");
         return (
             StatusCode::UNAUTHORIZED,
-            Json(json!({ "error": e.to_string(), "code": "unauthorized" })),
+            Json(SlackAnswer::Refused(ErrorBody {
+                error: e.to_string(),
+                code: "unauthorized".into(),
+            })),
         );
     }
     let command = SlashCommand::parse(&body);
@@ -48,6 +51,9 @@ async fn slash_command<F: ControlFleet>(
     let text = chat.answer(&command).await;
     (
         StatusCode::OK,
-        Json(json!({ "response_type": "ephemeral", "text": text })),
+        Json(SlackAnswer::Message(SlackMessage {
+            response_type: "ephemeral".into(),
+            text,
+        })),
     )
 }

@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{ApiError, EnvPath, FleetState, JsonBody, User};
+use crate::wire::{CycleAccepted, CycleAnswer, CycleCancelled, CycleList, ScaleAnswer, Terminated};
 use slipway_control::cycle::{CycleRecord, Cycles, ScaleRequest};
 use slipway_control::fleet::{ControlFleet, InstanceId};
 use slipway_core::ids::CycleId;
@@ -50,20 +50,20 @@ async fn cycle_one<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     Path((app, env, id)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CycleAnswer>, ApiError> {
     let env = EnvRef::parse(&app, &env)?;
     let instance = InstanceId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let record = cycles(&state)
         .cycle_one(&state.fleet, &env, instance, &user, chrono::Utc::now())
         .await?;
-    Ok(Json(json!({ "cycle": record })))
+    Ok(Json(CycleAnswer { cycle: record }))
 }
 
 async fn cycle_all<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     EnvPath(env): EnvPath,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CycleAccepted>), ApiError> {
     let launcher = state
         .app
         .launcher
@@ -80,11 +80,15 @@ async fn cycle_all<F: ControlFleet>(
     Ok(accepted(&env, record))
 }
 
-fn accepted(env: &EnvRef, record: CycleRecord) -> (StatusCode, Json<Value>) {
+fn accepted(env: &EnvRef, record: CycleRecord) -> (StatusCode, Json<CycleAccepted>) {
     let url = format!("/apps/{}/envs/{}/cycles/{}", env.app, env.env, record.id);
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "id": record.id, "url": url, "cycle": record })),
+        Json(CycleAccepted {
+            id: record.id.clone(),
+            url,
+            cycle: record,
+        }),
     )
 }
 
@@ -98,27 +102,27 @@ async fn list<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     EnvPath(env): EnvPath,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CycleList>, ApiError> {
     let Query(q) =
         query.map_err(|_| ApiError::BadRequest("the only query parameter is limit".into()))?;
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    Ok(Json(
-        json!({ "cycles": cycles(&state).list(&env, limit).await? }),
-    ))
+    Ok(Json(CycleList {
+        cycles: cycles(&state).list(&env, limit).await?,
+    }))
 }
 
 async fn show<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     Path((app, env, id)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CycleRecord>, ApiError> {
     let (env, id) = cycle_path(&app, &env, &id)?;
-    Ok(Json(json!(cycles(&state).get(&env, &id).await?)))
+    Ok(Json(cycles(&state).get(&env, &id).await?))
 }
 
 async fn cancel<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     Path((app, env, id)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CycleCancelled>, ApiError> {
     let (env, id) = cycle_path(&app, &env, &id)?;
     let record = cycles(&state).cancel(&env, &id).await?;
     let note = if record.is_finished() {
@@ -126,7 +130,10 @@ async fn cancel<F: ControlFleet>(
     } else {
         "the cycle stops before its next instance"
     };
-    Ok(Json(json!({ "cycle": record, "note": note })))
+    Ok(Json(CycleCancelled {
+        cycle: record,
+        note: note.into(),
+    }))
 }
 
 async fn scale<F: ControlFleet>(
@@ -134,11 +141,11 @@ async fn scale<F: ControlFleet>(
     User(user): User,
     EnvPath(env): EnvPath,
     JsonBody(request): JsonBody<ScaleRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ScaleAnswer>, ApiError> {
     let record = cycles(&state)
         .scale(&state.fleet, &env, request, &user, chrono::Utc::now())
         .await?;
-    Ok(Json(json!({ "scale": record })))
+    Ok(Json(ScaleAnswer { scale: record }))
 }
 
 #[derive(Deserialize)]
@@ -152,7 +159,7 @@ async fn terminate<F: ControlFleet>(
     User(user): User,
     EnvPath(env): EnvPath,
     query: Result<Query<TerminateQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Terminated>), ApiError> {
     let Query(q) =
         query.map_err(|_| ApiError::BadRequest("the only query parameter is confirm".into()))?;
     let record = cycles(&state)
@@ -164,5 +171,8 @@ async fn terminate<F: ControlFleet>(
             chrono::Utc::now(),
         )
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "terminated": record }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Terminated { terminated: record }),
+    ))
 }

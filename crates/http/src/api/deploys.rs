@@ -6,15 +6,17 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState, EnvPath, JsonBody, User};
-use slipway_control::rollout::{Deploys, StartDeploy, Strategy};
+use crate::wire::{DeployAccepted, DeployCancelled, DeployList, RollbackRequest, StartRequest};
+use slipway_control::rollout::{DeployRecord, Deploys, StartDeploy};
+use slipway_core::env_settings::EnvSettings;
 use slipway_core::ids::DeployId;
-use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::names::EnvRef;
 use slipway_core::objects::Write;
 
 pub fn routes() -> Router<AppState> {
@@ -43,12 +45,12 @@ async fn list(
     State(state): State<AppState>,
     EnvPath(env): EnvPath,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeployList>, ApiError> {
     let Query(q) =
         query.map_err(|_| ApiError::BadRequest("the only query parameter is limit".into()))?;
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let records = deploys(&state).list(&env, limit).await?;
-    Ok(Json(json!({ "deploys": records })))
+    Ok(Json(DeployList { deploys: records }))
 }
 
 /// The environment and the deploy id of a `…/deploys/{id}` route.
@@ -61,15 +63,15 @@ pub(crate) fn deploy_path(app: &str, env: &str, id: &str) -> Result<(EnvRef, Dep
 async fn show(
     State(state): State<AppState>,
     Path((app, env, id)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeployRecord>, ApiError> {
     let (env, id) = deploy_path(&app, &env, &id)?;
-    Ok(Json(json!(deploys(&state).get(&env, &id).await?)))
+    Ok(Json(deploys(&state).get(&env, &id).await?))
 }
 
 async fn cancel(
     State(state): State<AppState>,
     Path((app, env, id)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeployCancelled>, ApiError> {
     let (env, id) = deploy_path(&app, &env, &id)?;
     let record = deploys(&state).cancel(&env, &id).await?;
     let note = if record.is_finished() {
@@ -77,43 +79,30 @@ async fn cancel(
     } else {
         "the deploy stops: its running batch is cancelled"
     };
-    Ok(Json(json!({ "deploy": record, "note": note })))
+    Ok(Json(DeployCancelled {
+        deploy: record,
+        note: note.into(),
+    }))
 }
 
 async fn show_settings(
     State(state): State<AppState>,
     EnvPath(env): EnvPath,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(
-        deploys(&state).settings(&env).await?.redacted()
-    )))
+) -> Result<Json<EnvSettings>, ApiError> {
+    Ok(Json(deploys(&state).settings(&env).await?.redacted()))
 }
 
 async fn change_settings(
     State(state): State<AppState>,
     EnvPath(env): EnvPath,
     JsonBody(patch): JsonBody<serde_json::Map<String, Value>>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(
+) -> Result<Json<EnvSettings>, ApiError> {
+    Ok(Json(
         deploys(&state)
             .change_settings(&env, patch)
             .await?
-            .redacted()
-    )))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct StartRequest {
-    release: Option<ReleaseId>,
-    strategy: Option<Strategy>,
-    auto_rollback: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RollbackRequest {
-    release: Option<ReleaseId>,
+            .redacted(),
+    ))
 }
 
 async fn start(
@@ -122,7 +111,7 @@ async fn start(
     EnvPath(env): EnvPath,
     headers: HeaderMap,
     JsonBody(req): JsonBody<StartRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeployAccepted>), ApiError> {
     let request = StartDeploy {
         release: req.release,
         strategy: req.strategy,
@@ -139,7 +128,7 @@ async fn rollback(
     EnvPath(env): EnvPath,
     headers: HeaderMap,
     JsonBody(req): JsonBody<RollbackRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeployAccepted>), ApiError> {
     let request = StartDeploy {
         release: req.release,
         rollback: true,
@@ -175,7 +164,7 @@ async fn begin(
     env: &EnvRef,
     request: StartDeploy,
     headers: &HeaderMap,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeployAccepted>), ApiError> {
     let launcher = state
         .launcher
         .clone()
@@ -203,13 +192,14 @@ async fn begin(
     Ok(accepted(env, record))
 }
 
-fn accepted(
-    env: &EnvRef,
-    record: slipway_control::rollout::DeployRecord,
-) -> (StatusCode, Json<Value>) {
+fn accepted(env: &EnvRef, record: DeployRecord) -> (StatusCode, Json<DeployAccepted>) {
     let url = format!("/apps/{}/envs/{}/deploys/{}", env.app, env.env, record.id);
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "id": record.id, "url": url, "deploy": record })),
+        Json(DeployAccepted {
+            id: record.id.clone(),
+            url,
+            deploy: record,
+        }),
     )
 }

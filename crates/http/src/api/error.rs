@@ -7,7 +7,6 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use slipway_core::errors::chain;
 
 use slipway_control::rollout::DeployError;
@@ -131,7 +130,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = (
             status,
-            Json(json!({ "error": self.to_string(), "code": code })),
+            Json(crate::wire::ErrorBody {
+                error: self.to_string(),
+                code: code.into(),
+            }),
         )
             .into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
 
 use super::{ApiError, EnvPath, FleetState};
+use crate::wire::{AppList, AppSummary, EnvSummary, Environment, LastDeploy};
 use slipway_control::cycle::Cycles;
 use slipway_control::fleet::Formation;
 use slipway_control::fleet::{FleetError, FormationSource};
@@ -35,7 +35,7 @@ async fn names<F, T: std::str::FromStr>(
         .app
         .store
         .objects()
-        .list_prefixes(prefix)
+        .list_folders(prefix)
         .await
         .map_err(ApiError::internal)?;
     Ok(prefixes
@@ -89,29 +89,24 @@ pub async fn overview<F>(
 
 async fn apps<F: FormationSource>(
     State(state): State<FleetState<F>>,
-) -> Result<Json<Value>, ApiError> {
-    let apps: Vec<Value> = overview(&state)
+) -> Result<Json<AppList>, ApiError> {
+    let apps = overview(&state)
         .await?
         .into_iter()
-        .map(|(app, envs)| {
-            let envs: Vec<Value> = envs
+        .map(|(name, envs)| AppSummary {
+            name,
+            envs: envs
                 .into_iter()
-                .map(|e| {
-                    json!({
-                        "name": e.env.env,
-                        "current": e.current,
-                        "last_deploy": e.last_deploy.map(|d| json!({
-                            "id": d.id, "to": d.to, "status": d.status, "user": d.user,
-                            "created_at": d.created_at, "finished_at": d.finished_at,
-                        })),
-                        "terminated": e.terminated,
-                    })
+                .map(|e| EnvSummary {
+                    name: e.env.env,
+                    current: e.current,
+                    last_deploy: e.last_deploy.as_ref().map(LastDeploy::from),
+                    terminated: e.terminated,
                 })
-                .collect();
-            json!({ "name": app, "envs": envs })
+                .collect(),
         })
         .collect();
-    Ok(Json(json!({ "apps": apps })))
+    Ok(Json(AppList { apps }))
 }
 
 /// An environment's current release, formation and lock, read at once;
@@ -167,7 +162,7 @@ pub async fn env_state<F: FormationSource>(
 async fn environment<F: FormationSource>(
     State(state): State<FleetState<F>>,
     EnvPath(env): EnvPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Environment>, ApiError> {
     let store = &state.app.store;
     let EnvState {
         current,
@@ -182,14 +177,14 @@ async fn environment<F: FormationSource>(
             JobId::Cycle(id) => cycle = Cycles::new(store.clone()).get(&env, id).await.ok(),
         }
     }
-    Ok(Json(json!({
-        "app": env.app,
-        "env": env.env,
-        "current": current,
-        "formation": formation,
-        "metrics": metrics,
-        "lock": held,
-        "deploy": deploy,
-        "cycle": cycle,
-    })))
+    Ok(Json(Environment {
+        app: env.app,
+        env: env.env,
+        current,
+        formation,
+        metrics,
+        lock: held,
+        deploy,
+        cycle,
+    }))
 }

@@ -6,10 +6,9 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{ApiError, EnvPath};
-use slipway_control::logs::{LogError, LogQuery, Logs};
+use slipway_control::logs::{LogError, LogPage, LogQuery, Logs};
 
 pub fn routes() -> Router<Logs> {
     Router::new().route("/apps/{app}/envs/{env}/logs", get(search))
@@ -56,12 +55,12 @@ async fn search(
     State(logs): State<Logs>,
     EnvPath(env): EnvPath,
     params: Result<Query<SearchParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogPage>, ApiError> {
     let Query(params) = params.map_err(|_| {
         ApiError::BadRequest(
             "the query parameters are q, since, until, instance, process, limit and next".into(),
         )
     })?;
     let page = logs.search(&env, &params.query()?).await?;
-    Ok(Json(json!(page)))
+    Ok(Json(page))
 }

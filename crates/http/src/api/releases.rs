@@ -1,18 +1,20 @@
 //! Routes of the release function: upload tickets, releases, config, promote.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{ApiError, AppState, EnvPath, JsonBody, ReleasePath, User};
+use crate::wire::{
+    ConfigAnswer, ConfigChanged, ConfigPatch, PromoteRequest, ReleaseList, UploadRequest,
+    UploadStatus, UploadTicket,
+};
 use slipway_control::store::{MAX_DESCRIPTION, MAX_PAGE};
 use slipway_core::archive::ArchiveFormat;
+use slipway_core::manifest::Manifest;
 use slipway_core::names::{EnvName, EnvRef, ReleaseId};
 
 pub fn routes() -> Router<AppState> {
@@ -33,14 +35,6 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct UploadRequest {
-    description: Option<String>,
-    git_ref: Option<String>,
-    format: Option<ArchiveFormat>,
-}
-
 fn check_text(field: &str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
     match value {
         Some(v) if v.chars().count() > max => Err(ApiError::BadRequest(format!(
@@ -58,7 +52,7 @@ async fn new_upload(
     User(user): User,
     EnvPath(env): EnvPath,
     JsonBody(req): JsonBody<UploadRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UploadTicket>), ApiError> {
     check_text("description", req.description.as_deref(), MAX_DESCRIPTION)?;
     check_text("git_ref", req.git_ref.as_deref(), 255)?;
     let ticket = state
@@ -71,7 +65,7 @@ async fn new_upload(
             req.format.unwrap_or(ArchiveFormat::Zstd),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(json!(ticket))))
+    Ok((StatusCode::CREATED, Json(ticket)))
 }
 
 #[derive(Deserialize)]
@@ -85,7 +79,7 @@ async fn list(
     State(state): State<AppState>,
     EnvPath(env): EnvPath,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReleaseList>, ApiError> {
     let Query(q) = query.map_err(|_| {
         ApiError::BadRequest(format!("query takes before=r<N> and limit=1..{MAX_PAGE}"))
     })?;
@@ -94,16 +88,17 @@ async fn list(
         .store
         .list_releases(&env, before, q.limit.unwrap_or(20))
         .await?;
-    Ok(Json(
-        json!({ "releases": page.releases, "next": page.next }),
-    ))
+    Ok(Json(ReleaseList {
+        releases: page.releases,
+        next: page.next,
+    }))
 }
 
 async fn show(
     State(state): State<AppState>,
     ReleasePath(env, id): ReleasePath,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(state.store.release(&env, id).await?)))
+) -> Result<Json<Manifest>, ApiError> {
+    Ok(Json(state.store.release(&env, id).await?))
 }
 
 /// What became of an upload: `pending` (not processed yet), `released`
@@ -112,14 +107,14 @@ async fn show(
 async fn upload_status(
     State(state): State<AppState>,
     Path((app, env, name)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UploadStatus>, ApiError> {
     let env = slipway_core::names::EnvRef::parse(&app, &env)?;
     let status = state
         .store
         .upload_status(&env, &name)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such upload".into()))?;
-    Ok(Json(json!(status)))
+    Ok(Json(status))
 }
 
 #[derive(Deserialize)]
@@ -141,21 +136,13 @@ async fn show_config(
     State(state): State<AppState>,
     EnvPath(env): EnvPath,
     query: Result<Query<RevealQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConfigAnswer>, ApiError> {
     let reveal = reveal(query)?;
     let config = state.store.config(&env).await?;
-    Ok(Json(
-        json!({ "config": config.view(reveal), "sha256": config.sha256() }),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigPatch {
-    #[serde(default)]
-    set: BTreeMap<String, String>,
-    #[serde(default)]
-    unset: Vec<String>,
+    Ok(Json(ConfigAnswer {
+        config: config.view(reveal),
+        sha256: config.sha256(),
+    }))
 }
 
 async fn change_config(
@@ -164,7 +151,7 @@ async fn change_config(
     EnvPath(env): EnvPath,
     query: Result<Query<RevealQuery>, axum::extract::rejection::QueryRejection>,
     JsonBody(patch): JsonBody<ConfigPatch>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ConfigChanged>), ApiError> {
     let reveal = reveal(query)?;
     if patch.set.is_empty() && patch.unset.is_empty() {
         return Err(ApiError::BadRequest(
@@ -182,18 +169,12 @@ async fn change_config(
     };
     Ok((
         status,
-        Json(json!({
-            "release": change.release,
-            "diff": change.diff.entries(reveal),
-            "config": change.config.view(reveal),
-        })),
+        Json(ConfigChanged {
+            release: change.release,
+            diff: change.diff.entries(reveal),
+            config: change.config.view(reveal),
+        }),
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PromoteRequest {
-    to: String,
 }
 
 async fn promote(
@@ -201,7 +182,7 @@ async fn promote(
     User(user): User,
     ReleasePath(env, id): ReleasePath,
     JsonBody(req): JsonBody<PromoteRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Manifest>), ApiError> {
     let to = EnvName::parse(&req.to)?;
     if to == env.env {
         return Err(ApiError::BadRequest(
@@ -210,5 +191,5 @@ async fn promote(
     }
     let target = EnvRef::new(env.app.clone(), to)?;
     let manifest = state.store.promote(&env, id, &target, &user).await?;
-    Ok((StatusCode::CREATED, Json(json!(manifest))))
+    Ok((StatusCode::CREATED, Json(manifest)))
 }
