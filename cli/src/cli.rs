@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use slipway_core::names::EnvRef;
+use slipway_core::names::{EnvRef, ReleaseId};
+use slipway_core::strategy::Strategy;
+use slipway_http::wire::{RollbackRequest, StartRequest};
 
 use crate::client::Client;
 use crate::commands::{
@@ -300,24 +302,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             no_rollback,
             no_follow,
         } => {
-            let mut body = serde_json::Map::new();
-            if let Some(r) = release {
-                body.insert("release".into(), r.into());
-            }
-            if let Some(s) = strategy {
-                body.insert("strategy".into(), s.into());
-            }
-            if no_rollback {
-                body.insert("auto_rollback".into(), false.into());
-            }
-            deploy::start_and_follow(&ctx, "/deploys", body.into(), !no_follow).await
+            let body = StartRequest {
+                release: release.as_deref().map(ReleaseId::parse).transpose()?,
+                strategy: strategy
+                    .as_deref()
+                    .map(str::parse::<Strategy>)
+                    .transpose()?,
+                auto_rollback: no_rollback.then_some(false),
+            };
+            deploy::start_and_follow(&ctx, "/deploys", &body, !no_follow).await
         }
         Command::Rollback { release, no_follow } => {
-            let body = match release {
-                Some(r) => serde_json::json!({ "release": r }),
-                None => serde_json::json!({}),
+            let body = RollbackRequest {
+                release: release.as_deref().map(ReleaseId::parse).transpose()?,
             };
-            deploy::start_and_follow(&ctx, "/rollback", body, !no_follow).await
+            deploy::start_and_follow(&ctx, "/rollback", &body, !no_follow).await
         }
         Command::Cancel => deploy::cancel(&ctx).await,
         Command::Deploys { limit } => deploy::list(&ctx, limit).await,

@@ -2,7 +2,9 @@
 //! request, JSON in and out, and errors that say what to do next.
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use slipway_http::wire::ErrorBody;
 
 use crate::context::Target;
 
@@ -70,29 +72,44 @@ impl Client {
         &self.http
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
-        self.send(Method::GET, path, None, &[]).await
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        self.send(Method::GET, path, None::<&()>, &[]).await
     }
 
-    pub async fn post(&self, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
-        self.send(Method::POST, path, body, &[]).await
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        self.send(Method::POST, path, Some(body), &[]).await
     }
 
-    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+    /// A POST without a body (cancel, cycle).
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        self.send(Method::POST, path, None::<&()>, &[]).await
+    }
+
+    pub async fn patch<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
         self.send(Method::PATCH, path, Some(body), &[]).await
     }
 
-    pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
-        self.send(Method::DELETE, path, None, &[]).await
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        self.send(Method::DELETE, path, None::<&()>, &[]).await
     }
 
-    pub async fn send(
+    /// One request; a success answer is read as `T`, an error answer as
+    /// the API's [`ErrorBody`].
+    pub async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&B>,
         headers: &[(&str, &str)],
-    ) -> Result<Value, CliError> {
+    ) -> Result<T, CliError> {
         let url = format!("{}{path}", self.target.url);
         let mut request = self
             .http
@@ -119,20 +136,28 @@ impl Client {
                 user: self.target.user.clone(),
             });
         }
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = value["error"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("{} answered {status}", self.target.url));
+            let error: Option<ErrorBody> = serde_json::from_str(&text).ok();
+            let (message, code) = match error {
+                Some(e) => (e.error, e.code),
+                None => (
+                    format!("{} answered {status}", self.target.url),
+                    String::new(),
+                ),
+            };
             return Err(CliError::Api {
                 status: status.as_u16(),
-                code: value["code"].as_str().unwrap_or_default().to_owned(),
+                code,
                 hint: hint(status, &message),
                 message,
             });
         }
-        Ok(value)
+        serde_json::from_str(&text).map_err(|e| {
+            CliError::Other(format!(
+                "{} answered {path} with something this ship cannot read ({e}): is it a newer version?",
+                self.target.url
+            ))
+        })
     }
 }
 

@@ -12,13 +12,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::json;
+use slipway_control::rollout::DeployRecord;
+use slipway_core::deploys::DeployStatus;
+use slipway_core::env_settings::EnvSettings;
 use slipway_core::names::EnvRef;
 use slipway_core::names::InstanceId;
+use slipway_core::strategy::Strategy;
+use slipway_http::wire::{ConfigChanged, ConfigPatch, CycleAnswer, Environment, StartRequest};
 
 use crate::client::Client;
 use crate::commands::{Ctx, ReleaseOptions, print_formation, release, start_deploy};
 use crate::context::Target;
-use crate::output::{seconds, table};
+use crate::output::{opt, seconds, table, word};
 use slipway_local::{Platform, PlatformOptions};
 
 struct Story {
@@ -112,7 +117,8 @@ pub async fn tell(platform: &Platform, repo: &std::path::Path) -> anyhow::Result
     println!("$ ship dev env create hello production --instances 3");
     story.done("create the environment", t, "3 instances");
     // The broken release of step 3 should fail in seconds, not a minute.
-    ctx.client
+    let _: EnvSettings = ctx
+        .client
         .patch(&ctx.path("/settings"), &json!({"health_timeout_secs": 10}))
         .await?;
     println!("$ ship settings set health_timeout_secs=10");
@@ -134,10 +140,10 @@ pub async fn tell(platform: &Platform, repo: &std::path::Path) -> anyhow::Result
     story.done("release examples/hello", t, &r1);
     let t = Instant::now();
     println!("$ ship deploy --strategy one-at-a-time");
-    deploy(&ctx, json!({"strategy": "one-at-a-time"}), true).await?;
+    deploy(&ctx, Some(Strategy::OneAtATime), true).await?;
     story.done("deploy r1 one at a time", t, "succeeded");
     println!("$ ship ps");
-    print_formation(&ctx.client.get(&ctx.path("")).await?);
+    print_formation(&ctx.client.get::<Environment>(&ctx.path("")).await?);
 
     story.title(
         2,
@@ -145,14 +151,10 @@ pub async fn tell(platform: &Platform, repo: &std::path::Path) -> anyhow::Result
     );
     let t = Instant::now();
     println!("$ ship config set GREETING=Howdy");
-    let changed = ctx
-        .client
-        .patch(&ctx.path("/config"), &json!({"set": {"GREETING": "Howdy"}}))
-        .await?;
-    let r2 = changed["release"]["id"].as_str().unwrap_or("r2").to_owned();
+    let r2 = change_config(&ctx, "GREETING", "Howdy").await?;
     println!("config changed: release {r2}");
     println!("$ ship deploy --strategy 50%");
-    deploy(&ctx, json!({"strategy": "50%"}), true).await?;
+    deploy(&ctx, Some(Strategy::Percent(50)), true).await?;
     story.done("config change, deploy 50%", t, &format!("{r2} succeeded"));
 
     story.title(
@@ -161,20 +163,19 @@ pub async fn tell(platform: &Platform, repo: &std::path::Path) -> anyhow::Result
     );
     let t = Instant::now();
     println!("$ ship config set BREAK=health");
-    let changed = ctx
-        .client
-        .patch(&ctx.path("/config"), &json!({"set": {"BREAK": "health"}}))
-        .await?;
-    let r3 = changed["release"]["id"].as_str().unwrap_or("r3").to_owned();
+    let r3 = change_config(&ctx, "BREAK", "health").await?;
     println!("config changed: release {r3}");
     println!("$ ship deploy");
-    let record = deploy(&ctx, json!({}), false).await?;
-    if record["status"] != "rolled_back" {
-        bail!("the broken deploy was not rolled back: {record}");
+    let record = deploy(&ctx, None, false).await?;
+    if record.status != DeployStatus::RolledBack {
+        bail!(
+            "the broken deploy was not rolled back: {}",
+            serde_json::to_string(&record)?
+        );
     }
     println!(
         "ship deploy exits non-zero: rolled back to {r2} ({})",
-        record["cause"].as_str().unwrap_or("no cause")
+        record.cause.as_deref().unwrap_or("no cause")
     );
     for (id, port) in instances(platform, &env) {
         let body = fetch(port).await?;
@@ -199,8 +200,9 @@ pub async fn tell(platform: &Platform, repo: &std::path::Path) -> anyhow::Result
         .next()
         .context("no instance to cycle")?;
     println!("$ ship cycle {victim}");
-    ctx.client
-        .post(&ctx.path(&format!("/instances/{victim}/cycle")), None)
+    let _: CycleAnswer = ctx
+        .client
+        .post_empty(&ctx.path(&format!("/instances/{victim}/cycle")))
         .await?;
     let mut replacement = None;
     wait_until(
@@ -216,13 +218,11 @@ pub async fn tell(platform: &Platform, repo: &std::path::Path) -> anyhow::Result
                     && now.len() == 3
                     && !now.iter().any(|(i, _)| *i == victim)
                 {
-                    let formation = ctx.client.get(&ctx.path("")).await.ok();
-                    let tagged = formation.is_some_and(|f| {
-                        f["formation"]["instances"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter(|i| i["release"] == r2.as_str())
+                    let env: Option<Environment> = ctx.client.get(&ctx.path("")).await.ok();
+                    let tagged = env.and_then(|e| e.formation).is_some_and(|f| {
+                        f.instances
+                            .iter()
+                            .filter(|i| i.release.as_deref() == Some(r2.as_str()))
                             .count()
                             == 3
                     });
@@ -245,31 +245,50 @@ pub async fn tell(platform: &Platform, repo: &std::path::Path) -> anyhow::Result
     story.title(5, "summary");
     println!("{}", table(&["STEP", "TOOK", "RESULT"], &story.rows));
     println!();
-    print_formation(&ctx.client.get(&ctx.path("")).await?);
+    print_formation(&ctx.client.get::<Environment>(&ctx.path("")).await?);
     Ok(())
+}
+
+/// `ship config set KEY=VALUE`; the release it made.
+async fn change_config(ctx: &Ctx, key: &str, value: &str) -> anyhow::Result<String> {
+    let patch = ConfigPatch {
+        set: [(key.to_owned(), value.to_owned())].into(),
+        ..ConfigPatch::default()
+    };
+    let changed: ConfigChanged = ctx.client.patch(&ctx.path("/config"), &patch).await?;
+    let release = changed
+        .release
+        .context("the config change made no release")?
+        .id
+        .to_string();
+    Ok(release)
 }
 
 /// Deploys and follows; fails unless the outcome is what the story wants.
 async fn deploy(
     ctx: &Ctx,
-    body: serde_json::Value,
+    strategy: Option<Strategy>,
     must_succeed: bool,
-) -> anyhow::Result<serde_json::Value> {
-    let (url, started) = start_deploy(ctx, "/deploys", body).await?;
-    let record = &started["deploy"];
+) -> anyhow::Result<DeployRecord> {
+    let request = StartRequest {
+        strategy,
+        ..StartRequest::default()
+    };
+    let started = start_deploy(ctx, "/deploys", &request).await?;
+    let record = &started.deploy;
     println!(
         "deploy {}: {} → {}, {}",
-        record["id"].as_str().unwrap_or("?"),
-        record["from"].as_str().unwrap_or("-"),
-        record["to"].as_str().unwrap_or("-"),
-        record["strategy"].as_str().unwrap_or("-")
+        record.id,
+        opt(record.from),
+        record.to,
+        record.strategy
     );
-    let done = crate::commands::follow(ctx, &url, true).await?;
-    let succeeded = done["status"] == "succeeded";
+    let done = crate::commands::follow(ctx, &started.url, true).await?;
+    let succeeded = done.status == DeployStatus::Succeeded;
     if succeeded != must_succeed {
         bail!(
             "the deploy {} when the demo expected it to {}",
-            done["status"].as_str().unwrap_or("?"),
+            word(&done.status),
             if must_succeed { "succeed" } else { "fail" }
         );
     }

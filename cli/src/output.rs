@@ -42,14 +42,6 @@ pub fn age(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// An RFC 3339 string's age, or "-".
-pub fn age_of(value: &serde_json::Value) -> String {
-    value
-        .as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map_or("-".into(), |t| age(t.with_timezone(&Utc), Utc::now()))
-}
-
 /// A JSON string field, or "-".
 pub fn text(value: &serde_json::Value) -> String {
     match value {
@@ -57,6 +49,21 @@ pub fn text(value: &serde_json::Value) -> String {
         serde_json::Value::Null => "-".into(),
         other => other.to_string(),
     }
+}
+
+/// An optional value in words, or "-".
+pub fn opt(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// The age of an optional time, or "-".
+pub fn age_opt(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "-".into(), |t| age(t, Utc::now()))
+}
+
+/// A value as its API spells it (a status, a strategy), or "-".
+pub fn word(value: &impl serde::Serialize) -> String {
+    text(&serde_json::to_value(value).unwrap_or_default())
 }
 
 pub fn seconds(d: std::time::Duration) -> String {

@@ -8,45 +8,49 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use reqwest::Method;
-use serde_json::Value;
+use serde::Serialize;
+use slipway_control::rollout::{Batch, BatchStatus, DeployRecord};
+use slipway_control::runner::Invocation;
+use slipway_core::deploys::DeployStatus;
+use slipway_http::wire::{DeployAccepted, DeployCancelled, DeployList};
 
 use super::Ctx;
-use crate::output::{age_of, seconds, table, text};
+use crate::output::{age, opt, seconds, table, word};
 
-/// Starts a deploy (or rollback); returns its record's URL.
-pub async fn start_deploy(ctx: &Ctx, route: &str, body: Value) -> anyhow::Result<(String, Value)> {
+/// Starts a deploy (or rollback) with `body` (a `StartRequest` or a
+/// `RollbackRequest`).
+pub async fn start_deploy(
+    ctx: &Ctx,
+    route: &str,
+    body: &impl Serialize,
+) -> anyhow::Result<DeployAccepted> {
     let key = uuid::Uuid::new_v4().to_string();
-    let started = ctx
+    Ok(ctx
         .client
         .send(
             Method::POST,
             &ctx.path(route),
-            Some(&body),
+            Some(body),
             &[("Idempotency-Key", &key)],
         )
-        .await?;
-    let url = started["url"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the control plane did not say where the deploy is"))?
-        .to_owned();
-    Ok((url, started))
+        .await?)
 }
 
 pub async fn start_and_follow(
     ctx: &Ctx,
     route: &str,
-    body: Value,
+    body: &impl Serialize,
     follow_it: bool,
 ) -> anyhow::Result<bool> {
-    let (url, started) = start_deploy(ctx, route, body).await?;
-    let record = &started["deploy"];
+    let started = start_deploy(ctx, route, body).await?;
+    let record = &started.deploy;
     if !follow_it {
         if !ctx.json(&started) {
             println!(
                 "deploy {} queued: {} → {}",
-                text(&record["id"]),
-                text(&record["from"]),
-                text(&record["to"])
+                record.id,
+                opt(record.from),
+                record.to
             );
         }
         return Ok(true);
@@ -54,20 +58,20 @@ pub async fn start_and_follow(
     if !ctx.json {
         println!(
             "deploy {}: {} → {}, {}{}",
-            text(&record["id"]),
-            text(&record["from"]),
-            text(&record["to"]),
-            text(&record["strategy"]),
-            if record["auto_rollback"] == false {
-                ", no rollback"
-            } else {
+            record.id,
+            opt(record.from),
+            record.to,
+            record.strategy,
+            if record.auto_rollback {
                 ""
+            } else {
+                ", no rollback"
             }
         );
     }
-    let done = follow(ctx, &url, !ctx.json).await?;
+    let done = follow(ctx, &started.url, !ctx.json).await?;
     ctx.json(&done);
-    Ok(done["status"] == "succeeded")
+    Ok(done.status == DeployStatus::Succeeded)
 }
 
 /// What has been printed of a record already.
@@ -84,77 +88,68 @@ impl Seen {
     }
 }
 
-fn invocation_lines(seen: &mut Seen, prefix: &str, results: &Value) {
-    for r in results.as_array().into_iter().flatten() {
-        let ms = r["duration_ms"].as_u64().unwrap_or(0);
+fn invocation_lines<'a>(
+    seen: &mut Seen,
+    prefix: &str,
+    results: impl IntoIterator<Item = &'a Invocation>,
+) {
+    for r in results {
         seen.say(format!(
             "{prefix}  {}  {}  exit {}  {}",
-            text(&r["instance"]),
-            text(&r["status"]),
-            text(&r["exit_code"]),
-            seconds(Duration::from_millis(ms))
+            r.instance,
+            word(&r.status),
+            opt(r.exit_code),
+            seconds(Duration::from_millis(r.duration_ms))
         ));
-        let ok = r["status"] == "success" && r["exit_code"] == 0;
-        if !ok {
-            for line in r["output_tail"].as_str().unwrap_or_default().lines() {
-                seen.say(format!("{prefix}    | {} {line}", text(&r["instance"])));
+        if !r.succeeded() {
+            for line in r.output_tail.lines() {
+                seen.say(format!("{prefix}    | {} {line}", r.instance));
             }
         }
     }
 }
 
-fn batch_lines(seen: &mut Seen, name: &str, batch: &Value) {
-    let instances: Vec<String> = batch["instances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(text)
-        .collect();
+fn batch_lines(seen: &mut Seen, name: &str, batch: &Batch) {
+    let instances: Vec<String> = batch.instances.iter().map(|i| i.to_string()).collect();
     seen.say(format!("{name}: {}", instances.join(", ")));
-    invocation_lines(seen, &format!("  {name}"), &batch["results"]);
-    for u in batch["unhealthy"].as_array().into_iter().flatten() {
-        seen.say(format!("  {name}  {} not healthy in time", text(u)));
+    invocation_lines(seen, &format!("  {name}"), &batch.results);
+    for u in &batch.unhealthy {
+        seen.say(format!("  {name}  {u} not healthy in time"));
     }
-    if batch["status"] != "running" {
-        seen.say(format!("{name} {}", text(&batch["status"])));
+    if batch.status != BatchStatus::Running {
+        seen.say(format!("{name} {}", word(&batch.status)));
     }
 }
 
 /// Follows a deploy until it finishes; prints its progress when `print`.
-pub async fn follow(ctx: &Ctx, url: &str, print: bool) -> anyhow::Result<Value> {
+pub async fn follow(ctx: &Ctx, url: &str, print: bool) -> anyhow::Result<DeployRecord> {
     let started = Instant::now();
     let mut seen = Seen::default();
     loop {
-        let record = ctx.client.get(url).await?;
+        let record: DeployRecord = ctx.client.get(url).await?;
         if print {
-            if !record["release_phase"].is_null() {
-                invocation_lines(
-                    &mut seen,
-                    "release phase",
-                    &Value::Array(vec![record["release_phase"].clone()]),
-                );
+            invocation_lines(&mut seen, "release phase", &record.release_phase);
+            for batch in &record.batches {
+                batch_lines(&mut seen, &format!("batch {}", batch.number), batch);
             }
-            for batch in record["batches"].as_array().into_iter().flatten() {
-                batch_lines(&mut seen, &format!("batch {}", batch["number"]), batch);
+            if let Some(rollback) = &record.rollback {
+                batch_lines(&mut seen, "rollback", rollback);
             }
-            if !record["rollback"].is_null() {
-                batch_lines(&mut seen, "rollback", &record["rollback"]);
-            }
-            for note in record["notes"].as_array().into_iter().flatten() {
-                seen.say(format!("note: {}", text(note)));
+            for note in &record.notes {
+                seen.say(format!("note: {note}"));
             }
         }
-        if !record["finished_at"].is_null() {
+        if record.finished_at.is_some() {
             if print {
-                let status = text(&record["status"]);
                 let mut line = format!(
-                    "deploy {} {status} in {}: {} → {}",
-                    text(&record["id"]),
+                    "deploy {} {} in {}: {} → {}",
+                    record.id,
+                    word(&record.status),
                     seconds(started.elapsed()),
-                    text(&record["from"]),
-                    text(&record["to"])
+                    opt(record.from),
+                    record.to
                 );
-                if let Some(cause) = record["cause"].as_str() {
+                if let Some(cause) = &record.cause {
                     line.push_str(&format!(" ({cause})"));
                 }
                 println!("{line}");
@@ -166,45 +161,44 @@ pub async fn follow(ctx: &Ctx, url: &str, print: bool) -> anyhow::Result<Value> 
 }
 
 pub async fn cancel(ctx: &Ctx) -> anyhow::Result<bool> {
-    let list = ctx.client.get(&ctx.path("/deploys?limit=5")).await?;
-    let running = list["deploys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|d| d["finished_at"].is_null())
+    let list: DeployList = ctx.client.get(&ctx.path("/deploys?limit=5")).await?;
+    let running = list
+        .deploys
+        .iter()
+        .find(|d| d.finished_at.is_none())
         .ok_or_else(|| anyhow!("no deploy is running in {}", ctx.env))?;
-    let id = text(&running["id"]);
-    let answer = ctx
+    let id = &running.id;
+    let answer: DeployCancelled = ctx
         .client
-        .post(&ctx.path(&format!("/deploys/{id}/cancel")), None)
+        .post_empty(&ctx.path(&format!("/deploys/{id}/cancel")))
         .await?;
     if !ctx.json(&answer) {
-        println!("deploy {id}: {}", text(&answer["note"]));
+        println!("deploy {id}: {}", answer.note);
     }
     Ok(true)
 }
 
 pub async fn list(ctx: &Ctx, limit: usize) -> anyhow::Result<bool> {
-    let list = ctx
+    let list: DeployList = ctx
         .client
         .get(&ctx.path(&format!("/deploys?limit={}", limit.clamp(1, 100))))
         .await?;
     if ctx.json(&list) {
         return Ok(true);
     }
-    let rows: Vec<Vec<String>> = list["deploys"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let now = chrono::Utc::now();
+    let rows: Vec<Vec<String>> = list
+        .deploys
+        .iter()
         .map(|d| {
             vec![
-                text(&d["id"]),
-                text(&d["status"]),
-                format!("{} → {}", text(&d["from"]), text(&d["to"])),
-                text(&d["strategy"]),
-                text(&d["user"]),
-                age_of(&d["created_at"]),
-                text(&d["cause"]),
+                d.id.to_string(),
+                word(&d.status),
+                format!("{} → {}", opt(d.from), d.to),
+                d.strategy.to_string(),
+                d.user.clone(),
+                age(d.created_at, now),
+                opt(d.cause.as_deref()),
             ]
         })
         .collect();

@@ -5,67 +5,56 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::bail;
-use serde_json::{Value, json};
+use slipway_control::cycle::{CycleRecord, CycleStatus, StepStatus};
+use slipway_http::wire::{CycleAccepted, CycleAnswer, Environment, ScaleAnswer, ScaleRequest};
 
 use super::Ctx;
-use crate::output::{age_of, table, text};
+use crate::output::{age_opt, opt, table};
 
 /// The formation as a table grouped by availability zone.
-pub fn print_formation(env: &Value) {
+pub fn print_formation(env: &Environment) {
     println!(
         "{}/{}: current release {}",
-        text(&env["app"]),
-        text(&env["env"]),
-        text(&env["current"])
+        env.app,
+        env.env,
+        opt(env.current)
     );
-    if let Some(lock) = env["lock"].as_object() {
-        println!(
-            "in progress: {} by {}",
-            text(&lock["deploy_id"]),
-            text(&lock["user"])
-        );
+    if let Some(lock) = &env.lock {
+        println!("in progress: {} by {}", lock.job, lock.user);
     }
-    let formation = &env["formation"];
-    if formation.is_null() {
+    let Some(formation) = &env.formation else {
         println!("no Auto Scaling group");
         return;
-    }
+    };
     println!(
         "group {}: {} desired (min {}, max {}), launch template {}",
-        text(&formation["group"]),
-        formation["desired"],
-        formation["min"],
-        formation["max"],
-        text(&formation["launch_template"])
+        formation.group,
+        formation.desired,
+        formation.min,
+        formation.max,
+        opt(formation.launch_template.as_deref())
     );
-    for lb in formation["load_balancers"].as_array().into_iter().flatten() {
-        println!(
-            "load balancer {}: {}",
-            text(&lb["name"]),
-            text(&lb["dns_name"])
-        );
+    for lb in &formation.load_balancers {
+        println!("load balancer {}: {}", lb.name, lb.dns_name);
     }
     let mut by_az: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
-    for i in formation["instances"].as_array().into_iter().flatten() {
-        let health: Vec<String> = i["target_health"]
-            .as_object()
-            .map(|m| m.values().map(text).collect())
-            .unwrap_or_default();
+    for i in &formation.instances {
+        let health: Vec<String> = i.target_health.values().cloned().collect();
         let health = if health.is_empty() {
-            text(&i["health"]).to_lowercase()
+            i.health.to_lowercase()
         } else {
             health.join(",")
         };
         by_az
-            .entry(text(&i["availability_zone"]))
+            .entry(i.availability_zone.clone())
             .or_default()
             .push(vec![
-                text(&i["id"]),
-                text(&i["lifecycle"]),
+                i.id.to_string(),
+                i.lifecycle.clone(),
                 health,
-                text(&i["release"]),
-                age_of(&i["launched_at"]),
-                text(&i["session_url"]),
+                opt(i.release.as_deref()),
+                age_opt(i.launched_at),
+                i.session_url.clone(),
             ]);
     }
     for (az, rows) in by_az {
@@ -81,7 +70,7 @@ pub fn print_formation(env: &Value) {
 }
 
 pub async fn ps(ctx: &Ctx) -> anyhow::Result<bool> {
-    let env = ctx.client.get(&ctx.path("")).await?;
+    let env: Environment = ctx.client.get(&ctx.path("")).await?;
     if !ctx.json(&env) {
         print_formation(&env);
     }
@@ -91,9 +80,9 @@ pub async fn ps(ctx: &Ctx) -> anyhow::Result<bool> {
 pub async fn cycle(ctx: &Ctx, instance: Option<String>, all: bool) -> anyhow::Result<bool> {
     match (instance, all) {
         (Some(id), false) => {
-            let answer = ctx
+            let answer: CycleAnswer = ctx
                 .client
-                .post(&ctx.path(&format!("/instances/{id}/cycle")), None)
+                .post_empty(&ctx.path(&format!("/instances/{id}/cycle")))
                 .await?;
             if !ctx.json(&answer) {
                 println!(
@@ -103,48 +92,45 @@ pub async fn cycle(ctx: &Ctx, instance: Option<String>, all: bool) -> anyhow::Re
             Ok(true)
         }
         (None, true) => {
-            let started = ctx.client.post(&ctx.path("/cycle"), None).await?;
-            let url = text(&started["url"]);
+            let started: CycleAccepted = ctx.client.post_empty(&ctx.path("/cycle")).await?;
             if !ctx.json {
-                println!(
-                    "cycle {}: every instance, one at a time",
-                    text(&started["id"])
-                );
+                println!("cycle {}: every instance, one at a time", started.id);
             }
             let mut printed = 0;
             loop {
-                let record = ctx.client.get(&url).await?;
-                let steps = record["steps"].as_array().cloned().unwrap_or_default();
-                let done: Vec<&Value> = steps
+                let record: CycleRecord = ctx.client.get(&started.url).await?;
+                let done: Vec<_> = record
+                    .steps
                     .iter()
-                    .filter(|s| !matches!(s["status"].as_str(), Some("pending" | "replacing")))
+                    .filter(|s| !matches!(s.status, StepStatus::Pending | StepStatus::Replacing))
                     .collect();
                 if !ctx.json {
                     for s in done.iter().skip(printed) {
                         println!(
                             "  {} {} {}",
-                            text(&s["instance"]),
-                            text(&s["status"]),
-                            s["replacement"]
-                                .as_str()
+                            s.instance,
+                            crate::output::word(&s.status),
+                            s.replacement
+                                .as_ref()
                                 .map(|r| format!("by {r}"))
                                 .unwrap_or_default()
                         );
                     }
                 }
                 printed = done.len();
-                if !record["finished_at"].is_null() {
+                if record.finished_at.is_some() {
                     if !ctx.json(&record) {
                         println!(
                             "cycle {}{}",
-                            text(&record["status"]),
-                            record["cause"]
-                                .as_str()
+                            crate::output::word(&record.status),
+                            record
+                                .cause
+                                .as_deref()
                                 .map(|c| format!(": {c}"))
                                 .unwrap_or_default()
                         );
                     }
-                    return Ok(record["status"] == "succeeded");
+                    return Ok(record.status == CycleStatus::Succeeded);
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -159,18 +145,13 @@ pub async fn scale(
     min: Option<i32>,
     max: Option<i32>,
 ) -> anyhow::Result<bool> {
-    let mut body = serde_json::Map::new();
-    for (k, v) in [("desired", desired), ("min", min), ("max", max)] {
-        if let Some(v) = v {
-            body.insert(k.into(), json!(v));
-        }
-    }
-    let answer = ctx.client.patch(&ctx.path("/scale"), &body.into()).await?;
+    let request = ScaleRequest { desired, min, max };
+    let answer: ScaleAnswer = ctx.client.patch(&ctx.path("/scale"), &request).await?;
     if !ctx.json(&answer) {
-        let (from, to) = (&answer["scale"]["from"], &answer["scale"]["to"]);
+        let (from, to) = (answer.scale.from, answer.scale.to);
         println!(
             "{}: {} → {} instances (min {}, max {})",
-            ctx.env, from["desired"], to["desired"], to["min"], to["max"]
+            ctx.env, from.desired, to.desired, to.min, to.max
         );
     }
     Ok(true)

@@ -5,10 +5,10 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
+use slipway_http::wire::{LogEvent, LogPage};
 
 use super::Ctx;
-use crate::output::text;
+use crate::output::word;
 
 /// What to search for.
 #[derive(Debug, clap::Args)]
@@ -52,31 +52,34 @@ fn query(args: &LogArgs, since: &str, next: Option<&str>) -> String {
     q.finish()
 }
 
-fn print_line(event: &Value, json: bool) {
+fn print_line(event: &LogEvent, json: bool) {
     if json {
-        println!("{event}");
+        println!(
+            "{}",
+            serde_json::to_string(event).expect("a log line serialises")
+        );
     } else {
         println!(
             "{} {} {}: {}",
-            text(&event["timestamp"]),
-            text(&event["instance"]),
-            text(&event["process"]),
-            text(&event["message"])
+            word(&event.timestamp),
+            event.instance,
+            event.process,
+            event.message
         );
     }
 }
 
 /// One search, following `next` until the span is exhausted.
-async fn search(ctx: &Ctx, args: &LogArgs, since: &str) -> anyhow::Result<Vec<Value>> {
+async fn search(ctx: &Ctx, args: &LogArgs, since: &str) -> anyhow::Result<Vec<LogEvent>> {
     let mut events = Vec::new();
     let mut next: Option<String> = None;
     loop {
-        let page = ctx
+        let page: LogPage = ctx
             .client
             .get(&ctx.path(&format!("/logs?{}", query(args, since, next.as_deref()))))
             .await?;
-        events.extend(page["events"].as_array().cloned().unwrap_or_default());
-        next = page["next"].as_str().map(str::to_owned);
+        events.extend(page.events);
+        next = page.next;
         if next.is_none() || events.len() >= args.limit {
             return Ok(events);
         }
@@ -88,14 +91,9 @@ pub async fn logs(ctx: &Ctx, args: LogArgs) -> anyhow::Result<bool> {
     let mut seen: HashSet<String> = HashSet::new();
     loop {
         let events = search(ctx, &args, &since).await?;
-        let at = |e: &Value| {
-            e["timestamp"]
-                .as_str()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        };
-        let newest = events.iter().filter_map(at).max();
+        let newest = events.iter().map(|e| e.timestamp).max();
         for e in &events {
-            if seen.insert(text(&e["id"])) {
+            if seen.insert(e.id.clone()) {
                 print_line(e, ctx.json);
             }
         }
@@ -107,8 +105,8 @@ pub async fn logs(ctx: &Ctx, args: LogArgs) -> anyhow::Result<bool> {
             // starts there and sees them again.
             seen = events
                 .iter()
-                .filter(|e| at(e) == Some(newest))
-                .map(|e| text(&e["id"]))
+                .filter(|e| e.timestamp == newest)
+                .map(|e| e.id.clone())
                 .collect();
             since = newest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         }

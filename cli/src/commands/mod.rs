@@ -53,7 +53,7 @@ impl Ctx {
     }
 
     /// Prints `value` as JSON in `--json` mode; true if it did.
-    pub fn json(&self, value: &serde_json::Value) -> bool {
+    pub fn json(&self, value: &impl serde::Serialize) -> bool {
         if self.json {
             println!(
                 "{}",

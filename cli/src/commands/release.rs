@@ -3,15 +3,17 @@
 //! control plane hands out, then followed until the upload became a
 //! release (or was rejected, with the reason). `ship releases` lists them.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use serde_json::{Value, json};
+use slipway_core::archive::ArchiveFormat;
+use slipway_http::wire::{ReleaseList, UploadRequest, UploadStatus, UploadTicket};
 
 use super::Ctx;
-use crate::output::{age_of, table, text};
+use crate::output::{age, opt, table, text};
 
 pub struct ReleaseOptions {
     pub dir: PathBuf,
@@ -90,20 +92,21 @@ fn archive(options: &ReleaseOptions) -> anyhow::Result<(Vec<u8>, String, String)
 
 pub async fn release(ctx: &Ctx, options: &ReleaseOptions) -> anyhow::Result<String> {
     let (body, git_ref, commit) = archive(options)?;
-    let mut request = json!({ "git_ref": git_ref, "format": "tar.zst" });
-    if let Some(m) = &options.message {
-        request["description"] = m.clone().into();
-    }
-    let ticket = ctx
-        .client
-        .post(&ctx.path("/releases"), Some(&request))
-        .await?;
-    let url = ticket["upload_url"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the control plane gave no upload URL"))?;
-    let key = ticket["key"].as_str().unwrap_or_default();
-    let name = key.rsplit('/').next().unwrap_or_default().to_owned();
-    upload(ctx, url, &ticket["headers"], body, options.progress).await?;
+    let request = UploadRequest {
+        description: options.message.clone(),
+        git_ref: Some(git_ref),
+        format: Some(ArchiveFormat::Zstd),
+    };
+    let ticket: UploadTicket = ctx.client.post(&ctx.path("/releases"), &request).await?;
+    let name = ticket.key.rsplit('/').next().unwrap_or_default().to_owned();
+    upload(
+        ctx,
+        &ticket.upload_url,
+        &ticket.headers,
+        body,
+        options.progress,
+    )
+    .await?;
     let release = wait_for_release(ctx, &name).await?;
     if options.tag {
         git(&options.dir, &["tag", &release, &commit])
@@ -115,7 +118,7 @@ pub async fn release(ctx: &Ctx, options: &ReleaseOptions) -> anyhow::Result<Stri
 async fn upload(
     ctx: &Ctx,
     url: &str,
-    headers: &Value,
+    headers: &BTreeMap<String, String>,
     body: Vec<u8>,
     progress: bool,
 ) -> anyhow::Result<()> {
@@ -145,10 +148,8 @@ async fn upload(
         .put(url)
         .header(reqwest::header::CONTENT_LENGTH, len)
         .body(reqwest::Body::wrap_stream(stream));
-    if let Some(headers) = headers.as_object() {
-        for (k, v) in headers {
-            request = request.header(k, v.as_str().unwrap_or_default());
-        }
+    for (k, v) in headers {
+        request = request.header(k, v);
     }
     let response = request
         .send()
@@ -167,13 +168,13 @@ async fn upload(
 async fn wait_for_release(ctx: &Ctx, name: &str) -> anyhow::Result<String> {
     let started = Instant::now();
     loop {
-        let status = ctx
+        let status: UploadStatus = ctx
             .client
             .get(&ctx.path(&format!("/uploads/{name}")))
             .await?;
-        match status["state"].as_str() {
-            Some("released") => return Ok(text(&status["release"])),
-            Some("rejected") => bail!("the upload was rejected: {}", text(&status["reason"])),
+        match status {
+            UploadStatus::Released { release } => return Ok(release.to_string()),
+            UploadStatus::Rejected { reason } => bail!("the upload was rejected: {reason}"),
             _ if started.elapsed() > Duration::from_secs(180) => bail!(
                 "the upload was not processed within 3 minutes: is the release function receiving S3 events?"
             ),
@@ -183,26 +184,26 @@ async fn wait_for_release(ctx: &Ctx, name: &str) -> anyhow::Result<String> {
 }
 
 pub async fn list(ctx: &Ctx, limit: usize) -> anyhow::Result<bool> {
-    let page = ctx
+    let page: ReleaseList = ctx
         .client
         .get(&ctx.path(&format!("/releases?limit={}", limit.clamp(1, 100))))
         .await?;
     if ctx.json(&page) {
         return Ok(true);
     }
-    let rows: Vec<Vec<String>> = page["releases"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let now = chrono::Utc::now();
+    let rows: Vec<Vec<String>> = page
+        .releases
+        .iter()
         .map(|r| {
-            let origin = text(&r["origin"]["kind"]);
+            let origin = serde_json::to_value(&r.origin).unwrap_or_default();
             vec![
-                text(&r["id"]),
-                age_of(&r["created_at"]),
-                text(&r["created_by"]),
-                text(&r["git_ref"]),
-                origin,
-                text(&r["description"]),
+                r.id.to_string(),
+                age(r.created_at, now),
+                r.created_by.clone(),
+                opt(r.git_ref.as_deref()),
+                text(&origin["kind"]),
+                opt(r.description.as_deref()),
             ]
         })
         .collect();

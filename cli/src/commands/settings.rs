@@ -1,7 +1,10 @@
 //! `ship config`, `ship settings`, `ship promote`.
 
 use anyhow::{anyhow, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
+use slipway_core::env_settings::EnvSettings;
+use slipway_core::manifest::Manifest;
+use slipway_http::wire::{ConfigAnswer, ConfigChanged, ConfigPatch, Environment, PromoteRequest};
 
 use super::{ConfigAction, Ctx, SettingsAction};
 use crate::output::{table, text};
@@ -23,43 +26,42 @@ pub async fn config(ctx: &Ctx, action: Option<ConfigAction>, reveal: bool) -> an
         } else {
             "/config"
         });
-        let config = ctx.client.get(&path).await?;
+        let config: ConfigAnswer = ctx.client.get(&path).await?;
         if !ctx.json(&config) {
-            let rows: Vec<Vec<String>> = config["config"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| vec![k.clone(), text(v)])
+            let rows: Vec<Vec<String>> = config
+                .config
+                .iter()
+                .map(|(k, v)| vec![k.clone(), v.clone()])
                 .collect();
             println!("{}", table(&["KEY", "VALUE"], &rows));
         }
         return Ok(true);
     };
     let body = match action {
-        ConfigAction::Set { pairs: raw } => {
-            let set: serde_json::Map<String, Value> = pairs(&raw)?
-                .into_iter()
-                .map(|(k, v)| (k, v.into()))
-                .collect();
-            json!({ "set": set })
-        }
-        ConfigAction::Unset { keys } => json!({ "unset": keys }),
+        ConfigAction::Set { pairs: raw } => ConfigPatch {
+            set: pairs(&raw)?.into_iter().collect(),
+            ..ConfigPatch::default()
+        },
+        ConfigAction::Unset { keys } => ConfigPatch {
+            unset: keys,
+            ..ConfigPatch::default()
+        },
     };
-    let answer = ctx.client.patch(&ctx.path("/config"), &body).await?;
+    let answer: ConfigChanged = ctx.client.patch(&ctx.path("/config"), &body).await?;
     if !ctx.json(&answer) {
-        match answer["release"]["id"].as_str() {
-            Some(release) => println!("config changed: release {release}"),
+        match &answer.release {
+            Some(release) => println!("config changed: release {}", release.id),
             None => println!("config changed (no release yet: the next one carries it)"),
         }
-        for entry in answer["diff"].as_array().into_iter().flatten() {
-            println!("  {} {}", text(&entry["change"]), text(&entry["key"]));
+        for entry in &answer.diff {
+            println!("  {} {}", entry.change, entry.key);
         }
     }
     Ok(true)
 }
 
 pub async fn settings(ctx: &Ctx, action: Option<SettingsAction>) -> anyhow::Result<bool> {
-    let answer = match action {
+    let answer: EnvSettings = match action {
         None => ctx.client.get(&ctx.path("/settings")).await?,
         Some(SettingsAction::Set { pairs: raw }) => {
             let patch: serde_json::Map<String, Value> = pairs(&raw)?
@@ -69,13 +71,11 @@ pub async fn settings(ctx: &Ctx, action: Option<SettingsAction>) -> anyhow::Resu
                     (k, value)
                 })
                 .collect();
-            ctx.client
-                .patch(&ctx.path("/settings"), &patch.into())
-                .await?
+            ctx.client.patch(&ctx.path("/settings"), &patch).await?
         }
     };
     if !ctx.json(&answer) {
-        let rows: Vec<Vec<String>> = answer
+        let rows: Vec<Vec<String>> = serde_json::to_value(&answer)?
             .as_object()
             .into_iter()
             .flatten()
@@ -90,9 +90,9 @@ pub async fn promote(ctx: &Ctx, to: &str, release: Option<String>) -> anyhow::Re
     let release = match release {
         Some(r) => r,
         None => {
-            let env = ctx.client.get(&ctx.path("")).await?;
-            match env["current"].as_str() {
-                Some(r) => r.to_owned(),
+            let env: Environment = ctx.client.get(&ctx.path("")).await?;
+            match env.current {
+                Some(r) => r.to_string(),
                 None => bail!(
                     "{} has no current release: say which release to promote",
                     ctx.env
@@ -100,19 +100,17 @@ pub async fn promote(ctx: &Ctx, to: &str, release: Option<String>) -> anyhow::Re
             }
         }
     };
-    let answer = ctx
+    let answer: Manifest = ctx
         .client
         .post(
             &ctx.path(&format!("/releases/{release}/promote")),
-            Some(&json!({ "to": to })),
+            &PromoteRequest { to: to.to_owned() },
         )
         .await?;
     if !ctx.json(&answer) {
         println!(
             "{release} of {} is now {} of {}/{to}",
-            ctx.env,
-            text(&answer["id"]),
-            ctx.env.app
+            ctx.env, answer.id, ctx.env.app
         );
     }
     Ok(true)
