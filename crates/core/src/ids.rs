@@ -112,14 +112,13 @@ pub enum JobId {
 impl JobId {
     /// A deploy's or a cycle's id, told apart by its kind letter.
     pub fn parse(raw: &str) -> Result<Self, BadId> {
-        if raw.starts_with('c') {
-            CycleId::parse(raw).map(Self::Cycle)
-        } else {
-            DeployId::parse(raw).map(Self::Deploy).map_err(|_| BadId {
+        DeployId::parse(raw)
+            .map(Self::Deploy)
+            .or_else(|_| CycleId::parse(raw).map(Self::Cycle))
+            .map_err(|_| BadId {
                 kind: "deploy or cycle",
                 shown: raw.chars().take(40).collect(),
             })
-        }
     }
 
     pub fn as_str(&self) -> &str {
