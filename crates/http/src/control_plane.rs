@@ -172,17 +172,18 @@ impl<F: ControlFleet> ControlPlane<F> {
 /// The service around a function's routes: Basic auth on the
 /// authenticated ones and the fallback (so unknown paths reveal nothing),
 /// cross-site changes refused, `open` routes beside them, `/healthz` open,
-/// request tracing. Without `users`, every path but the open ones is a 404.
+/// request tracing. Without `users` no authenticated route is served:
+/// every path but the open ones is a 404.
 pub fn serve(authenticated: Router, open: Router, users: Option<Arc<Users>>) -> Router {
-    let rest = authenticated
-        .fallback(not_found)
-        .layer(middleware::from_fn(refuse_cross_site));
     let rest = match users {
-        Some(users) => rest.layer(middleware::from_fn_with_state(
-            users,
-            api::require_basic_auth,
-        )),
-        None => rest,
+        Some(users) => authenticated
+            .fallback(not_found)
+            .layer(middleware::from_fn(refuse_cross_site))
+            .layer(middleware::from_fn_with_state(
+                users,
+                api::require_basic_auth,
+            )),
+        None => Router::new().fallback(not_found),
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -374,5 +375,30 @@ mod tests {
                 .1,
             "done"
         );
+    }
+
+    #[tokio::test]
+    async fn without_users_no_authenticated_route_is_served() {
+        use tower::ServiceExt;
+        let secret = Router::new().route("/secret", get(|| async { "secret" }));
+        let open = Router::new().route("/open", get(|| async { "open" }));
+        let app = serve(secret, open, None);
+        let status = |uri: &'static str| {
+            let app = app.clone();
+            async move {
+                app.oneshot(
+                    axum::http::Request::get(uri)
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+            }
+        };
+        assert_eq!(status("/secret").await, 404);
+        assert_eq!(status("/open").await, 200);
+        assert_eq!(status("/healthz").await, 200);
     }
 }

@@ -247,6 +247,27 @@ async fn unknown_releases_and_deploys_are_clear_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("r9 does not exist"), "{err}");
     assert!(DeployId::parse("../x").is_err(), "never becomes a key");
+    let fleet = Healthy(vec![InstanceId::parse("i-1").unwrap()]);
+    let url = |id: ReleaseId| format!("s3://bucket/hello/prod/releases/{id}");
+    let options = Options::from_settings(&Default::default(), false);
+    let missing = DeployId::parse("d20260101000000000-abcdef").unwrap();
+    assert!(
+        matches!(
+            run_queued(
+                &d,
+                &env(),
+                &missing,
+                &fleet,
+                &Agents { fail: false },
+                &url,
+                options,
+                None
+            )
+            .await,
+            Err(DeployError::NotFound(_))
+        ),
+        "a worker launched for a deploy that does not exist says so"
+    );
     assert!(matches!(
         d.get(&env(), &DeployId::parse("d2026").unwrap()).await,
         Err(DeployError::NotFound(_))

@@ -40,6 +40,9 @@ pub enum CycleStatus {
     Succeeded,
     Failed,
     Cancelled,
+    /// A status this build does not know yet.
+    #[serde(other)]
+    Unknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,9 +136,28 @@ impl crate::jobs::JobRecord for CycleRecord {
             || (self.status == CycleStatus::Running && self.handed_off)
     }
 
+    fn is_finished(&self) -> bool {
+        CycleRecord::is_finished(self)
+    }
+
     fn take_up(&mut self) {
         self.status = CycleStatus::Running;
         self.handed_off = false;
         self.workers += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_status_this_build_does_not_know_still_reads() {
+        let s: CycleStatus = serde_json::from_str("\"paused\"").unwrap();
+        assert_eq!(s, CycleStatus::Unknown);
+        assert_eq!(
+            serde_json::to_string(&CycleStatus::Cancelled).unwrap(),
+            "\"cancelled\""
+        );
     }
 }

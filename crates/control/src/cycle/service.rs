@@ -67,7 +67,6 @@ impl From<JobError> for CycleError {
             JobError::Store(e) => e.into(),
             JobError::Objects(e) => e.into(),
             JobError::Launch(e) => e.into(),
-            JobError::NoLauncher => Self::Lock(LockError::Lost),
         }
     }
 }
@@ -430,6 +429,7 @@ pub async fn run_queued_cycle<F: Fleet + GroupControl>(
     let record = match crate::jobs::claim(&cycles.objects, env, &job).await? {
         Claim::Ours(record) => record,
         Claim::NotOurs(record) => return Ok(record),
+        Claim::Missing => return Err(CycleError::NotFound(id.clone())),
     };
     let log = S3CycleLog {
         cycles: cycles.clone(),

@@ -53,7 +53,7 @@ pub enum LockError {
         .0.holder(), .0.user, .0.acquired_at.to_rfc3339()
     )]
     Held(Lock),
-    #[error("the lock is no longer held by this deploy")]
+    #[error("the lock is no longer held by this job")]
     Lost,
     #[error("the lock object is damaged: {0}")]
     Damaged(String),

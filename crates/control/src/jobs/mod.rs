@@ -37,7 +37,8 @@ use crate::store::{StoreError, read_record};
 /// Why a worker could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("the asynchronous invocation failed: {0}")]
+    /// The SDK's error, as it says it.
+    #[error("{0}")]
     Invoke(String),
     #[error("the asynchronous invocation answered {0}")]
     Status(i32),
@@ -46,6 +47,8 @@ pub enum LaunchError {
         expected: slipway_core::ids::JobKind,
         got: slipway_core::ids::JobKind,
     },
+    #[error("no launcher to hand over to")]
+    NoLauncher,
 }
 
 /// Starts the worker of a queued job without waiting for it: an
@@ -64,10 +67,8 @@ pub enum JobError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Objects(#[from] ObjectError),
-    #[error("could not start the next worker: {0}")]
+    #[error(transparent)]
     Launch(#[from] LaunchError),
-    #[error("no launcher to hand over to")]
-    NoLauncher,
 }
 
 /// Where an engine keeps what its job does: the record, the lock, the
@@ -86,6 +87,7 @@ pub trait JobLog<R>: Sync {
 pub trait JobRecord: Serialize + DeserializeOwned {
     /// Queued, or handed over by a worker that ran out of time.
     fn resumable(&self) -> bool;
+    fn is_finished(&self) -> bool;
     /// A worker takes it up: counts itself, and marks it running.
     fn take_up(&mut self);
 }
@@ -97,6 +99,8 @@ pub enum Claim<R> {
     /// Finished, run by another worker, or claimed by one meanwhile: the
     /// record as it is.
     NotOurs(R),
+    /// There is no such job.
+    Missing,
 }
 
 /// Claims the job `id` for this worker: a conditional write of the taken-up
@@ -110,12 +114,9 @@ pub async fn claim<R: JobRecord>(
     let key = job_key(env, id);
     let what = format!("{} record {id}", id.kind());
     let Some((mut record, etag)) = read_record::<R>(objects, &key, &what).await? else {
-        return Err(StoreError::Corrupt {
-            what,
-            detail: "it does not exist".into(),
-        });
+        return Ok(Claim::Missing);
     };
-    if !record.resumable() {
+    if record.is_finished() || !record.resumable() {
         return Ok(Claim::NotOurs(record));
     }
     record.take_up();
@@ -126,13 +127,10 @@ pub async fn claim<R: JobRecord>(
     {
         Ok(_) => Ok(Claim::Ours(record)),
         Err(ObjectError::Precondition { .. }) => {
-            let (now, _) = read_record::<R>(objects, &key, &what)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt {
-                    what,
-                    detail: "it disappeared".into(),
-                })?;
-            Ok(Claim::NotOurs(now))
+            Ok(match read_record::<R>(objects, &key, &what).await? {
+                Some((now, _)) => Claim::NotOurs(now),
+                None => Claim::Missing,
+            })
         }
         Err(e) => Err(e.into()),
     }
@@ -229,7 +227,7 @@ impl S3Job {
 
     /// Starts a fresh worker that continues this job; the lock stays held.
     pub async fn hand_off(&self) -> Result<(), JobError> {
-        let launcher = self.launcher.as_ref().ok_or(JobError::NoLauncher)?;
+        let launcher = self.launcher.as_ref().ok_or(LaunchError::NoLauncher)?;
         Ok(launcher.launch(self.env.clone(), self.id.clone()).await?)
     }
 }

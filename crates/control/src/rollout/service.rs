@@ -67,7 +67,6 @@ impl From<JobError> for DeployError {
             JobError::Store(e) => e.into(),
             JobError::Objects(e) => e.into(),
             JobError::Launch(e) => e.into(),
-            JobError::NoLauncher => Self::Lock(LockError::Lost),
         }
     }
 }
@@ -76,6 +75,10 @@ impl crate::jobs::JobRecord for DeployRecord {
     fn resumable(&self) -> bool {
         self.status == DeployStatus::Queued
             || (self.status == DeployStatus::Running && self.handed_off)
+    }
+
+    fn is_finished(&self) -> bool {
+        DeployRecord::is_finished(self)
     }
 
     fn take_up(&mut self) {
@@ -102,6 +105,7 @@ pub async fn run_queued<F: Fleet, R: Runner>(
             Claim::Ours(record) => record,
             // A repeated launch of a deploy that already ran, or runs.
             Claim::NotOurs(record) => return Ok(record),
+            Claim::Missing => return Err(DeployError::NotFound(deploy_id.clone())),
         };
     let log = deploys.log_for(env, &record, launcher).await?;
     let engine = Engine {

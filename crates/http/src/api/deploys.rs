@@ -174,8 +174,8 @@ async fn begin(
     if let Some(key) = &idempotency
         && let Some(seen) = deploys.objects.get(key).await.map_err(ApiError::internal)?
     {
-        let id =
-            DeployId::parse(&String::from_utf8_lossy(&seen.body)).map_err(ApiError::internal)?;
+        let id = DeployId::parse(&String::from_utf8_lossy(&seen.body))
+            .map_err(|_| ApiError::NotFound("no such deploy".into()))?;
         let record = deploys.get(env, &id).await?;
         return Ok(accepted(env, record));
     }
