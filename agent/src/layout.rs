@@ -68,6 +68,13 @@ impl Layout {
         self.root.join("env").join(format!("{id}.env"))
     }
 
+    /// `env/r<N>.procfile`: the verified manifest's Procfile, written by
+    /// the agent beside the env file. Units are rendered from it, never
+    /// from the Procfile in the release tree, which is the app's to rewrite.
+    pub fn procfile(&self, id: ReleaseId) -> PathBuf {
+        self.root.join("env").join(format!("{id}.procfile"))
+    }
+
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")
     }
@@ -140,6 +147,7 @@ impl Layout {
     pub fn remove_release(&self, id: ReleaseId) -> io::Result<()> {
         remove_if_exists(&self.ready_marker(id))?;
         remove_tree_if_exists(&self.release(id))?;
+        remove_if_exists(&self.procfile(id))?;
         remove_if_exists(&self.env_file(id))
     }
 
@@ -294,7 +302,9 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&l.dir().join("env")), 0o700);
         assert_eq!(mode(&l.env_file(r(1))), 0o600);
+        write_atomic(&l.procfile(r(1)), b"{}", 0o600).unwrap();
         l.remove_release(r(1)).unwrap();
         assert!(!l.env_file(r(1)).exists());
+        assert!(!l.procfile(r(1)).exists());
     }
 }

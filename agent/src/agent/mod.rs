@@ -321,6 +321,10 @@ impl Agent {
         let env_file = layout.env_file(id);
         write_atomic(&env_file, crate::envfile::render(&vars).as_bytes(), 0o600)
             .map_err(|e| Failure::at("config", format!("writing {}: {e}", env_file.display())))?;
+        let procfile = layout.procfile(id);
+        let verified = serde_json::to_vec(&manifest.procfile).expect("a Procfile serialises");
+        write_atomic(&procfile, &verified, 0o600)
+            .map_err(|e| Failure::at("config", format!("writing {}: {e}", procfile.display())))?;
         self.story.say(
             self.story
                 .line("config")
@@ -386,7 +390,8 @@ impl Agent {
         Ok(secrets::substitute(&vars, &values))
     }
 
-    /// What to run for an installed release (its Procfile as unpacked).
+    /// What to run for an installed release: the Procfile of its verified
+    /// manifest, as the agent kept it when it installed the release.
     fn plan(
         &self,
         layout: &Layout,
@@ -395,10 +400,18 @@ impl Agent {
         settings: &EnvSettings,
         port: u16,
     ) -> Result<Plan, Failure> {
-        let path = layout.release(id).join("Procfile");
-        let bytes = std::fs::read(&path)
-            .map_err(|e| Failure::at("start", format!("reading {}: {e}", path.display())))?;
-        let procfile = Procfile::parse_bytes(&bytes).map_err(|e| Failure::at("start", e))?;
+        let path = layout.procfile(id);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            Failure::at(
+                "start",
+                format!(
+                    "{id} has no verified Procfile here ({}: {e}); deploy it again",
+                    path.display()
+                ),
+            )
+        })?;
+        let procfile: Procfile = serde_json::from_slice(&bytes)
+            .map_err(|e| Failure::at("start", format!("{}: {e}", path.display())))?;
         Ok(Plan {
             app: env.app,
             env: env.env,

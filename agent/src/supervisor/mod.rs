@@ -33,6 +33,9 @@ pub enum SupervisorError {
     Systemctl(String),
     #[error("the env file is damaged: {0}")]
     EnvFile(#[from] crate::envfile::EnvFileError),
+    /// What the agent will not do, in words.
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError {

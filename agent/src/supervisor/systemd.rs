@@ -35,8 +35,10 @@ pub struct Systemd {
     pub rsyslog: Option<Rsyslog>,
 }
 
-/// `"…"` for a systemd command line, with `%` and `$` doubled.
-fn quote(arg: &str) -> String {
+/// `"…"` for a systemd command line, with `%` and `$` doubled. A control
+/// character (but tab) is refused: systemd ends a unit line at `\r`, `\n`
+/// and NUL, so what follows would be read as directives of its own.
+fn quote(arg: &str) -> Result<String, SupervisorError> {
     let mut out = String::from("\"");
     for c in arg.chars() {
         match c {
@@ -44,12 +46,18 @@ fn quote(arg: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '%' => out.push_str("%%"),
             '$' => out.push_str("$$"),
-            '\n' => out.push_str("\\n"),
+            '\t' => out.push(c),
+            c if c.is_control() => {
+                return Err(SupervisorError::Refused(format!(
+                    "a command contains the control character U+{:04X}; no unit is written",
+                    c as u32
+                )));
+            }
             c => out.push(c),
         }
     }
     out.push('"');
-    out
+    Ok(out)
 }
 
 /// A path inside a unit line: `%` and `$` doubled, so systemd expands
@@ -80,7 +88,11 @@ fn instance_name(app: &str, process_type: &str, n: u32) -> String {
 
 impl Systemd {
     /// The unit files of a plan, by file name.
-    pub fn render(&self, layout: &Layout, plan: &Plan) -> BTreeMap<String, String> {
+    pub fn render(
+        &self,
+        layout: &Layout,
+        plan: &Plan,
+    ) -> Result<BTreeMap<String, String>, SupervisorError> {
         let app = plan.app.as_str();
         let current = layout.current();
         let mut units = BTreeMap::new();
@@ -129,7 +141,7 @@ impl Systemd {
                 user = self.user,
                 cwd = current.display(),
                 env_file = plan.env_file.display(),
-                command = quote(command),
+                command = quote(command)?,
                 pid_file = unit_path(&pid_file(&layout.run_dir(), &format!("{process_type}.%i"))),
                 grace = plan.settings.stop_grace_secs.max(1),
             );
@@ -151,7 +163,7 @@ impl Systemd {
                 wants = wants.join(" "),
             ),
         );
-        units
+        Ok(units)
     }
 
     fn own_units(&self, app: &str) -> Vec<String> {
@@ -192,7 +204,7 @@ impl Systemd {
 
     pub async fn start(&self, layout: &Layout, plan: &Plan) -> Result<(), SupervisorError> {
         let app = plan.app.as_str();
-        let units = self.render(layout, plan);
+        let units = self.render(layout, plan)?;
         for stale in self.own_units(app) {
             if !units.contains_key(&stale) {
                 remove_if_exists(&self.unit_dir.join(&stale))
@@ -339,9 +351,25 @@ mod tests {
     }
 
     #[test]
+    fn a_command_that_would_end_its_unit_line_is_refused() {
+        for bad in [
+            "x\rUser=root\rExecStart=\rExecStart=+/bin/sh -c 'id'\r#",
+            "x\0y",
+            "x\nUser=root",
+            "x\u{b}y",
+        ] {
+            let e = quote(bad).unwrap_err().to_string();
+            assert!(e.contains("control character"), "{bad:?}: {e}");
+        }
+        assert_eq!(quote("a\tb $X 50%").unwrap(), "\"a\tb $$X 50%%\"");
+    }
+
+    #[test]
     fn units_match_their_snapshot() {
         let layout = Layout::new("/srv/slipway".as_ref(), &"hello".parse().unwrap());
-        let units = systemd("/etc/systemd/system".as_ref()).render(&layout, &plan());
+        let units = systemd("/etc/systemd/system".as_ref())
+            .render(&layout, &plan())
+            .unwrap();
         assert_eq!(
             units.keys().collect::<Vec<_>>(),
             [
@@ -376,7 +404,7 @@ mod tests {
         let mut plan = plan();
         plan.env_file = tmp.path().join("r7.env");
         std::fs::write(&plan.env_file, "A=\"1\"\n").unwrap();
-        let units = systemd(tmp.path()).render(&layout, &plan);
+        let units = systemd(tmp.path()).render(&layout, &plan).unwrap();
         let mut paths = Vec::new();
         for (name, text) in &units {
             // The user must exist where the check runs; the base image creates `slipway`.

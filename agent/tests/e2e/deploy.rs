@@ -301,6 +301,27 @@ fn rollback_switches_to_the_previous_release_and_back_again() {
 }
 
 #[test]
+fn the_processes_come_from_the_verified_procfile_not_the_one_in_the_release_tree() {
+    let f = Fixture::new();
+    f.publish(1, Spec::default());
+    f.publish(2, Spec::default());
+    assert!(f.deploy(1).ok());
+    assert!(f.deploy(2).ok());
+    // The app user owns the unpacked tree and may rewrite its Procfile.
+    let tree = f.app_dir().join("releases/r1/Procfile");
+    std::fs::write(&tree, "web: touch rewritten; sleep 600\n").unwrap();
+
+    let run = f.run(&["rollback"]);
+
+    assert!(run.ok(), "{}", run.all);
+    assert_eq!(f.answering().as_deref(), Some("r1"));
+    assert!(
+        !f.app_dir().join("releases/r1/rewritten").exists(),
+        "the rewritten command never ran"
+    );
+}
+
+#[test]
 fn stop_ends_the_apps_processes_and_boot_or_deploy_starts_them_again() {
     let f = Fixture::new();
     f.publish(1, Spec::default());
@@ -346,7 +367,7 @@ fn old_releases_are_pruned_but_never_current_or_previous() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     envs.sort();
-    assert_eq!(envs, ["r3.env", "r4.env"]);
+    assert_eq!(envs, ["r3.env", "r3.procfile", "r4.env", "r4.procfile"]);
 }
 
 #[test]

@@ -16,6 +16,9 @@ pub const MAX_PROCFILE_BYTES: usize = 64 * 1024;
 pub enum ProcfileError {
     #[error("Procfile line {line}: {message}")]
     Line { line: usize, message: String },
+    /// A stored (already parsed) Procfile that is no longer valid.
+    #[error("Procfile: {0}")]
+    Entry(String),
     #[error("Procfile has no web process type; add a line such as `web: ./server --port $PORT`")]
     NoWeb,
     #[error("Procfile is not UTF-8 text")]
@@ -33,10 +36,60 @@ pub enum ProcessKind {
     Worker,
 }
 
-/// A parsed Procfile: process type → command, in name order.
+/// A parsed Procfile: process type → command, in name order. A command is
+/// one line of text: it ends up in a systemd unit line (which `\r` and NUL
+/// would end early, letting the rest become directives of its own), so
+/// every control character but tab is refused, here and when a stored
+/// manifest's Procfile is read back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(
+    try_from = "BTreeMap<String, String>",
+    into = "BTreeMap<String, String>"
+)]
 pub struct Procfile(BTreeMap<String, String>);
+
+/// What is wrong with one entry, if anything.
+fn check_entry(name: &str, command: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "invalid process type {:?}: use letters, digits, _ and -",
+            name.chars().take(40).collect::<String>()
+        ));
+    }
+    if command.is_empty() {
+        return Err(format!("process type {name} has an empty command"));
+    }
+    if let Some(c) = command.chars().find(|c| c.is_control() && *c != '\t') {
+        return Err(format!(
+            "the command of {name} contains the control character U+{:04X}: a command is one line of text",
+            c as u32
+        ));
+    }
+    Ok(())
+}
+
+impl TryFrom<BTreeMap<String, String>> for Procfile {
+    type Error = ProcfileError;
+    fn try_from(types: BTreeMap<String, String>) -> Result<Self, ProcfileError> {
+        for (name, command) in &types {
+            check_entry(name, command).map_err(ProcfileError::Entry)?;
+        }
+        if !types.contains_key("web") {
+            return Err(ProcfileError::NoWeb);
+        }
+        Ok(Self(types))
+    }
+}
+
+impl From<Procfile> for BTreeMap<String, String> {
+    fn from(p: Procfile) -> Self {
+        p.0
+    }
+}
 
 impl Procfile {
     pub fn parse_bytes(bytes: &[u8]) -> Result<Self, ProcfileError> {
@@ -60,19 +113,7 @@ impl Procfile {
                 .ok_or_else(|| err("expected `name: command`".into()))?;
             let name = name.trim();
             let command = command.trim();
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                return Err(err(format!(
-                    "invalid process type {:?}: use letters, digits, _ and -",
-                    name.chars().take(40).collect::<String>()
-                )));
-            }
-            if command.is_empty() {
-                return Err(err(format!("process type {name} has an empty command")));
-            }
+            check_entry(name, command).map_err(err)?;
             if types.insert(name.to_owned(), command.to_owned()).is_some() {
                 return Err(err(format!("process type {name} is defined twice")));
             }
@@ -142,6 +183,46 @@ mod tests {
         let procs: Vec<_> = p.processes().map(|(n, _)| n).collect();
         assert_eq!(procs, ["web", "clock_2-x", "worker"]);
         assert_eq!(Procfile::kind("clock_2-x"), ProcessKind::Worker);
+    }
+
+    #[test]
+    fn a_command_with_a_control_character_is_refused_with_its_line() {
+        for bad in [
+            "web: x\rUser=root\rExecStart=\rExecStart=+/bin/sh -c 'id'\r#",
+            "web: x\0y",
+            "web: a\nworker: b\u{1b}[2J",
+            "web: a\u{85}b",
+        ] {
+            let e = Procfile::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("control character"), "{bad:?}: {e}");
+        }
+        assert!(
+            Procfile::parse("web: a\nworker: b\u{1b}")
+                .unwrap_err()
+                .to_string()
+                .starts_with("Procfile line 2:")
+        );
+        // Tabs are text; CRLF line ends are line ends.
+        assert_eq!(
+            Procfile::parse("web:\tpython3\tapp.py").unwrap().web(),
+            "python3\tapp.py"
+        );
+        assert_eq!(
+            Procfile::parse("web: a\r\nworker: b\r\n").unwrap().web(),
+            "a"
+        );
+    }
+
+    #[test]
+    fn a_stored_procfile_is_checked_again_when_it_is_read() {
+        let stored = r#"{"web": "x\rUser=root"}"#;
+        assert!(serde_json::from_str::<Procfile>(stored).is_err());
+        assert!(serde_json::from_str::<Procfile>(r#"{"worker": "x"}"#).is_err());
+        let ok: Procfile = serde_json::from_str(r#"{"web": "python3 app.py"}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"web":"python3 app.py"}"#
+        );
     }
 
     #[test]
