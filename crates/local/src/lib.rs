@@ -23,6 +23,7 @@ use slipway_control::aws::fleet::AwsFleet;
 use slipway_control::cycle::Cycles;
 use slipway_control::jobs::Launcher;
 use slipway_control::rollout::Deploys;
+use slipway_control::rollout::notify::WebhookPolicy;
 use slipway_control::store::ReleaseStore;
 use slipway_control::workers::{CycleWorker, DeployWorker, TaskLauncher};
 use slipway_core::objects::S3Objects;
@@ -238,7 +239,9 @@ impl Platform {
             S3Objects::new(slipway_core::objects::s3_client(&config), BUCKET),
             slipway_core::archive::Limits::default(),
         );
-        let deploys = Deploys::new(store.clone());
+        let mut deploys = Deploys::new(store.clone());
+        // Locally, stand-ins for Slack listen on this machine.
+        deploys.webhooks = WebhookPolicy::AlsoLoopback;
         let fleet = LocalFleet::new(
             AwsFleet::new(&config, Duration::from_millis(250)),
             deploys.clone(),

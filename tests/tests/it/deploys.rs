@@ -34,6 +34,7 @@ fn deploys(world: &World) -> Deploys {
     Deploys {
         objects: S3Objects::new(world.s3.clone(), &world.bucket),
         store: world.store.clone(),
+        webhooks: Default::default(),
     }
 }
 

@@ -135,6 +135,8 @@ use slipway_core::keys::{deploy_chat_key as response_url_key, deploy_key as reco
 pub struct Deploys {
     pub objects: S3Objects,
     pub store: ReleaseStore,
+    /// Where deploy notifications may go.
+    pub webhooks: super::notify::WebhookPolicy,
 }
 
 impl Deploys {
@@ -142,6 +144,7 @@ impl Deploys {
         Self {
             objects: store.objects().clone(),
             store,
+            webhooks: Default::default(),
         }
     }
 
@@ -396,8 +399,11 @@ impl Deploys {
     ) -> Result<S3DeployLog, DeployError> {
         let job = S3Job::adopt(&self.objects, env, &record.id.clone().into(), launcher).await?;
         let webhook = self.settings(env).await.ok().and_then(|s| s.notify_url);
-        let notifier =
-            super::notify::Notifier::new(webhook, self.response_url(env, &record.id).await);
+        let notifier = super::notify::Notifier::new(
+            webhook,
+            self.response_url(env, &record.id).await,
+            self.webhooks,
+        );
         Ok(S3DeployLog {
             deploys: self.clone(),
             env: env.clone(),
