@@ -37,6 +37,15 @@ impl ApiError {
         Self::Internal(err.into())
     }
 
+    /// The message a client is shown; an internal failure is logged with
+    /// its whole chain first, and shown only as "internal error".
+    pub fn client_message(self) -> String {
+        if let Self::Internal(source) = &self {
+            tracing::error!(error = %chain(source.as_ref()), "request failed");
+        }
+        self.to_string()
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),

@@ -67,6 +67,13 @@ pub enum ChatCommand {
     Help,
 }
 
+/// What a chat user is told of a failure: the API's plain message (an
+/// internal failure is logged with its chain and shown as "internal
+/// error", never with AWS's detail).
+fn plain(e: impl Into<crate::api::ApiError>) -> String {
+    e.into().client_message()
+}
+
 pub const HELP: &str = "Usage: /ship deploy APP ENV [RELEASE] · rollback APP ENV [RELEASE] · scale APP ENV N · status APP ENV · releases APP ENV · cancel APP ENV · help";
 
 impl ChatCommand {
@@ -74,14 +81,14 @@ impl ChatCommand {
         let words: Vec<&str> = text.split_whitespace().collect();
         let env = |i: usize| -> Result<EnvRef, String> {
             match (words.get(i), words.get(i + 1)) {
-                (Some(app), Some(env)) => EnvRef::parse(app, env).map_err(|e| e.to_string()),
+                (Some(app), Some(env)) => EnvRef::parse(app, env).map_err(plain),
                 _ => Err(format!("say which app and environment. {HELP}")),
             }
         };
         let release = |i: usize| -> Result<Option<ReleaseId>, String> {
             words
                 .get(i)
-                .map(|r| ReleaseId::parse(r).map_err(|e| e.to_string()))
+                .map(|r| ReleaseId::parse(r).map_err(plain))
                 .transpose()
         };
         let max = |n: usize| -> Result<(), String> {
@@ -179,7 +186,7 @@ impl<F: GroupControl + FormationSource> Chat<F> {
                     .scale(&self.fleet, &env, request, &user, Utc::now())
                     .await
                     .map(|r| format!("{env}: {} → {} instances.", r.from.desired, r.to.desired))
-                    .map_err(|e| e.to_string())
+                    .map_err(plain)
             }
             ChatCommand::Status(env) => self.status(&env).await,
             ChatCommand::Releases(env) => self.releases(&env).await,
@@ -198,7 +205,7 @@ impl<F: GroupControl + FormationSource> Chat<F> {
             .deploys
             .start(env, request, Utc::now())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(plain)?;
         if let Some(url) = command.response_url(&self.settings.response_prefixes) {
             let _ = self.deploys.set_response_url(env, &record.id, url).await;
         }
@@ -215,12 +222,7 @@ impl<F: GroupControl + FormationSource> Chat<F> {
     }
 
     async fn status(&self, env: &EnvRef) -> Result<String, String> {
-        let current = self
-            .deploys
-            .store
-            .current(env)
-            .await
-            .map_err(|e| e.to_string())?;
+        let current = self.deploys.store.current(env).await.map_err(plain)?;
         let mut lines = vec![format!(
             "{env}: current release {}",
             current.map_or("none".to_owned(), |r| r.to_string())
@@ -247,15 +249,9 @@ impl<F: GroupControl + FormationSource> Chat<F> {
                 }
             }
             Err(FleetError::NoGroup(_)) => lines.push("no Auto Scaling group".into()),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(plain(e)),
         }
-        if let Some(last) = self
-            .deploys
-            .list(env, 1)
-            .await
-            .map_err(|e| e.to_string())?
-            .first()
-        {
+        if let Some(last) = self.deploys.list(env, 1).await.map_err(plain)?.first() {
             lines.push(format!(
                 "last deploy {} {:?} ({} → {}) by {}",
                 last.id,
@@ -274,7 +270,7 @@ impl<F: GroupControl + FormationSource> Chat<F> {
             .store
             .list_releases(env, None, 5)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(plain)?;
         if page.releases.is_empty() {
             return Ok(format!("{env} has no releases yet."));
         }
@@ -302,14 +298,11 @@ impl<F: GroupControl + FormationSource> Chat<F> {
             .deploys
             .list(env, 5)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(plain)?
             .into_iter()
             .find(|d| !d.is_finished())
             .ok_or_else(|| format!("no deploy is running in {env}"))?;
-        self.deploys
-            .cancel(env, &running.id)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.deploys.cancel(env, &running.id).await.map_err(plain)?;
         Ok(format!(
             "Deploy {} stops: its running batch is cancelled.",
             running.id
@@ -320,6 +313,49 @@ impl<F: GroupControl + FormationSource> Chat<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failure_is_told_as_the_api_tells_it_never_with_the_aws_detail() {
+        // Every AWS call fails: nothing listens at this endpoint.
+        let aws = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        let store = slipway_control::store::ReleaseStore::new(
+            slipway_core::objects::S3Objects::new(
+                slipway_core::objects::s3_client(&aws),
+                "secret-bucket-name",
+            ),
+            Default::default(),
+        );
+        struct NoLaunch;
+        impl Launcher for NoLaunch {
+            fn launch(
+                &self,
+                _: EnvRef,
+                _: slipway_core::ids::JobId,
+            ) -> futures::future::BoxFuture<'_, Result<(), slipway_control::jobs::LaunchError>>
+            {
+                Box::pin(async { Err(slipway_control::jobs::LaunchError::NoLauncher) })
+            }
+        }
+        let chat = Chat {
+            deploys: Deploys::new(store),
+            fleet: slipway_control::aws::fleet::AwsFleet::new(
+                &aws,
+                std::time::Duration::from_secs(1),
+            ),
+            launcher: Arc::new(NoLaunch),
+            settings: Arc::new(ChatSettings::default()),
+        };
+        let command = SlashCommand {
+            text: "status hello prod".into(),
+            ..SlashCommand::default()
+        };
+        let answer = chat.answer(&command).await;
+        assert_eq!(answer, "That did not work: internal error");
+    }
 
     #[test]
     fn commands_are_parsed_with_their_names_checked() {
