@@ -244,6 +244,30 @@ impl S3Objects {
             .map_err(|e| aws("DeleteObject", key, e))
     }
 
+    /// Deletes `key` only while it is still the version `etag`: of a
+    /// reader and a writer racing, the delete never removes what the
+    /// other just wrote. A missing object or another version is
+    /// [`ObjectError::Precondition`].
+    pub async fn delete_if_match(&self, key: &str, etag: &str) -> Result<(), ObjectError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(etag)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_precondition(status(&e)) || status(&e) == Some(404) => {
+                Err(ObjectError::Precondition {
+                    key: key.to_owned(),
+                })
+            }
+            Err(e) => Err(aws("DeleteObject", key, e)),
+        }
+    }
+
     /// The "folders" directly under `prefix` (`a/` for `a/b/c`), each with
     /// its trailing slash: ListObjectsV2 with a `/` delimiter, every page.
     pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {

@@ -120,3 +120,43 @@ async fn a_live_lock_is_renewed_released_and_then_free_again() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_conditional_delete_removes_only_the_version_it_names() {
+    let world = World::new().await;
+    let objects = S3Objects::new(world.s3.clone(), &world.bucket);
+    let key = "hello/prod/lock";
+    let first = objects
+        .put(
+            key,
+            b"one".to_vec(),
+            "text/plain",
+            slipway_core::objects::Write::Always,
+        )
+        .await
+        .unwrap();
+    let second = objects
+        .put(
+            key,
+            b"two".to_vec(),
+            "text/plain",
+            slipway_core::objects::Write::Always,
+        )
+        .await
+        .unwrap();
+    assert_ne!(first, second);
+
+    // A holder whose version was overwritten meanwhile removes nothing.
+    assert!(matches!(
+        objects.delete_if_match(key, &first).await,
+        Err(slipway_core::objects::ObjectError::Precondition { .. })
+    ));
+    assert_eq!(world.get(key).await.as_deref(), Some(&b"two"[..]));
+
+    objects.delete_if_match(key, &second).await.unwrap();
+    assert_eq!(world.get(key).await, None);
+    assert!(matches!(
+        objects.delete_if_match(key, &second).await,
+        Err(slipway_core::objects::ObjectError::Precondition { .. })
+    ));
+}

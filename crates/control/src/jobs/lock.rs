@@ -170,14 +170,16 @@ pub async fn renew(
     }
 }
 
-/// Releases the lock if this deploy still holds it.
+/// Releases the lock if this job still holds it: a delete conditional on
+/// the version this job wrote, so a lock another job took over meanwhile
+/// is never removed.
 pub async fn release(objects: &S3Objects, env: &EnvRef, held: &Held) -> Result<(), LockError> {
-    match read(objects, env).await? {
-        Some((lock, etag)) if lock.job == held.lock.job && etag == held.etag => {
-            objects.delete(&lock_key(env)).await?;
-            Ok(())
-        }
-        Some(_) => Err(LockError::Lost),
-        None => Ok(()),
+    match objects.delete_if_match(&lock_key(env), &held.etag).await {
+        Ok(()) => Ok(()),
+        Err(ObjectError::Precondition { .. }) => match read(objects, env).await? {
+            None => Ok(()),
+            Some(_) => Err(LockError::Lost),
+        },
+        Err(e) => Err(e.into()),
     }
 }

@@ -415,10 +415,15 @@ impl ReleaseStore {
                 Ok(m)
             }
             Err(e) => {
-                // Give the number back, so the next release can use it.
+                // Give the number back, so the next release can use it;
+                // only if the claim is still ours (a writer that took it
+                // over keeps what it wrote).
                 let key = release_key(env, id, "release.json");
-                if let Err(del) = self.objects.delete(&key).await {
-                    tracing::warn!(env = %env, release = %id, error = %del, "could not release a failed claim");
+                match self.objects.delete_if_match(&key, &claim_etag).await {
+                    Ok(()) | Err(ObjectError::Precondition { .. }) => {}
+                    Err(del) => {
+                        tracing::warn!(env = %env, release = %id, error = %del, "could not release a failed claim")
+                    }
                 }
                 Err(e)
             }
