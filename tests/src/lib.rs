@@ -99,7 +99,7 @@ pub fn control_plane<F>(store: ReleaseStore, fleet: F, users: Arc<Users>) -> Con
     let config = offline_config();
     ControlPlane {
         store,
-        users: Some(users),
+        users: Some(users.into()),
         fleet,
         logs: slipway_control::logs::Logs::new(&config),
         metrics: None,

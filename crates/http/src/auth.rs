@@ -135,6 +135,75 @@ impl Users {
     }
 }
 
+/// How long users read from their parameter are trusted before they are
+/// read again: a revoked user loses access within this.
+pub const USERS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where the Basic-auth users come from: fixed (the local platform,
+/// tests), or the SecureString parameter, read again once what was read is
+/// older than its maximum age. A failed re-read keeps the users read last,
+/// and is logged; the next request tries again.
+#[derive(Clone)]
+pub struct UserSource {
+    current: std::sync::Arc<tokio::sync::RwLock<(std::sync::Arc<Users>, std::time::Instant)>>,
+    parameter: Option<(aws_sdk_ssm::Client, String)>,
+    max_age: std::time::Duration,
+}
+
+impl From<std::sync::Arc<Users>> for UserSource {
+    fn from(users: std::sync::Arc<Users>) -> Self {
+        Self {
+            current: std::sync::Arc::new(tokio::sync::RwLock::new((
+                users,
+                std::time::Instant::now(),
+            ))),
+            parameter: None,
+            max_age: std::time::Duration::MAX,
+        }
+    }
+}
+
+impl UserSource {
+    /// The users of the parameter `param` (or `inline`, which never
+    /// changes), read now and again every `max_age`.
+    pub async fn load(
+        ssm: &aws_sdk_ssm::Client,
+        param: Option<&str>,
+        inline: Option<&str>,
+        max_age: std::time::Duration,
+    ) -> Result<Self, UsersError> {
+        let users = std::sync::Arc::new(Users::load(ssm, param, inline).await?);
+        let mut source = Self::from(users);
+        if let Some(name) = param {
+            source.parameter = Some((ssm.clone(), name.to_owned()));
+            source.max_age = max_age;
+        }
+        Ok(source)
+    }
+
+    /// The users as they are now.
+    pub async fn current(&self) -> std::sync::Arc<Users> {
+        {
+            let (users, read_at) = &*self.current.read().await;
+            if read_at.elapsed() < self.max_age || self.parameter.is_none() {
+                return users.clone();
+            }
+        }
+        let mut slot = self.current.write().await;
+        if slot.1.elapsed() < self.max_age {
+            return slot.0.clone();
+        }
+        let (ssm, name) = self.parameter.as_ref().expect("checked above");
+        match Users::load(ssm, Some(name), None).await {
+            Ok(users) => *slot = (std::sync::Arc::new(users), std::time::Instant::now()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the users again; keeping those read last")
+            }
+        }
+        slot.0.clone()
+    }
+}
+
 /// `Basic base64(name:password)` → (name, password).
 fn parse_basic(header: &str) -> Option<(String, String)> {
     let (scheme, encoded) = header.trim().split_once(' ')?;

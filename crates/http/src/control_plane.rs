@@ -19,7 +19,7 @@ use axum::routing::get;
 
 use crate::api::origin::{Provenance, cross_site_refusal, provenance};
 use crate::api::{self, AppState, FleetState};
-use crate::auth::{Users, UsersError};
+use crate::auth::{USERS_MAX_AGE, UserSource, UsersError};
 use crate::chat::{Chat, ChatSettings};
 use slipway_control::aws::fleet::AwsFleet;
 use slipway_control::aws::lambda::{DEPLOY_FUNCTION_VAR, LambdaLauncher};
@@ -81,7 +81,7 @@ pub struct ControlPlane<F> {
     pub store: ReleaseStore,
     /// Basic-auth users; `None` where no route needs them (the chat
     /// function, which checks Slack's signature instead).
-    pub users: Option<Arc<Users>>,
+    pub users: Option<UserSource>,
     pub fleet: F,
     pub logs: Logs,
     /// Instance CPU and memory for the formation, where configured.
@@ -174,7 +174,7 @@ impl<F: ControlFleet> ControlPlane<F> {
 /// cross-site changes refused, `open` routes beside them, `/healthz` open,
 /// request tracing. Without `users` no authenticated route is served:
 /// every path but the open ones is a 404.
-pub fn serve(authenticated: Router, open: Router, users: Option<Arc<Users>>) -> Router {
+pub fn serve(authenticated: Router, open: Router, users: Option<UserSource>) -> Router {
     let rest = match users {
         Some(users) => authenticated
             .fallback(not_found)
@@ -251,14 +251,15 @@ impl ControlPlane<AwsFleet> {
         let settings = ReleaseSettings::from_env()?;
         let users = match function {
             Function::Chat => None,
-            _ => Some(Arc::new(
-                Users::load(
+            _ => Some(
+                UserSource::load(
                     &slipway_control::aws::ssm_client(aws),
                     settings.users_param.as_deref(),
                     settings.users_inline.as_deref(),
+                    USERS_MAX_AGE,
                 )
                 .await?,
-            )),
+            ),
         };
         let deploys = match function {
             Function::Deploy => Some(own_launcher(aws, JobKind::Deploy)?),

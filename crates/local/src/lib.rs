@@ -280,7 +280,7 @@ impl Platform {
         let slack_secret = uuid::Uuid::new_v4().simple().to_string();
         let plane = ControlPlane {
             store: store.clone(),
-            users: Some(users),
+            users: Some(users.into()),
             fleet: fleet.clone(),
             logs: logs.clone(),
             metrics: Some(metrics.clone()),

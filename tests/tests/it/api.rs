@@ -13,7 +13,7 @@ use slipway_control::store::{ReleaseStore, UploadOutcome};
 use slipway_core::names::EnvRef;
 use slipway_core::objects::S3Objects;
 use slipway_core::testing::app_archive;
-use slipway_http::auth::{Users, basic_header, hash_password};
+use slipway_http::auth::{UserSource, Users, basic_header, hash_password};
 use slipway_http::control_plane::Function;
 use slipway_tests::{World, control_plane, offline_fleet};
 use tower::ServiceExt;
@@ -673,4 +673,54 @@ async fn tags(world: &World, key: &str) -> Vec<(String, String)> {
         .iter()
         .map(|t| (t.key().to_owned(), t.value().to_owned()))
         .collect()
+}
+
+#[tokio::test]
+async fn a_user_removed_from_the_parameter_loses_access_once_the_users_are_read_again() {
+    let world = World::new().await;
+    let ssm = aws_sdk_ssm::Client::new(&world.config);
+    let param = format!("/{}/users", slipway_tests::unique_name("slipway"));
+    let put = |text: String| {
+        let (ssm, param) = (ssm.clone(), param.clone());
+        async move {
+            ssm.put_parameter()
+                .name(param)
+                .value(text)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    put(format!(
+        "alice:{}\nbob:{}\n",
+        hash_password(PASSWORD),
+        hash_password(PASSWORD)
+    ))
+    .await;
+    let alice = basic_header("alice", PASSWORD);
+    let cached = UserSource::load(
+        &ssm,
+        Some(&param),
+        None,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let fresh = UserSource::load(&ssm, Some(&param), None, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(fresh.current().await.authenticate(Some(&alice)).is_some());
+
+    put(format!("bob:{}\n", hash_password(PASSWORD))).await;
+
+    assert_eq!(fresh.current().await.authenticate(Some(&alice)), None);
+    let bob = basic_header("bob", PASSWORD);
+    assert_eq!(
+        fresh.current().await.authenticate(Some(&bob)).as_deref(),
+        Some("bob")
+    );
+    // Within its maximum age, what was read stays.
+    assert!(cached.current().await.authenticate(Some(&alice)).is_some());
 }

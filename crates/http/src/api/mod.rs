@@ -23,7 +23,6 @@ use serde::de::DeserializeOwned;
 
 pub use error::ApiError;
 
-use crate::auth::Users;
 use slipway_control::store::ReleaseStore;
 use slipway_core::names::{EnvRef, ReleaseId};
 
@@ -64,7 +63,7 @@ impl<S: Send + Sync> FromRequestParts<S> for User {
 /// The Basic-auth layer: the request's user, checked against the users
 /// file, goes into the request for [`User`].
 pub async fn require_basic_auth(
-    State(users): State<Arc<Users>>,
+    State(users): State<crate::auth::UserSource>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -73,7 +72,7 @@ pub async fn require_basic_auth(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let users = users.clone();
+    let users = users.current().await;
     // argon2 is deliberately slow: keep it off the async workers.
     let user = tokio::task::spawn_blocking(move || users.authenticate(header.as_deref()))
         .await
