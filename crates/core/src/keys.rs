@@ -12,7 +12,8 @@
 //! <app>/<env>/releases/r<N>/<file>     source.*, env, release.json
 //! <app>/<env>/uploads/<name>           an upload that becomes a release
 //! <app>/<env>/rejected/<name>          an upload that could not
-//! <app>/<env>/deploys/<id>.json        a deploy record (…/<id>/cancel, chat.json, output/)
+//! <app>/<env>/deploys/<id>.json        a deploy record (…/<id>/cancel, chat.json)
+//! <app>/<env>/ssm-output/<id>/         the agent's full output of a deploy, per instance
 //! <app>/<env>/deploys/idempotency/<d>  a deploy request's idempotency key
 //! <app>/<env>/cycles/<id>.json         a cycle record (…/<id>/cancel)
 //! <app>/<env>/scales/<id>.json         a scaling change
@@ -101,9 +102,11 @@ pub fn deploy_chat_key(env: &EnvRef, id: &DeployId) -> String {
     format!("{}{id}/chat.json", deploys_prefix(env))
 }
 
-/// `<app>/<env>/deploys/<id>/output/`: each instance's full output.
+/// `<app>/<env>/ssm-output/<id>/`: each instance's full output of a
+/// deploy. Instances may write here (SSM Run Command writes with their
+/// role), so it is a prefix of its own that nothing reads as a record.
 pub fn deploy_output_prefix(env: &EnvRef, id: &DeployId) -> String {
-    format!("{}{id}/output/", deploys_prefix(env))
+    format!("{}ssm-output/{id}/", env.prefix())
 }
 
 /// `<app>/<env>/deploys/idempotency/<digest>`.
@@ -196,10 +199,7 @@ mod tests {
             deploy_cancel_key(&e, &d)
         );
         assert_eq!(deploy_chat_key(&e, &d), "hello/prod/deploys/d1/chat.json");
-        assert_eq!(
-            deploy_output_prefix(&e, &d),
-            "hello/prod/deploys/d1/output/"
-        );
+        assert_eq!(deploy_output_prefix(&e, &d), "hello/prod/ssm-output/d1/");
         assert_eq!(
             idempotency_key(&e, "ab"),
             "hello/prod/deploys/idempotency/ab"

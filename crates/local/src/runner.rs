@@ -1,7 +1,7 @@
 //! The local command runner: runs `slipway-agent` in each target
 //! instance's directory (SSM Run Command's stand-in), collects exit codes
 //! and output, and keeps the full output in the release bucket where SSM
-//! would put it (`<app>/<env>/deploys/<id>/output/<instance>/stdout`).
+//! would put it (`<app>/<env>/ssm-output/<id>/<instance>/stdout`).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

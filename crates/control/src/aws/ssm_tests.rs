@@ -71,7 +71,7 @@ async fn every_terminal_status_is_mapped_after_polling_through_in_progress() {
                     p["Action"] == ["deploy"]
                         && p["ReleaseUrl"] == ["s3://bucket/hello/prod/releases/r7"]
                 })
-                && r.output_s3_key_prefix() == Some("hello/prod/deploys/d1/output/")
+                && r.output_s3_key_prefix() == Some("hello/prod/ssm-output/d1/")
         })
         .then_output(|| sent("cmd-1"));
     let t1 = t.clone();
@@ -117,7 +117,7 @@ async fn every_terminal_status_is_mapped_after_polling_through_in_progress() {
         client,
         "Slipway-Deploy",
         "bucket",
-        "hello/prod/deploys/d1/output/",
+        "hello/prod/ssm-output/d1/",
     )
     .with_polling(fast());
 
