@@ -38,6 +38,8 @@ use runner::LocalRunners;
 
 pub const BUCKET: &str = "slipway-dev";
 pub const USER: &str = "dev";
+/// Locally, a stand-in for Slack's response URL may listen on this machine.
+const LOCAL_RESPONSE_PREFIX: &str = "http://127.0.0.1:";
 
 /// What starting the platform needs.
 #[derive(Debug, Clone)]
@@ -242,6 +244,7 @@ impl Platform {
         let mut deploys = Deploys::new(store.clone());
         // Locally, stand-ins for Slack listen on this machine.
         deploys.webhooks = WebhookPolicy::AlsoLoopback;
+        deploys.response_prefixes.push(LOCAL_RESPONSE_PREFIX.into());
         let fleet = LocalFleet::new(
             AwsFleet::new(&config, Duration::from_millis(250)),
             deploys.clone(),
@@ -290,12 +293,7 @@ impl Platform {
                 secret: slack_secret.clone().into_bytes(),
                 users: options.slack_users.iter().cloned().collect(),
                 teams: Default::default(),
-                // Locally, a stand-in for Slack's response URL may listen
-                // on this machine.
-                response_prefixes: vec![
-                    "https://hooks.slack.com/".into(),
-                    "http://127.0.0.1:".into(),
-                ],
+                response_prefixes: deploys.response_prefixes.clone(),
             })),
         };
         let router = plane.router(&Function::ALL);

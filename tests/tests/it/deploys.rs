@@ -35,6 +35,7 @@ fn deploys(world: &World) -> Deploys {
         objects: S3Objects::new(world.s3.clone(), &world.bucket),
         store: world.store.clone(),
         webhooks: Default::default(),
+        response_prefixes: vec!["https://hooks.slack.com/".into()],
     }
 }
 
@@ -417,4 +418,28 @@ async fn a_deploy_longer_than_one_worker_is_handed_over_through_the_store_and_fi
     .await
     .unwrap();
     assert_eq!(again, done, "a late duplicate launch changes nothing");
+}
+
+#[tokio::test]
+async fn a_stored_response_url_is_checked_again_when_it_is_read() {
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let (record, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    // What chat stored, or what an instance with write access put there.
+    d.set_response_url(&env(), &record.id, "http://169.254.169.254/latest/")
+        .await
+        .unwrap();
+    assert_eq!(d.response_url(&env(), &record.id).await, None);
+    d.set_response_url(
+        &env(),
+        &record.id,
+        "https://hooks.slack.com/commands/T1/2/x",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        d.response_url(&env(), &record.id).await.as_deref(),
+        Some("https://hooks.slack.com/commands/T1/2/x")
+    );
 }

@@ -22,6 +22,9 @@ use serde_json::json;
 use crate::rollout::DeployRecord;
 use slipway_core::deploys::DeployStatus;
 
+/// Where Slack's response URLs start; a chat command's response URL must.
+pub const SLACK_RESPONSE_PREFIX: &str = "https://hooks.slack.com/";
+
 /// Where notifications may be sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum WebhookPolicy {

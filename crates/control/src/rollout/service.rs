@@ -137,6 +137,9 @@ pub struct Deploys {
     pub store: ReleaseStore,
     /// Where deploy notifications may go.
     pub webhooks: super::notify::WebhookPolicy,
+    /// What a chat command's response URL must start with: checked when it
+    /// is read back from the bucket, not only when chat received it.
+    pub response_prefixes: Vec<String>,
 }
 
 impl Deploys {
@@ -145,6 +148,7 @@ impl Deploys {
             objects: store.objects().clone(),
             store,
             webhooks: Default::default(),
+            response_prefixes: vec![super::notify::SLACK_RESPONSE_PREFIX.into()],
         }
     }
 
@@ -432,10 +436,16 @@ impl Deploys {
         Ok(())
     }
 
-    async fn response_url(&self, env: &EnvRef, id: &DeployId) -> Option<String> {
+    /// Where a chat command that started this deploy wants progress, if
+    /// it is still an allowed place.
+    pub async fn response_url(&self, env: &EnvRef, id: &DeployId) -> Option<String> {
         let object = self.objects.get(&response_url_key(env, id)).await.ok()??;
         let value: serde_json::Value = serde_json::from_slice(&object.body).ok()?;
-        value["response_url"].as_str().map(str::to_owned)
+        let url = value["response_url"].as_str()?;
+        self.response_prefixes
+            .iter()
+            .any(|p| url.starts_with(p.as_str()))
+            .then(|| url.to_owned())
     }
 }
 

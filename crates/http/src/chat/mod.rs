@@ -47,7 +47,7 @@ impl ChatSettings {
             secret,
             users: ids("SLIPWAY_SLACK_USERS"),
             teams: ids("SLIPWAY_SLACK_TEAMS"),
-            response_prefixes: vec!["https://hooks.slack.com/".into()],
+            response_prefixes: vec![slipway_control::rollout::notify::SLACK_RESPONSE_PREFIX.into()],
         }
     }
 
