@@ -123,6 +123,58 @@ pub fn substitute(
 }
 
 #[cfg(test)]
+mod instance_role {
+    const TEMPLATE: &str = include_str!("../../infra/environment.yaml");
+
+    /// The instance role's statements, as text.
+    fn statements() -> Vec<&'static str> {
+        let role = &TEMPLATE[TEMPLATE.find("  InstanceRole:").unwrap()..];
+        let role = &role[..role.find("  InstanceProfile:").unwrap()];
+        role.split("- Effect: ").skip(1).collect()
+    }
+
+    #[test]
+    fn instances_read_no_parameter_outside_their_environments_path() {
+        let role = &TEMPLATE[TEMPLATE.find("  InstanceRole:").unwrap()..];
+        let role = &role[..role.find("  InstanceProfile:").unwrap()];
+        assert!(
+            !role.lines().any(|l| l.trim_start().starts_with("- !Sub")
+                && l.contains("AmazonSSMManagedInstanceCore")),
+            "the managed policy reads every parameter"
+        );
+        let env = slipway_core::names::EnvRef::parse("appx", "envx").unwrap();
+        let path = slipway_core::config::secret_path(&env)
+            .replace("appx", "${App}")
+            .replace("envx", "${Env}");
+        let mut reads = 0;
+        for statement in statements().into_iter().filter(|s| s.starts_with("Allow")) {
+            let grants_reads = statement
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .any(|l| l.contains("ssm:GetParameter"));
+            if grants_reads {
+                reads += 1;
+                let resource = statement
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("Resource: "))
+                    .unwrap_or_default();
+                assert!(
+                    resource.ends_with(&format!("parameter{path}*")),
+                    "parameter reads outside {path}: {statement}"
+                );
+            }
+        }
+        assert_eq!(reads, 1, "the agent reads its environment's parameters");
+        assert!(
+            statements()
+                .iter()
+                .any(|s| s.starts_with("Deny") && s.contains("parameter/slipway/users")),
+            "the control plane's users are denied outright"
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use aws_sdk_ssm::operation::get_parameters::{GetParametersError, GetParametersOutput};

@@ -298,7 +298,7 @@ impl Agent {
 
         self.story.checkpoint("config");
         let started = Instant::now();
-        let vars = self.resolve(&config).await.map_err(|e| {
+        let vars = self.resolve(&url.env, &config).await.map_err(|e| {
             if fresh {
                 let _ = layout.remove_release(id);
             }
@@ -376,12 +376,18 @@ impl Agent {
     }
 
     /// The config with `ssm:` references replaced by their values.
-    async fn resolve(&self, config: &Config) -> Result<BTreeMap<String, String>, String> {
+    async fn resolve(
+        &self,
+        env: &EnvRef,
+        config: &Config,
+    ) -> Result<BTreeMap<String, String>, String> {
         let vars: BTreeMap<String, String> = config
             .iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         let names = secrets::references(&vars).map_err(|e| e.to_string())?;
+        // The instance role reads only the environment's own parameters.
+        slipway_core::config::check_secret_paths(env, &vars).map_err(|e| e.to_string())?;
         if names.is_empty() {
             return Ok(vars);
         }

@@ -43,7 +43,7 @@ impl Agent {
             .await
             .map_err(|e| Failure::at("fetch", e))?;
         let vars = self
-            .resolve(&config)
+            .resolve(&url.env, &config)
             .await
             .map_err(|e| Failure::at("config", e))?;
         let scratch = layout

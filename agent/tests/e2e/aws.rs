@@ -100,7 +100,8 @@ async fn an_s3_release_gets_its_ssm_secrets_and_tags_the_instance_and_a_missing_
             br#"{"health_timeout_secs": 5, "stop_grace_secs": 2}"#.to_vec(),
         )
         .await;
-    let param = format!("/{}/database-url", unique_name("hello"));
+    // An environment's parameters live under /<app>/<env>/.
+    let param = format!("/hello/prod/{}/database-url", unique_name("run"));
     let ssm = aws_sdk_ssm::Client::new(&world.config);
     ssm.put_parameter()
         .name(&param)
@@ -133,7 +134,7 @@ async fn an_s3_release_gets_its_ssm_secrets_and_tags_the_instance_and_a_missing_
         [("slipway:release".to_owned(), "r1".to_owned())]
     );
 
-    let missing = format!("/{}/nope", unique_name("hello"));
+    let missing = format!("/hello/prod/{}/nope", unique_name("run"));
     let r2 = release(
         &world,
         &env,

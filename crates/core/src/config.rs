@@ -31,6 +31,39 @@ pub enum ConfigError {
     Nul { key: String },
     #[error("config is {size} bytes; at most {MAX_CONFIG_BYTES} are allowed")]
     TooLarge { size: usize },
+    #[error(
+        "config value of {key} refers to a parameter outside {path}: an environment's ssm: values live under {path}"
+    )]
+    SecretOutsidePath { key: String, path: String },
+}
+
+/// A config value `ssm:<name>` is resolved on the instance from Parameter
+/// Store, and an instance may read only its environment's parameters.
+pub const SECRET_PREFIX: &str = "ssm:";
+
+/// Where an environment's `ssm:` parameters live: `/<app>/<env>/`.
+pub fn secret_path(env: &crate::names::EnvRef) -> String {
+    format!("/{}/{}/", env.app, env.env)
+}
+
+/// Refuses a value among `vars` that refers to a parameter outside the
+/// environment's path (the instance could not read it anyway).
+pub fn check_secret_paths<'a>(
+    env: &crate::names::EnvRef,
+    vars: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), ConfigError> {
+    let path = secret_path(env);
+    for (key, value) in vars {
+        if let Some(name) = value.strip_prefix(SECRET_PREFIX)
+            && (!name.starts_with(&path) || name.len() == path.len() || name.contains(".."))
+        {
+            return Err(ConfigError::SecretOutsidePath {
+                key: key.clone(),
+                path,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A set of config vars, always in key order.

@@ -340,6 +340,37 @@ async fn a_bad_config_key_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_secret_outside_the_environments_parameter_path_is_refused_and_changes_nothing() {
+    let world = World::new().await;
+    let e = env("cfg", "sec");
+    world.put("cfg/sec/env", "A=1\n").await;
+    for outside in [
+        "ssm:/slipway/users",
+        "ssm:/other/sec/db",
+        "ssm:/cfg/secx/db",
+        "ssm:/cfg/sec/",
+        "ssm:/cfg/sec/../../slipway/users",
+        "ssm:cfg/sec/db",
+    ] {
+        let set = BTreeMap::from([("DB".to_string(), outside.to_string())]);
+        let err = world
+            .store
+            .change_config(&e, &set, &[], "alice")
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("outside /cfg/sec/"), "{outside}: {text}");
+        assert_eq!(world.get("cfg/sec/env").await.unwrap(), b"A=1\n");
+    }
+    let set = BTreeMap::from([("DB".to_string(), "ssm:/cfg/sec/db".to_string())]);
+    world
+        .store
+        .change_config(&e, &set, &[], "alice")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn concurrent_config_changes_are_all_kept() {
     let world = World::new().await;
     let e = env("cfg", "race");

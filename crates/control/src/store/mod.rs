@@ -179,6 +179,7 @@ impl ReleaseStore {
         let (old, new) = loop {
             attempt += 1;
             let (old, etag) = self.config_with_etag(env).await?;
+            slipway_core::config::check_secret_paths(env, set)?;
             let new = old.with_changes(set, unset)?;
             if new == old {
                 return Ok(ConfigChange {
