@@ -32,6 +32,22 @@ pub(crate) fn aws_err<E: std::error::Error + 'static>(
     }
 }
 
+/// Whether a group's `slipway:app`/`slipway:env` tags name `env`; `None`
+/// when it has neither (a group made outside an environment stack).
+fn belongs_to(group: &AutoScalingGroup, env: &EnvRef) -> Option<bool> {
+    let tag = |key: &str| {
+        group
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+    };
+    match (tag("slipway:app"), tag("slipway:env")) {
+        (None, None) => None,
+        (app, e) => Some(app == Some(env.app.as_str()) && e == Some(env.env.as_str())),
+    }
+}
+
 #[derive(Clone)]
 pub struct AwsFleet {
     pub autoscaling: aws_sdk_autoscaling::Client,
@@ -44,7 +60,8 @@ pub struct AwsFleet {
     pub health_poll: Duration,
     /// Each environment's group name and target groups, as last read: a
     /// deploy's standby, exit and health steps need no fresh
-    /// `DescribeAutoScalingGroups` of their own.
+    /// `DescribeAutoScalingGroups` of their own. Keyed by `app/env`, which,
+    /// unlike the `app-env` group name, no two environments share.
     pub groups: Arc<Mutex<HashMap<String, GroupRef>>>,
 }
 
@@ -84,7 +101,7 @@ impl AwsFleet {
             target_groups: group.target_group_arns().to_vec(),
         };
         if let Ok(mut groups) = self.groups.lock() {
-            groups.insert(env.qualified(), known);
+            groups.insert(env.to_string(), known);
         }
         Ok(group)
     }
@@ -95,7 +112,7 @@ impl AwsFleet {
             .groups
             .lock()
             .ok()
-            .and_then(|g| g.get(&env.qualified()).cloned());
+            .and_then(|g| g.get(&env.to_string()).cloned());
         match known {
             Some(known) => Ok(known),
             None => {
@@ -119,7 +136,12 @@ impl AwsFleet {
             .send()
             .await
             .map_err(aws_err("DescribeAutoScalingGroups"))?;
-        if let Some(group) = named.auto_scaling_groups().first() {
+        // `<app>-<env>` is ambiguous (`a-b`/`c` and `a`/`b-c`): a group of
+        // that name whose tags say it is another environment's is not this
+        // one's, whatever its name.
+        if let Some(group) = named.auto_scaling_groups().first()
+            && belongs_to(group, env) != Some(false)
+        {
             return Ok(group.clone());
         }
         let tagged = self

@@ -261,3 +261,58 @@ async fn only_in_service_instances_are_deployed_to_and_health_names_the_laggards
     );
     assert!(health.num_calls() >= 2, "it polled until the timeout");
 }
+
+#[tokio::test]
+async fn a_group_named_for_another_environment_is_never_acted_on() {
+    use aws_sdk_autoscaling::types::TagDescription;
+    // `a-b`/`c` and `a`/`b-c` both name a group `a-b-c`.
+    let theirs = AutoScalingGroup::builder()
+        .auto_scaling_group_name("a-b-c")
+        .min_size(1)
+        .max_size(2)
+        .desired_capacity(1)
+        .tags(
+            TagDescription::builder()
+                .key("slipway:app")
+                .value("a-b")
+                .build(),
+        )
+        .tags(
+            TagDescription::builder()
+                .key("slipway:env")
+                .value("c")
+                .build(),
+        )
+        .build();
+    let by_name = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+        .match_requests(|r| !r.auto_scaling_group_names().is_empty())
+        .then_output(move || {
+            DescribeAutoScalingGroupsOutput::builder()
+                .auto_scaling_groups(theirs.clone())
+                .build()
+        });
+    let by_tag = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+        .match_requests(|r| r.auto_scaling_group_names().is_empty())
+        .then_output(|| DescribeAutoScalingGroupsOutput::builder().build());
+    let fleet = AwsFleet {
+        autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&by_name, &by_tag]),
+        ec2: mock_client!(aws_sdk_ec2, []),
+        elb: mock_client!(aws_sdk_elasticloadbalancingv2, []),
+        ssm: mock_client!(aws_sdk_ssm, []),
+        cloudformation: mock_client!(aws_sdk_cloudformation, []),
+        region: "eu-west-1".into(),
+        health_poll: Duration::from_millis(1),
+        groups: Default::default(),
+    };
+
+    let mine = EnvRef::parse("a", "b-c").unwrap();
+    assert!(matches!(
+        fleet.group(&mine).await,
+        Err(FleetError::NoGroup(_))
+    ));
+    let owner = EnvRef::parse("a-b", "c").unwrap();
+    assert_eq!(
+        fleet.group(&owner).await.unwrap().auto_scaling_group_name(),
+        Some("a-b-c")
+    );
+}

@@ -146,7 +146,7 @@ impl GroupControl for AwsFleet {
     async fn destroy(&self, env: &EnvRef) -> Result<Destroyed, FleetError> {
         let group = self.group(env).await?;
         if let Ok(mut groups) = self.groups.lock() {
-            groups.remove(&env.qualified());
+            groups.remove(&env.to_string());
         }
         if let Some(stack) = self.owning_stack(&group).await? {
             self.cloudformation
