@@ -47,6 +47,13 @@ pub trait Worker: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<JobDone, WorkerError>>;
 }
 
+fn wrong_kind(expected: JobKind, job: &JobId) -> WorkerError {
+    WorkerError::WrongKind {
+        expected,
+        got: job.kind(),
+    }
+}
+
 fn done(id: &impl ToString, status: &impl Serialize) -> JobDone {
     JobDone {
         id: id.to_string(),
@@ -111,12 +118,9 @@ impl<F: Fleet + Send + Sync + 'static, M: Runners> Worker for DeployWorker<F, M>
         time_left: Option<Duration>,
     ) -> BoxFuture<'_, Result<JobDone, WorkerError>> {
         Box::pin(async move {
-            let JobId::Deploy(id) = &job else {
-                return Err(WorkerError::WrongKind {
-                    expected: JobKind::Deploy,
-                    got: job.kind(),
-                });
-            };
+            let id = job
+                .deploy()
+                .ok_or_else(|| wrong_kind(JobKind::Deploy, &job))?;
             let record = self.run_deploy(&env, id, time_left).await?;
             tracing::info!(deploy = %id, status = ?record.status, "the deploy worker stopped");
             Ok(done(id, &record.status))
@@ -140,20 +144,15 @@ impl<F: Fleet + GroupControl + Send + Sync + 'static> CycleWorker<F> {
         env: &EnvRef,
         id: &slipway_core::ids::CycleId,
         time_left: Option<Duration>,
-    ) -> Result<CycleRecord, CycleError> {
+    ) -> Result<CycleRecord, WorkerError> {
         let settings = Deploys::new(self.cycles.store.clone())
             .settings(env)
-            .await
-            .map_err(|e| match e {
-                DeployError::Store(e) => CycleError::Store(e),
-                DeployError::Objects(e) => CycleError::Objects(e),
-                e => CycleError::Store(slipway_core_corrupt(e)),
-            })?;
+            .await?;
         let mut options = CycleOptions::from_settings(&settings).within(time_left);
         if let Some(tune) = self.tune {
             options = tune(options);
         }
-        run_queued_cycle(
+        Ok(run_queued_cycle(
             &self.cycles,
             env,
             id,
@@ -161,15 +160,7 @@ impl<F: Fleet + GroupControl + Send + Sync + 'static> CycleWorker<F> {
             self.next.clone(),
             options,
         )
-        .await
-    }
-}
-
-/// Settings that do not parse are stored data gone bad.
-fn slipway_core_corrupt(e: DeployError) -> crate::store::StoreError {
-    crate::store::StoreError::Corrupt {
-        what: "settings.json".into(),
-        detail: e.to_string(),
+        .await?)
     }
 }
 
@@ -185,12 +176,9 @@ impl<F: Fleet + GroupControl + Send + Sync + 'static> Worker for CycleWorker<F> 
         time_left: Option<Duration>,
     ) -> BoxFuture<'_, Result<JobDone, WorkerError>> {
         Box::pin(async move {
-            let JobId::Cycle(id) = &job else {
-                return Err(WorkerError::WrongKind {
-                    expected: JobKind::Cycle,
-                    got: job.kind(),
-                });
-            };
+            let id = job
+                .cycle()
+                .ok_or_else(|| wrong_kind(JobKind::Cycle, &job))?;
             let record = self.run_cycle(&env, id, time_left).await?;
             tracing::info!(cycle = %id, status = ?record.status, "the cycle worker stopped");
             Ok(done(id, &record.status))

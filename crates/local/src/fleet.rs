@@ -220,14 +220,8 @@ impl Reconciler {
             let page =
                 page.map_err(|e| aws_sdk_autoscaling::error::DisplayErrorContext(e).to_string())?;
             for group in page.auto_scaling_groups() {
-                let tag = |k: &str| {
-                    group
-                        .tags()
-                        .iter()
-                        .find(|t| t.key() == Some(k))
-                        .and_then(|t| t.value())
-                };
-                let (Some(app), Some(env)) = (tag("slipway:app"), tag("slipway:env")) else {
+                let (Some(app), Some(env)) = slipway_control::aws::fleet::environment_tags(group)
+                else {
                     continue;
                 };
                 let Ok(env) = EnvRef::parse(app, env) else {

@@ -32,9 +32,8 @@ pub(crate) fn aws_err<E: std::error::Error + 'static>(
     }
 }
 
-/// Whether a group's `slipway:app`/`slipway:env` tags name `env`; `None`
-/// when it has neither (a group made outside an environment stack).
-fn belongs_to(group: &AutoScalingGroup, env: &EnvRef) -> Option<bool> {
+/// A group's `slipway:app` and `slipway:env` tags, as far as it has them.
+pub fn environment_tags(group: &AutoScalingGroup) -> (Option<&str>, Option<&str>) {
     let tag = |key: &str| {
         group
             .tags()
@@ -42,7 +41,13 @@ fn belongs_to(group: &AutoScalingGroup, env: &EnvRef) -> Option<bool> {
             .find(|t| t.key() == Some(key))
             .and_then(|t| t.value())
     };
-    match (tag("slipway:app"), tag("slipway:env")) {
+    (tag("slipway:app"), tag("slipway:env"))
+}
+
+/// Whether a group's tags name `env`; `None` when it has neither (a group
+/// made outside an environment stack).
+fn belongs_to(group: &AutoScalingGroup, env: &EnvRef) -> Option<bool> {
+    match environment_tags(group) {
         (None, None) => None,
         (app, e) => Some(app == Some(env.app.as_str()) && e == Some(env.env.as_str())),
     }

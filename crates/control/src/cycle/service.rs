@@ -307,14 +307,10 @@ impl Cycles {
     }
 
     pub async fn get(&self, env: &EnvRef, id: &CycleId) -> Result<CycleRecord, CycleError> {
-        Ok(crate::store::read_record(
-            &self.objects,
-            &record_key(env, id),
-            &format!("cycle record {id}"),
-        )
-        .await?
-        .ok_or_else(|| CycleError::NotFound(id.clone()))?
-        .0)
+        Ok(crate::jobs::record(&self.objects, env, &id.clone().into())
+            .await?
+            .ok_or_else(|| CycleError::NotFound(id.clone()))?
+            .0)
     }
 
     /// Records newest first, at most `limit`.
@@ -327,11 +323,9 @@ impl Cycles {
 
     /// Asks a running cycle to stop before its next instance.
     pub async fn cancel(&self, env: &EnvRef, id: &CycleId) -> Result<CycleRecord, CycleError> {
-        let record = self.get(env, id).await?;
-        if !record.is_finished() {
-            crate::jobs::request_cancel(&self.objects, env, &id.clone().into()).await?;
-        }
-        Ok(record)
+        crate::jobs::cancel(&self.objects, env, &id.clone().into())
+            .await?
+            .ok_or_else(|| CycleError::NotFound(id.clone()))
     }
 
     /// Changes the group's sizes and records who did, from what to what.

@@ -103,6 +103,40 @@ pub enum Claim<R> {
     Missing,
 }
 
+/// A job's record and its version, if it exists.
+pub async fn record<R: JobRecord>(
+    objects: &S3Objects,
+    env: &EnvRef,
+    id: &JobId,
+) -> Result<Option<(R, String)>, StoreError> {
+    let what = format!("{} record {id}", id.kind());
+    read_record(objects, &job_key(env, id), &what).await
+}
+
+/// Asks a running job to stop: its marker beside the record, which the
+/// engine looks for between steps (and a deploy while its batch runs). A
+/// finished job is left as it is. The record as it was, if it exists.
+pub async fn cancel<R: JobRecord>(
+    objects: &S3Objects,
+    env: &EnvRef,
+    id: &JobId,
+) -> Result<Option<R>, StoreError> {
+    let Some((record, _)) = record::<R>(objects, env, id).await? else {
+        return Ok(None);
+    };
+    if !record.is_finished() {
+        objects
+            .put(
+                &job_cancel_key(env, id),
+                Vec::new(),
+                "text/plain",
+                Write::Always,
+            )
+            .await?;
+    }
+    Ok(Some(record))
+}
+
 /// Claims the job `id` for this worker: a conditional write of the taken-up
 /// record on the version that was read, so of two launches of the same job
 /// exactly one runs it.
@@ -111,9 +145,7 @@ pub async fn claim<R: JobRecord>(
     env: &EnvRef,
     id: &JobId,
 ) -> Result<Claim<R>, StoreError> {
-    let key = job_key(env, id);
-    let what = format!("{} record {id}", id.kind());
-    let Some((mut record, etag)) = read_record::<R>(objects, &key, &what).await? else {
+    let Some((mut record, etag)) = record::<R>(objects, env, id).await? else {
         return Ok(Claim::Missing);
     };
     if record.is_finished() || !record.resumable() {
@@ -122,36 +154,23 @@ pub async fn claim<R: JobRecord>(
     record.take_up();
     let body = serde_json::to_vec_pretty(&record).expect("a record always serialises");
     match objects
-        .put(&key, body, "application/json", Write::IfMatch(&etag))
+        .put(
+            &job_key(env, id),
+            body,
+            "application/json",
+            Write::IfMatch(&etag),
+        )
         .await
     {
         Ok(_) => Ok(Claim::Ours(record)),
         Err(ObjectError::Precondition { .. }) => {
-            Ok(match read_record::<R>(objects, &key, &what).await? {
+            Ok(match self::record::<R>(objects, env, id).await? {
                 Some((now, _)) => Claim::NotOurs(now),
                 None => Claim::Missing,
             })
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// Asks a running job to stop: its marker beside the record. The engine
-/// looks for it between steps (and a deploy while its batch runs).
-pub async fn request_cancel(
-    objects: &S3Objects,
-    env: &EnvRef,
-    id: &JobId,
-) -> Result<(), ObjectError> {
-    objects
-        .put(
-            &job_cancel_key(env, id),
-            Vec::new(),
-            "text/plain",
-            Write::Always,
-        )
-        .await
-        .map(drop)
 }
 
 /// How long a worker with `time_left` (a Lambda invocation's) may go on

@@ -324,14 +324,10 @@ impl Deploys {
     }
 
     pub async fn get(&self, env: &EnvRef, id: &DeployId) -> Result<DeployRecord, DeployError> {
-        Ok(crate::store::read_record(
-            &self.objects,
-            &record_key(env, id),
-            &format!("deploy record {id}"),
-        )
-        .await?
-        .ok_or_else(|| DeployError::NotFound(id.clone()))?
-        .0)
+        Ok(crate::jobs::record(&self.objects, env, &id.clone().into())
+            .await?
+            .ok_or_else(|| DeployError::NotFound(id.clone()))?
+            .0)
     }
 
     /// Records newest first, at most `limit`.
@@ -386,11 +382,9 @@ impl Deploys {
     /// Asks a running deploy to stop: the running batch's command is
     /// cancelled, no further batch starts.
     pub async fn cancel(&self, env: &EnvRef, id: &DeployId) -> Result<DeployRecord, DeployError> {
-        let record = self.get(env, id).await?;
-        if !record.is_finished() {
-            crate::jobs::request_cancel(&self.objects, env, &id.clone().into()).await?;
-        }
-        Ok(record)
+        crate::jobs::cancel(&self.objects, env, &id.clone().into())
+            .await?
+            .ok_or_else(|| DeployError::NotFound(id.clone()))
     }
 
     /// The log a worker runs the engine with, for a deploy whose lock it
