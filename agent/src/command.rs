@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
@@ -58,17 +59,81 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
+/// This boot's id: a pid and a start time name one process only within
+/// one boot.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned())
+}
+
+/// What a command's pidfile says: `<pid> <start ticks> <boot id>`.
+fn pidfile_text(pid: u32) -> String {
+    let ticks = start_ticks(pid).unwrap_or(0);
+    format!("{pid} {ticks} {}", boot_id().unwrap_or_default())
+}
+
+/// Does any process of the group still run? Reaps members that are this
+/// process's own exited children first, and does not count zombies (an
+/// orphan's parent may take its time to reap it). A group whose leader
+/// has exited lives on while any member does, and its id cannot be reused
+/// meanwhile, so a live group here is still the one that was recorded.
+pub fn group_alive(pgid: u32) -> bool {
+    let group = Pid::from_raw(-(pgid as i32));
+    while let Ok(status) = waitpid(group, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+    if killpg(Pid::from_raw(pgid as i32), None).is_err() {
+        return false;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    procs.flatten().any(|e| {
+        let Some(stat) = e
+            .file_name()
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|_| std::fs::read_to_string(e.path().join("stat")).ok())
+        else {
+            return false;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        fields.get(2) == Some(&pgid.to_string().as_str())
+            && !matches!(fields.first(), Some(&"Z") | Some(&"X"))
+    })
+}
+
 /// Kills what a command recorded in `pidfile` left running (the agent was
-/// killed while it ran), and removes the pidfile.
+/// killed while it ran), and removes the pidfile. Root kills only what a
+/// pidfile it wrote itself names, in this boot: one that is a link, is
+/// owned by anyone else or comes from another boot (the pid may belong to
+/// anything since) is removed and nothing is killed.
 pub fn kill_leftover(pidfile: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(pidfile).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    let file = crate::layout::open_nofollow(pidfile, std::fs::OpenOptions::new().read(true));
     let _ = std::fs::remove_file(pidfile);
-    let (pid, ticks) = text.trim().split_once(' ')?;
-    let (pid, ticks): (u32, u64) = (pid.parse().ok()?, ticks.parse().ok()?);
-    let group = Pid::from_raw(pid as i32);
-    if start_ticks(pid) == Some(ticks) || killpg(group, None).is_ok() {
+    let mut file = file.ok()?;
+    if file.metadata().ok()?.uid() != nix::unistd::geteuid().as_raw() {
+        return None;
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).ok()?;
+    let mut fields = text.split_whitespace();
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let ticks: u64 = fields.next()?.parse().ok()?;
+    if pid <= 1 || fields.next()? != boot_id()? {
+        return None;
+    }
+    if start_ticks(pid) == Some(ticks) || group_alive(pid) {
+        let group = Pid::from_raw(pid as i32);
         let _ = killpg(group, Signal::SIGKILL);
-        while killpg(group, None).is_ok() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while group_alive(pid) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         return Some(pid);
@@ -76,11 +141,13 @@ pub fn kill_leftover(pidfile: &Path) -> Option<u32> {
     None
 }
 
-/// Who a command runs as (root starts app commands as the app's user).
-#[derive(Debug, Clone, Copy)]
+/// Who a command runs as (root starts app commands as the app's user),
+/// with that user's home, never root's.
+#[derive(Debug, Clone)]
 pub struct RunAs {
     pub uid: u32,
     pub gid: u32,
+    pub home: std::path::PathBuf,
 }
 
 pub struct Run<'a> {
@@ -89,7 +156,7 @@ pub struct Run<'a> {
     pub dir: &'a Path,
     pub env: &'a BTreeMap<String, String>,
     pub timeout: Duration,
-    pub run_as: Option<RunAs>,
+    pub run_as: Option<&'a RunAs>,
     /// Where to record the command's process group while it runs, so a
     /// later agent can kill it if this one dies.
     pub pidfile: Option<&'a Path>,
@@ -111,7 +178,7 @@ pub async fn run(run: Run<'_>) -> Result<(), CommandError> {
         .process_group(0)
         .kill_on_drop(true);
     if let Some(user) = run.run_as {
-        cmd.uid(user.uid).gid(user.gid);
+        cmd.uid(user.uid).gid(user.gid).env("HOME", &user.home);
     }
     let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
         what: what.clone(),
@@ -119,8 +186,7 @@ pub async fn run(run: Run<'_>) -> Result<(), CommandError> {
     })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     if let (Some(path), Some(pid)) = (run.pidfile, child.id()) {
-        let ticks = start_ticks(pid).unwrap_or(0);
-        let _ = crate::layout::write_atomic(path, format!("{pid} {ticks}").as_bytes(), 0o644);
+        let _ = crate::layout::write_atomic(path, pidfile_text(pid).as_bytes(), 0o644);
     }
     let out = relay(child.stdout.take(), what.clone());
     let err = relay(child.stderr.take(), what.clone());
@@ -222,5 +288,36 @@ mod tests {
         .unwrap_err();
         assert!(matches!(slow, CommandError::TimedOut { .. }), "{slow}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_command_run_as_the_app_user_gets_that_users_home_not_roots() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root can run a command as another user");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let user = RunAs {
+            uid: 65534,
+            gid: 65534,
+            home: "/home/slipway-test".into(),
+        };
+        let env = env();
+        run(Run {
+            what: "build",
+            command: r#"test "$HOME" = /home/slipway-test && test "$(id -u)" = 65534"#,
+            dir: tmp.path(),
+            env: &env,
+            timeout: Duration::from_secs(10),
+            run_as: Some(&user),
+            pidfile: None,
+        })
+        .await
+        .unwrap();
     }
 }

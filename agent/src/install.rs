@@ -8,6 +8,7 @@
 //! so nothing the agent runs came from anywhere but the release it was
 //! asked for.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -172,18 +173,170 @@ pub async fn install_source(
     Ok(unpacked)
 }
 
-/// Gives a tree to the user the app runs as (lchown: links are not
-/// followed).
+/// Gives a release tree, just unpacked by root, to the user the app runs
+/// as. The walk goes by descriptor (`openat` with
+/// `O_NOFOLLOW|O_DIRECTORY`, `fchownat` without following links) and
+/// gives a directory away only after everything in it: until then it is
+/// root's, so the app user cannot swap an entry for a link to `/` while
+/// root walks it.
 pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            chown_tree(&path, uid, gid)?;
-        } else {
-            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+    chown_tree_watched(dir, uid, gid, &mut |_| {})
+}
+
+/// `chown_tree`, calling `before_descent` with each subdirectory's path
+/// just before the walk enters it (the tests swap it for a link there).
+fn chown_tree_watched(
+    dir: &Path,
+    uid: u32,
+    gid: u32,
+    before_descent: &mut dyn FnMut(&Path),
+) -> std::io::Result<()> {
+    let fd = nix::fcntl::open(dir, DIR_FLAGS, nix::sys::stat::Mode::empty())
+        .map_err(|e| walk_error(dir, e))?;
+    give_away(fd, dir, uid, gid, before_descent)
+}
+
+const DIR_FLAGS: nix::fcntl::OFlag = nix::fcntl::OFlag::O_RDONLY
+    .union(nix::fcntl::OFlag::O_DIRECTORY)
+    .union(nix::fcntl::OFlag::O_NOFOLLOW)
+    .union(nix::fcntl::OFlag::O_CLOEXEC);
+
+fn give_away(
+    fd: std::os::fd::OwnedFd,
+    path: &Path,
+    uid: u32,
+    gid: u32,
+    before_descent: &mut dyn FnMut(&Path),
+) -> std::io::Result<()> {
+    use nix::dir::{Dir, Type};
+    use nix::fcntl::{AtFlags, openat};
+    use nix::sys::stat::{Mode, SFlag, fstatat};
+    use nix::unistd::{Gid, Uid, fchown, fchownat};
+    let (owner, group) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+    let mut entries = Vec::new();
+    {
+        let dup = fd.try_clone()?;
+        let mut listing = Dir::from_fd(dup).map_err(|e| walk_error(path, e))?;
+        for entry in listing.iter() {
+            let entry = entry.map_err(|e| walk_error(path, e))?;
+            let name = entry.file_name().to_owned();
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                entries.push((name, entry.file_type()));
+            }
         }
     }
-    Ok(())
+    for (name, kind) in entries {
+        let child = path.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        let is_dir = match kind {
+            Some(kind) => kind == Type::Directory,
+            None => fstatat(&fd, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+                .map_err(|e| walk_error(&child, e))?,
+        };
+        if is_dir {
+            before_descent(&child);
+            let sub = openat(&fd, name.as_c_str(), DIR_FLAGS, Mode::empty())
+                .map_err(|e| walk_error(&child, e))?;
+            give_away(sub, &child, uid, gid, before_descent)?;
+        } else {
+            fchownat(
+                &fd,
+                name.as_c_str(),
+                owner,
+                group,
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| walk_error(&child, e))?;
+        }
+    }
+    fchown(&fd, owner, group).map_err(|e| walk_error(path, e))
+}
+
+fn walk_error(path: &Path, errno: nix::errno::Errno) -> std::io::Error {
+    use nix::errno::Errno;
+    let why = match errno {
+        Errno::ELOOP | Errno::ENOTDIR => {
+            "was swapped for something else while being given to the app user".to_owned()
+        }
+        other => other.desc().to_owned(),
+    };
+    std::io::Error::other(format!("{}: {why}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, symlink};
+
+    const APP_USER: u32 = 65534;
+
+    fn owner(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().uid()
+    }
+
+    /// `r1/{a/b/f, c, l -> /}` and a directory outside it, all root's.
+    fn tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let release = tmp.path().join("r1");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(release.join("a/b")).unwrap();
+        std::fs::create_dir_all(outside.join("etc")).unwrap();
+        std::fs::write(release.join("a/b/f"), "x").unwrap();
+        std::fs::write(release.join("c"), "x").unwrap();
+        std::fs::write(outside.join("etc/passwd"), "root:x:0:0\n").unwrap();
+        symlink(&outside, release.join("l")).unwrap();
+        (tmp, release, outside)
+    }
+
+    fn root_only() -> bool {
+        let root = nix::unistd::geteuid().is_root();
+        if !root {
+            eprintln!("skipped: only root can give files away");
+        }
+        root
+    }
+
+    #[test]
+    fn a_release_tree_is_given_away_whole_and_its_links_are_not_followed() {
+        if !root_only() {
+            return;
+        }
+        let (_tmp, release, outside) = tree();
+
+        chown_tree(&release, APP_USER, APP_USER).unwrap();
+
+        for path in ["", "a", "a/b", "a/b/f", "c", "l"] {
+            assert_eq!(owner(&release.join(path)), APP_USER, "{path}");
+        }
+        assert_eq!(owner(&outside), 0);
+        assert_eq!(owner(&outside.join("etc/passwd")), 0);
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_link_during_the_walk_is_not_followed() {
+        if !root_only() {
+            return;
+        }
+        let (_tmp, release, outside) = tree();
+        let mut parents_still_roots = true;
+
+        let result = chown_tree_watched(&release, APP_USER, APP_USER, &mut |dir| {
+            // The app user could swap `dir` only if its parent were already
+            // theirs; swap it anyway, as root, and see that nothing follows.
+            parents_still_roots &= owner(dir.parent().unwrap()) == 0;
+            if dir.ends_with("a") {
+                std::fs::rename(dir, dir.with_file_name("a.moved")).unwrap();
+                symlink(outside.join("etc"), dir).unwrap();
+            }
+        });
+
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("swapped"), "{err}");
+        assert!(
+            parents_still_roots,
+            "a directory was given away before its children"
+        );
+        assert_eq!(owner(&outside.join("etc")), 0);
+        assert_eq!(owner(&outside.join("etc/passwd")), 0);
+    }
 }

@@ -14,13 +14,27 @@
 //! Files that matter are written to a temporary name, fsynced and renamed,
 //! and the directory is fsynced, so a crash leaves the old or the new
 //! version, never a torn one.
+//!
+//! The agent runs as root and the app as its own user, so nothing the agent
+//! opens may be the app's to swap: `<root>`, `<root>/<app>` and `releases/`
+//! are root's and 0755, `env/` root's and 0700 (a directory left owned by
+//! anyone else, as an older image's app home was, is taken back), and the
+//! agent never follows a symbolic link it did not make — directories are
+//! opened with `O_NOFOLLOW|O_DIRECTORY` and files it reads or appends to
+//! with `O_NOFOLLOW`. Only a release's own tree is the app user's.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, symlink};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+
 use slipway_core::names::{AppName, ReleaseId};
+
+/// Where the agent keeps apps unless told otherwise.
+pub const DEFAULT_ROOT: &str = "/srv/slipway";
 
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -105,12 +119,21 @@ impl Layout {
         self.root.join("scratch")
     }
 
-    /// Creates the directories; `env/` is readable by its owner only.
+    /// Creates the directories, or checks the ones there: none is a link,
+    /// and under root each is root's; `env/` is readable by its owner only.
     pub fn create(&self) -> io::Result<()> {
-        fs::create_dir_all(self.releases())?;
-        let env = self.root.join("env");
-        fs::create_dir_all(&env)?;
-        fs::set_permissions(&env, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let agent_root = self.root.parent().unwrap_or(Path::new("/"));
+        fs::create_dir_all(agent_root)?;
+        for (dir, mode) in [
+            (agent_root.to_owned(), 0o755),
+            (self.root.clone(), 0o755),
+            (self.releases(), 0o755),
+            (self.root.join("env"), 0o700),
+            (self.run_dir(), 0o755),
+            (self.log_dir(), 0o755),
+        ] {
+            ensure_dir(&dir, mode)?;
+        }
         Ok(())
     }
 
@@ -198,6 +221,76 @@ impl Layout {
     }
 }
 
+/// The error for a link where the agent expects a file or directory.
+fn link_refused(path: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} is a symbolic link; the agent does not follow links in an app's directory",
+        path.display()
+    ))
+}
+
+fn nofollow(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| {
+        if e.raw_os_error() == Some(Errno::ELOOP as i32) {
+            link_refused(path)
+        } else {
+            e
+        }
+    }
+}
+
+/// Opens `path` with `O_NOFOLLOW`: a link there is refused, not followed.
+pub fn open_nofollow(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    options
+        .custom_flags(OFlag::O_NOFOLLOW.bits() | OFlag::O_CLOEXEC.bits())
+        .open(path)
+        .map_err(nofollow(path))
+}
+
+/// Reads a file the agent wrote, never through a link.
+pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_nofollow(path, OpenOptions::new().read(true))?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Makes `dir` (its parent must exist) or checks it: a directory, not a
+/// link, with `mode`, and when the agent is root, owned by root. The
+/// checks are made on the opened directory, so nothing can be swapped in
+/// between.
+pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).bits())
+        .open(dir)
+        .map_err(|e| match e.raw_os_error() {
+            Some(n) if n == Errno::ELOOP as i32 || n == Errno::ENOTDIR as i32 => {
+                if fs::symlink_metadata(dir).is_ok_and(|m| m.is_symlink()) {
+                    link_refused(dir)
+                } else {
+                    io::Error::other(format!("{} is not a directory", dir.display()))
+                }
+            }
+            _ => e,
+        })?;
+    let meta = opened.metadata()?;
+    if nix::unistd::geteuid().is_root() && (meta.uid() != 0 || meta.gid() != 0) {
+        nix::unistd::fchown(
+            &opened,
+            Some(nix::unistd::Uid::from_raw(0)),
+            Some(nix::unistd::Gid::from_raw(0)),
+        )?;
+    }
+    if meta.permissions().mode() & 0o7777 != mode {
+        opened.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -243,7 +336,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn layout(tmp: &Path) -> Layout {
         let l = Layout::new(tmp, &AppName::parse("hello").unwrap());
@@ -306,5 +398,71 @@ mod tests {
         l.remove_release(r(1)).unwrap();
         assert!(!l.env_file(r(1)).exists());
         assert!(!l.procfile(r(1)).exists());
+    }
+
+    #[test]
+    fn a_root_agent_takes_back_directories_the_app_user_owns() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root can give a directory away");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let l = layout(tmp.path());
+        let app_user = 65534;
+        for dir in [tmp.path().to_owned(), l.dir().to_owned(), l.releases()] {
+            std::os::unix::fs::lchown(&dir, Some(app_user), Some(app_user)).unwrap();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        }
+
+        l.create().unwrap();
+
+        for dir in [tmp.path().to_owned(), l.dir().to_owned(), l.releases()] {
+            let meta = fs::symlink_metadata(&dir).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (0, 0), "{}", dir.display());
+            assert_eq!(
+                meta.permissions().mode() & 0o7777,
+                0o755,
+                "{}",
+                dir.display()
+            );
+        }
+    }
+
+    #[test]
+    fn a_link_in_place_of_a_directory_is_refused_and_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let l = Layout::new(tmp.path(), &AppName::parse("hello").unwrap());
+        symlink(outside.path(), l.dir()).unwrap();
+
+        let err = l.create().unwrap_err();
+
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_image_and_the_user_data_make_the_root_roots_and_the_app_home_elsewhere() {
+        let infra = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra");
+        for file in ["base-image/provision.sh", "environment.yaml"] {
+            let text = fs::read_to_string(infra.join(file)).unwrap();
+            let homes: Vec<&str> = text
+                .split("--home-dir ")
+                .skip(1)
+                .filter_map(|rest| rest.split_whitespace().next())
+                .collect();
+            assert!(!homes.is_empty(), "{file} makes no app user");
+            for home in homes {
+                assert!(
+                    !Path::new(home).starts_with(DEFAULT_ROOT),
+                    "{file}: the app user's home {home} is in the agent's root"
+                );
+            }
+            let root_owned = format!("install -d -o root -g root -m 0755 {DEFAULT_ROOT}");
+            assert!(
+                text.contains(&root_owned),
+                "{file} does not make {DEFAULT_ROOT} root's"
+            );
+        }
     }
 }

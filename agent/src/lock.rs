@@ -5,12 +5,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::layout::Layout;
+use crate::layout::{Layout, open_nofollow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -33,12 +34,15 @@ impl AppLock {
         on_wait: impl FnOnce(&str),
     ) -> Result<Self, LockError> {
         let started = Instant::now();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(layout.lock())?;
+        let mut file = open_nofollow(
+            &layout.lock(),
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644),
+        )?;
         let mut on_wait = Some(on_wait);
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

@@ -127,6 +127,7 @@ fn run_as(user: &str) -> Result<RunAs, String> {
     Ok(RunAs {
         uid: found.uid.as_raw(),
         gid: found.gid.as_raw(),
+        home: found.dir,
     })
 }
 
@@ -147,7 +148,7 @@ async fn main() -> ExitCode {
         .root
         .clone()
         .or_else(|| setting("SLIPWAY_ROOT").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/srv/slipway"));
+        .unwrap_or_else(|| PathBuf::from(slipway_agent::layout::DEFAULT_ROOT));
     let kind = match cli.supervisor {
         Some(k) => k,
         None => match setting("SLIPWAY_SUPERVISOR").as_deref() {

@@ -51,7 +51,7 @@ impl State {
     }
 
     fn load_path(path: &Path) -> io::Result<Self> {
-        match std::fs::read(path) {
+        match crate::layout::read_nofollow(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| io::Error::other(format!("{} is damaged: {e}", path.display()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),

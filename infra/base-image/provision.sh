@@ -17,8 +17,12 @@ esac
 # rsyslog-gnutls: the TLS driver an environment's `syslog` forwarding uses.
 dnf install -y -q amazon-cloudwatch-agent amazon-ssm-agent rsyslog rsyslog-gnutls
 
-# The user app processes run as (the agent's systemd units say User=slipway).
-id slipway >/dev/null 2>&1 || useradd --system --create-home --home-dir /srv/slipway slipway
+# The user app processes run as (the agent's systemd units say User=slipway),
+# with a home of its own: the agent's root /srv/slipway is root's, so the app
+# cannot swap what the agent, as root, opens there.
+id slipway >/dev/null 2>&1 || useradd --system --create-home --home-dir /home/slipway slipway
+install -d -o slipway -g slipway -m 0700 /home/slipway
+install -d -o root -g root -m 0755 /srv/slipway
 
 # The agent, verified before it is installed.
 tmp="$(mktemp)"

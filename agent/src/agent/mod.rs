@@ -274,7 +274,7 @@ impl Agent {
             let unpacked = install::install_source(store, &manifest, layout, self.limits)
                 .await
                 .map_err(|e| Failure::at("download", e))?;
-            if let Some(user) = self.run_as {
+            if let Some(user) = &self.run_as {
                 chown_tree(&layout.release(id), user.uid, user.gid)
                     .map_err(|e| Failure::at("download", format!("chown: {e}")))?;
             }
@@ -344,7 +344,7 @@ impl Agent {
                     dir: &layout.release(id),
                     env: &env,
                     timeout: Duration::from_secs(settings.build_timeout_secs),
-                    run_as: self.run_as,
+                    run_as: self.run_as.as_ref(),
                     pidfile: Some(&layout.command_pidfile()),
                 })
                 .await;

@@ -54,7 +54,7 @@ impl Agent {
             let unpacked = install::unpack(&store, &manifest, scratch.clone(), self.limits)
                 .await
                 .map_err(|e| Failure::at("download", e))?;
-            if let Some(user) = self.run_as {
+            if let Some(user) = &self.run_as {
                 chown_tree(&scratch, user.uid, user.gid).map_err(|e| Failure::at("download", e))?;
             }
             self.story.say(
@@ -79,7 +79,7 @@ impl Agent {
                     dir: &scratch,
                     env: &env,
                     timeout,
-                    run_as: self.run_as,
+                    run_as: self.run_as.as_ref(),
                     pidfile: Some(&layout.command_pidfile()),
                 })
                 .await

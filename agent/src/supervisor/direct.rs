@@ -13,14 +13,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use slipway_core::names::ReleaseId;
 
 use super::{Plan, ProcessStatus, SupervisorError, io_err};
 use crate::command::process_env;
-use crate::layout::{Layout, remove_if_exists, write_atomic};
+use crate::layout::{Layout, open_nofollow, read_nofollow, remove_if_exists, write_atomic};
 
 #[derive(Debug, Clone, Default)]
 pub struct Direct {
@@ -38,46 +37,10 @@ struct PidFile {
     grace_secs: u64,
 }
 
-use crate::command::start_ticks;
+use crate::command::{group_alive, start_ticks};
 
 fn is_ours(p: &PidFile) -> bool {
     start_ticks(p.pid) == Some(p.start_ticks)
-}
-
-/// Does any process of the group still run? Reaps members that are this
-/// process's own exited children first, and does not count zombies (an
-/// orphan's parent may take its time to reap it). A group whose leader
-/// has exited lives on while any member does, and its id cannot be reused
-/// meanwhile, so a live group here is still ours.
-fn group_alive(pgid: u32) -> bool {
-    let group = Pid::from_raw(-(pgid as i32));
-    while let Ok(status) = waitpid(group, Some(WaitPidFlag::WNOHANG)) {
-        if status == WaitStatus::StillAlive {
-            break;
-        }
-    }
-    if killpg(Pid::from_raw(pgid as i32), None).is_err() {
-        return false;
-    }
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return true;
-    };
-    procs.flatten().any(|e| {
-        let Some(stat) = e
-            .file_name()
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|_| fs::read_to_string(e.path().join("stat")).ok())
-        else {
-            return false;
-        };
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            return false;
-        };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        fields.get(2) == Some(&pgid.to_string().as_str())
-            && !matches!(fields.first(), Some(&"Z") | Some(&"X"))
-    })
 }
 
 /// Should `stop` signal this group? If its leader is the process we
@@ -94,7 +57,7 @@ impl Direct {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_str()?.strip_suffix(".pid")?.to_owned();
-                let pid = serde_json::from_slice(&fs::read(e.path()).ok()?).ok()?;
+                let pid = serde_json::from_slice(&read_nofollow(&e.path()).ok()?).ok()?;
                 Some((name, pid))
             })
             .collect();
@@ -127,27 +90,29 @@ impl Direct {
         while running.iter().any(|(_, p)| group_alive(p.pid)) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        for (name, _) in Self::pidfiles(layout) {
-            remove_if_exists(&layout.run_dir().join(format!("{name}.pid")))
-                .map_err(io_err("removing a pidfile"))?;
+        // Every pidfile goes, a link or a damaged one too.
+        for entry in fs::read_dir(layout.run_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().ends_with(".pid") {
+                remove_if_exists(&entry.path()).map_err(io_err("removing a pidfile"))?;
+            }
         }
         Ok(())
     }
 
     pub async fn start(&self, layout: &Layout, plan: &Plan) -> Result<(), SupervisorError> {
-        let text = fs::read_to_string(&plan.env_file)
+        let text = read_nofollow(&plan.env_file)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .map_err(io_err(format!("reading {}", plan.env_file.display())))?;
         let config = crate::envfile::parse(&text)?;
         let base = process_env(&config);
-        fs::create_dir_all(layout.run_dir()).map_err(io_err("creating run/"))?;
-        fs::create_dir_all(layout.log_dir()).map_err(io_err("creating log/"))?;
         for proc in plan.processes() {
             let name = proc.name();
             let log_path = layout.log_dir().join(format!("{name}.log"));
-            let log = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
+            let log = open_nofollow(&log_path, OpenOptions::new().create(true).append(true))
                 .map_err(io_err(format!("opening {}", log_path.display())))?;
             let err_log = log
                 .try_clone()

@@ -6,4 +6,5 @@ mod aws;
 mod boot;
 mod crash;
 mod deploy;
+mod links;
 mod support;
