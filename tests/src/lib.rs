@@ -205,7 +205,7 @@ impl World {
 /// An environment made in the emulator from `infra/environment.yaml`, the
 /// template real environments are made from, as the local platform makes
 /// them: a launch template, an Auto Scaling group over two subnets, an ALB
-/// and a target group. The stack is named `<app>-<env>`, like the group.
+/// and a target group. The stack is named `<app>-<Env>`, like the group.
 pub async fn environment_stack(config: &SdkConfig, env: &EnvRef, bucket: &str, desired: u32) {
     let template = std::fs::read_to_string(workspace_root().join("infra/environment.yaml"))
         .expect("read infra/environment.yaml");
@@ -226,7 +226,7 @@ pub fn simulate_booting_agents(
         slipway_control::aws::autoscaling_client(config),
         slipway_control::aws::ec2_client(config),
     );
-    let (group, release) = (env.qualified(), release.to_owned());
+    let (group, release) = (env.physical_name(), release.to_owned());
     tokio::spawn(async move {
         loop {
             if let Ok(out) = asg

@@ -180,8 +180,14 @@ pub async fn create(
             .filter_map(|(k, v)| Some(param(k, v?))),
     );
     let cfn = slipway_control::aws::cloudformation_client(config);
+    if let Some(stack) = legacy_stack(&cfn, env).await {
+        bail!(
+            "{env} already exists as the stack {stack}, made by an earlier ship; `ship env update` changes it"
+        );
+    }
+    let stack = env.physical_name();
     cfn.create_stack()
-        .stack_name(env.qualified())
+        .stack_name(&stack)
         .template_body(template)
         .set_parameters(Some(params))
         .capabilities(Capability::CapabilityIam)
@@ -201,8 +207,41 @@ pub async fn create(
         .send()
         .await
         .map_err(|e| anyhow!("{}", aws_sdk_cloudformation::error::DisplayErrorContext(e)))
-        .with_context(|| format!("creating the stack {}", env.qualified()))?;
-    follow(config, &env.qualified(), print).await
+        .with_context(|| format!("creating the stack {stack}"))?;
+    follow(config, &stack, print).await
+}
+
+/// The stack an earlier ship made for `env`: named `<app>-<env>`, which is
+/// ambiguous, so only when its tags name this environment.
+async fn legacy_stack(cfn: &aws_sdk_cloudformation::Client, env: &EnvRef) -> Option<String> {
+    let name = env.qualified();
+    let out = cfn.describe_stacks().stack_name(&name).send().await.ok()?;
+    let stack = out.stacks().first()?;
+    let tag = |key: &str| {
+        stack
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+    };
+    (tag("slipway:app") == Some(env.app.as_str()) && tag("slipway:env") == Some(env.env.as_str()))
+        .then_some(name)
+}
+
+/// The environment's stack: `<app>-<Env>`, or the one an earlier ship
+/// made for it.
+async fn stack_of(cfn: &aws_sdk_cloudformation::Client, env: &EnvRef) -> String {
+    let physical = env.physical_name();
+    if cfn
+        .describe_stacks()
+        .stack_name(&physical)
+        .send()
+        .await
+        .is_ok()
+    {
+        return physical;
+    }
+    legacy_stack(cfn, env).await.unwrap_or(physical)
 }
 
 /// Updates the stack's parameters; true when the launch template changed.
@@ -213,14 +252,15 @@ pub async fn update(
     print: bool,
 ) -> anyhow::Result<bool> {
     let cfn = slipway_control::aws::cloudformation_client(config);
-    let stack = cfn
+    let name = stack_of(&cfn, env).await;
+    let described = cfn
         .describe_stacks()
-        .stack_name(env.qualified())
+        .stack_name(&name)
         .send()
         .await
         .map_err(|e| anyhow!("{}", aws_sdk_cloudformation::error::DisplayErrorContext(e)))
-        .with_context(|| format!("reading the stack {}", env.qualified()))?;
-    let current: Vec<String> = stack
+        .with_context(|| format!("reading the stack {name}"))?;
+    let current: Vec<String> = described
         .stacks()
         .first()
         .map(|s| {
@@ -238,15 +278,15 @@ pub async fn update(
     // The template this `ship` carries: an update also brings the stack up
     // to this version's template.
     cfn.update_stack()
-        .stack_name(env.qualified())
+        .stack_name(&name)
         .template_body(TEMPLATE)
         .set_parameters(Some(params))
         .capabilities(Capability::CapabilityIam)
         .send()
         .await
         .map_err(|e| anyhow!("{}", aws_sdk_cloudformation::error::DisplayErrorContext(e)))
-        .with_context(|| format!("updating the stack {}", env.qualified()))?;
-    follow(config, &env.qualified(), print).await?;
+        .with_context(|| format!("updating the stack {name}"))?;
+    follow(config, &name, print).await?;
     Ok(settings.instance_type.is_some() || settings.ami.is_some())
 }
 
@@ -274,13 +314,14 @@ fn update_parameters(
 /// Deletes the stack and follows it until it is gone.
 pub async fn destroy(config: &SdkConfig, env: &EnvRef, print: bool) -> anyhow::Result<()> {
     let cfn = slipway_control::aws::cloudformation_client(config);
+    let name = stack_of(&cfn, env).await;
     cfn.delete_stack()
-        .stack_name(env.qualified())
+        .stack_name(&name)
         .send()
         .await
         .map_err(|e| anyhow!("{}", aws_sdk_cloudformation::error::DisplayErrorContext(e)))
-        .with_context(|| format!("deleting the stack {}", env.qualified()))?;
-    follow(config, &env.qualified(), print).await
+        .with_context(|| format!("deleting the stack {name}"))?;
+    follow(config, &name, print).await
 }
 
 fn terminal(status: &StackStatus) -> bool {

@@ -8,7 +8,7 @@ use slipway_core::names::EnvRef;
 use crate::commands::envs::{self, ControlPlane, StackSettings};
 use crate::context::DevState;
 
-/// Creates `<app>-<env>` from the template with `desired` instances, in
+/// Creates `<app>-<Env>` from the template with `desired` instances, in
 /// the default VPC, as `ship env create` does on AWS.
 pub async fn create_stack(
     config: &SdkConfig,

@@ -15,7 +15,7 @@ async fn environments_are_created_and_destroyed_with_the_users_credentials() {
     let group = || async {
         slipway_control::aws::autoscaling_client(&config)
             .describe_auto_scaling_groups()
-            .auto_scaling_group_names("hello-qa")
+            .auto_scaling_group_names("hello-Qa")
             .send()
             .await
             .unwrap()
@@ -42,7 +42,7 @@ async fn environments_are_created_and_destroyed_with_the_users_credentials() {
         "4",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("hello-qa: CREATE_COMPLETE"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello-Qa: CREATE_COMPLETE"));
     assert_eq!(group().await, Some((2, 4)));
 
     let again = run(&["env", "create", "hello", "qa", "--bucket", "b"]);

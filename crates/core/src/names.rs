@@ -147,9 +147,27 @@ impl EnvRef {
         format!("{}/{}/", self.app, self.env)
     }
 
-    /// `<app>-<env>`: the Auto Scaling group's and stack's name.
+    /// `<app>-<env>`: what a person types to confirm terminating the
+    /// environment, and what earlier versions named its group and stack
+    /// (ambiguous: `a-b`/`c` and `a`/`b-c` share it).
     pub fn qualified(&self) -> String {
         format!("{}-{}", self.app, self.env)
+    }
+
+    /// `<app>-<Env>`, the environment's first letter capitalised: the name
+    /// of its Auto Scaling group, launch template and stack. Names are
+    /// lowercase, so that one capital says where the environment begins
+    /// and no two environments share it (`a-b-C` and `a-B-c`). Not
+    /// `<app>--<env>`: CloudFormation derives load balancer and target
+    /// group names from the stack's, and those may not contain `--`.
+    pub fn physical_name(&self) -> String {
+        let env = self.env.as_str();
+        format!(
+            "{}-{}{}",
+            self.app,
+            env[..1].to_ascii_uppercase(),
+            &env[1..]
+        )
     }
 }
 
@@ -274,6 +292,21 @@ impl fmt::Display for InstanceId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environments_whose_dashed_names_collide_get_distinct_physical_names() {
+        let one = EnvRef::parse("a-b", "c").unwrap();
+        let other = EnvRef::parse("a", "b-c").unwrap();
+        assert_eq!(one.qualified(), other.qualified());
+        assert_eq!(one.physical_name(), "a-b-C");
+        assert_eq!(other.physical_name(), "a-B-c");
+        assert_eq!(
+            EnvRef::parse("billing-api", "staging-2")
+                .unwrap()
+                .physical_name(),
+            "billing-api-Staging-2"
+        );
+    }
 
     #[test]
     fn app_names_of_lowercase_letters_digits_and_single_hyphens_parse() {

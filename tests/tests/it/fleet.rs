@@ -114,7 +114,7 @@ async fn the_formation_of_a_stack_made_environment_shows_its_instances_and_load_
 
     assert_eq!(status, StatusCode::OK, "{body}");
     let formation = &body["formation"];
-    assert_eq!(formation["group"], s.env.qualified());
+    assert_eq!(formation["group"], s.env.physical_name());
     assert_eq!(formation["desired"], 3);
     assert!(formation["launch_template"].as_str().unwrap().contains(':'));
     let lb = formation["load_balancers"][0]["dns_name"].as_str().unwrap();
@@ -449,14 +449,15 @@ async fn terminating_an_environment_needs_its_name_and_deletes_its_stack() {
     .await;
 
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let stack = s.env.physical_name();
     assert_eq!(
         body["terminated"]["destroyed"],
-        json!({"kind": "stack", "name": name})
+        json!({"kind": "stack", "name": stack})
     );
     let cfn = slipway_control::aws::cloudformation_client(&s.world.config);
     assert!(
         cfn.describe_stacks()
-            .stack_name(&name)
+            .stack_name(&stack)
             .send()
             .await
             .is_err()
@@ -476,7 +477,7 @@ async fn terminating_an_environment_without_a_stack_deletes_its_group() {
     let ec2 = slipway_control::aws::ec2_client(&world.config);
     let template = ec2
         .create_launch_template()
-        .launch_template_name(env.qualified())
+        .launch_template_name(env.physical_name())
         .launch_template_data(
             aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
                 .image_id("ami-12c6146b")
@@ -488,7 +489,7 @@ async fn terminating_an_environment_without_a_stack_deletes_its_group() {
         .unwrap();
     let asg = slipway_control::aws::autoscaling_client(&world.config);
     asg.create_auto_scaling_group()
-        .auto_scaling_group_name(env.qualified())
+        .auto_scaling_group_name(env.physical_name())
         .launch_template(
             aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
                 .launch_template_id(
@@ -524,15 +525,72 @@ async fn terminating_an_environment_without_a_stack_deletes_its_group() {
     .await;
 
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let group = s.env.physical_name();
     assert_eq!(
         body["terminated"]["destroyed"],
-        json!({"kind": "group", "name": name})
+        json!({"kind": "group", "name": group})
     );
     let left = asg
         .describe_auto_scaling_groups()
-        .auto_scaling_group_names(&name)
+        .auto_scaling_group_names(&group)
         .send()
         .await
         .unwrap();
     assert!(left.auto_scaling_groups().is_empty());
+}
+
+#[tokio::test]
+async fn environments_whose_dashed_names_collide_get_a_group_each_and_terminate_apart() {
+    let world = World::new().await;
+    let stem = unique_name("c");
+    // `<stem>-b`/`c` and `<stem>`/`b-c`: the same `<app>-<env>`.
+    let one = EnvRef::parse(&format!("{stem}-b"), "c").unwrap();
+    let other = EnvRef::parse(&stem, "b-c").unwrap();
+    assert_eq!(one.qualified(), other.qualified());
+    environment_stack(&world.config, &one, &world.bucket, 0).await;
+    environment_stack(&world.config, &other, &world.bucket, 0).await;
+    let fleet = AwsFleet::new(&world.config, Duration::from_millis(20));
+
+    let group = |env: EnvRef| {
+        let fleet = fleet.clone();
+        async move {
+            let group = fleet.group(&env).await.unwrap();
+            let tag = |key: &str| {
+                group
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(key))
+                    .and_then(|t| t.value().map(str::to_owned))
+            };
+            (
+                group.auto_scaling_group_name().unwrap().to_owned(),
+                tag("slipway:app"),
+                tag("slipway:env"),
+            )
+        }
+    };
+    assert_eq!(
+        group(one.clone()).await,
+        (
+            one.physical_name(),
+            Some(one.app.to_string()),
+            Some("c".into())
+        )
+    );
+    assert_eq!(
+        group(other.clone()).await,
+        (
+            other.physical_name(),
+            Some(stem.clone()),
+            Some("b-c".into())
+        )
+    );
+
+    let destroyed = fleet.destroy(&one).await.unwrap();
+
+    assert_eq!(
+        destroyed,
+        slipway_control::fleet::Destroyed::Stack(one.physical_name())
+    );
+    assert_eq!(group(other.clone()).await.0, other.physical_name());
 }

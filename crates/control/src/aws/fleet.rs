@@ -93,7 +93,7 @@ impl AwsFleet {
         }
     }
 
-    /// The environment's group: named `<app>-<env>`, or tagged
+    /// The environment's group: named `<app>-<Env>`, or tagged
     /// `slipway:app` / `slipway:env`. Always read afresh (it carries the
     /// instances); remembers its name and target groups.
     pub async fn group(&self, env: &EnvRef) -> Result<AutoScalingGroup, FleetError> {
@@ -134,19 +134,29 @@ impl AwsFleet {
     }
 
     async fn describe_group(&self, env: &EnvRef) -> Result<AutoScalingGroup, FleetError> {
+        let (physical, legacy) = (env.physical_name(), env.qualified());
         let named = self
             .autoscaling
             .describe_auto_scaling_groups()
-            .auto_scaling_group_names(env.qualified())
+            .auto_scaling_group_names(&physical)
+            .auto_scaling_group_names(&legacy)
             .send()
             .await
             .map_err(aws_err("DescribeAutoScalingGroups"))?;
-        // `<app>-<env>` is ambiguous (`a-b`/`c` and `a`/`b-c`): a group of
-        // that name whose tags say it is another environment's is not this
-        // one's, whatever its name.
-        if let Some(group) = named.auto_scaling_groups().first()
-            && belongs_to(group, env) != Some(false)
-        {
+        let groups = named.auto_scaling_groups();
+        let called = |name: &str| {
+            groups
+                .iter()
+                .find(|g| g.auto_scaling_group_name() == Some(name))
+        };
+        // `<app>-<Env>` is this environment's unless its tags say
+        // otherwise. `<app>-<env>`, what earlier versions named it, is
+        // ambiguous (`a-b`/`c` and `a`/`b-c`): only its tags can make it
+        // this one's.
+        if let Some(group) = called(&physical).filter(|g| belongs_to(g, env) != Some(false)) {
+            return Ok(group.clone());
+        }
+        if let Some(group) = called(&legacy).filter(|g| belongs_to(g, env) == Some(true)) {
             return Ok(group.clone());
         }
         let tagged = self
@@ -171,7 +181,7 @@ impl AwsFleet {
             .auto_scaling_groups()
             .first()
             .cloned()
-            .ok_or_else(|| FleetError::NoGroup(env.qualified()))
+            .ok_or(FleetError::NoGroup(physical))
     }
 
     pub async fn formation(&self, env: &EnvRef) -> Result<Formation, FleetError> {

@@ -27,7 +27,7 @@ fn id(i: usize) -> String {
 
 fn group(n: usize, standby: &[usize]) -> AutoScalingGroup {
     let mut g = AutoScalingGroup::builder()
-        .auto_scaling_group_name("hello-prod")
+        .auto_scaling_group_name("hello-Prod")
         .min_size(1)
         .max_size(200)
         .desired_capacity(n as i32)
@@ -60,7 +60,7 @@ fn group(n: usize, standby: &[usize]) -> AutoScalingGroup {
 
 fn asg_rule(n: usize, standby: &'static [usize]) -> Rule {
     mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
-        .match_requests(|r| r.auto_scaling_group_names() == ["hello-prod"])
+        .match_requests(|r| r.auto_scaling_group_names() == ["hello-Prod", "hello-prod"])
         .then_output(move || {
             DescribeAutoScalingGroupsOutput::builder()
                 .auto_scaling_groups(group(n, standby))
@@ -265,7 +265,8 @@ async fn only_in_service_instances_are_deployed_to_and_health_names_the_laggards
 #[tokio::test]
 async fn a_group_named_for_another_environment_is_never_acted_on() {
     use aws_sdk_autoscaling::types::TagDescription;
-    // `a-b`/`c` and `a`/`b-c` both name a group `a-b-c`.
+    // `a-b`/`c` and `a`/`b-c` both named a group `a-b-c` in earlier
+    // versions: only its tags say whose it is.
     let theirs = AutoScalingGroup::builder()
         .auto_scaling_group_name("a-b-c")
         .min_size(1)
@@ -315,4 +316,28 @@ async fn a_group_named_for_another_environment_is_never_acted_on() {
         fleet.group(&owner).await.unwrap().auto_scaling_group_name(),
         Some("a-b-c")
     );
+}
+
+#[test]
+fn the_control_plane_may_delete_only_stacks_tagged_as_an_environments() {
+    let template = include_str!("../../../../infra/template.yaml");
+    let grants: Vec<&str> = template
+        .split("- cloudformation:DeleteStack")
+        .skip(1)
+        .map(|rest| rest.split("- Sid:").next().unwrap_or_default())
+        .collect();
+    assert_eq!(grants.len(), 2, "the cycle and formation functions");
+    for grant in grants {
+        assert!(
+            grant.contains("aws:ResourceTag/slipway:app: \"?*\""),
+            "DeleteStack without the environment tag condition:\n{grant}"
+        );
+    }
+    let environment = include_str!("../../../../infra/environment.yaml");
+    for name in ["AutoScalingGroupName", "LaunchTemplateName"] {
+        assert!(
+            environment.contains(&format!("{name}: !Ref AWS::StackName")),
+            "{name} is not the stack's unambiguous name"
+        );
+    }
 }

@@ -44,7 +44,7 @@ impl AwsFleet {
 
     /// The stack that made the group: its tag (CloudFormation tags what it
     /// creates), else the stack named like the group (`infra/environment.yaml`
-    /// names both `<app>-<env>`; the emulator does not tag) if it holds it.
+    /// names both `<app>-<Env>`; the emulator does not tag) if it holds it.
     async fn owning_stack(
         &self,
         group: &aws_sdk_autoscaling::types::AutoScalingGroup,
