@@ -41,15 +41,18 @@ pub struct StackSettings {
     pub desired: Option<u32>,
 }
 
-/// Where the control plane's stack is, for its bucket and stack role.
+/// Where the control plane's stack is, for its bucket, stack role and
+/// the permissions boundary of instance roles.
 pub struct ControlPlane {
     pub bucket: String,
     pub role_arn: Option<String>,
+    pub boundary_arn: Option<String>,
 }
 
 impl ControlPlane {
     /// From the control plane stack's outputs (`BucketName`,
-    /// `EnvironmentStackRoleArn`), or a bucket given directly.
+    /// `EnvironmentStackRoleArn`, `InstanceRoleBoundaryArn`), or a bucket
+    /// given directly.
     pub async fn find(
         config: &SdkConfig,
         stack: &str,
@@ -59,6 +62,7 @@ impl ControlPlane {
             return Ok(Self {
                 bucket,
                 role_arn: None,
+                boundary_arn: None,
             });
         }
         let cfn = slipway_control::aws::cloudformation_client(config);
@@ -85,6 +89,7 @@ impl ControlPlane {
             bucket: output("BucketName")
                 .ok_or_else(|| anyhow!("{stack} has no BucketName output"))?,
             role_arn: output("EnvironmentStackRoleArn"),
+            boundary_arn: output("InstanceRoleBoundaryArn"),
         })
     }
 }
@@ -167,18 +172,7 @@ pub async fn create(
             .ok_or_else(|| anyhow!("--subnets needs --vpc"))?;
         (vpc, settings.subnets.clone())
     };
-    let mut params = vec![
-        param("App", env.app.as_str()),
-        param("Env", env.env.as_str()),
-        param("VpcId", vpc),
-        param("Subnets", subnets.join(",")),
-        param("ReleaseBucket", plane.bucket.clone()),
-    ];
-    params.extend(
-        sizes(settings)
-            .into_iter()
-            .filter_map(|(k, v)| Some(param(k, v?))),
-    );
+    let params = create_parameters(env, vpc, &subnets, plane, settings);
     let cfn = slipway_control::aws::cloudformation_client(config);
     if let Some(stack) = legacy_stack(&cfn, env).await {
         bail!(
@@ -209,6 +203,34 @@ pub async fn create(
         .map_err(|e| anyhow!("{}", aws_sdk_cloudformation::error::DisplayErrorContext(e)))
         .with_context(|| format!("creating the stack {stack}"))?;
     follow(config, &stack, print).await
+}
+
+/// The new stack's parameters: names, network, bucket, the instance
+/// roles' permissions boundary (the stack role refuses a role without
+/// it), and the sizes given.
+fn create_parameters(
+    env: &EnvRef,
+    vpc: String,
+    subnets: &[String],
+    plane: &ControlPlane,
+    settings: &StackSettings,
+) -> Vec<Parameter> {
+    let mut params = vec![
+        param("App", env.app.as_str()),
+        param("Env", env.env.as_str()),
+        param("VpcId", vpc),
+        param("Subnets", subnets.join(",")),
+        param("ReleaseBucket", plane.bucket.clone()),
+    ];
+    if let Some(boundary) = &plane.boundary_arn {
+        params.push(param("InstanceRoleBoundary", boundary.clone()));
+    }
+    params.extend(
+        sizes(settings)
+            .into_iter()
+            .filter_map(|(k, v)| Some(param(k, v?))),
+    );
+    params
 }
 
 /// The stack an earlier ship made for `env`: named `<app>-<env>`, which is
@@ -403,6 +425,37 @@ async fn follow(config: &SdkConfig, stack: &str, print: bool) -> anyhow::Result<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_new_stack_gets_the_control_planes_instance_role_boundary() {
+        let env = EnvRef::parse("hello", "prod").unwrap();
+        let plane = ControlPlane {
+            bucket: "b".into(),
+            role_arn: Some("arn:aws:iam::1:role/stack".into()),
+            boundary_arn: Some("arn:aws:iam::1:policy/boundary".into()),
+        };
+        let subnets = ["subnet-a".to_owned(), "subnet-b".to_owned()];
+        let params = create_parameters(
+            &env,
+            "vpc-1".into(),
+            &subnets,
+            &plane,
+            &StackSettings::default(),
+        );
+        let value = |k: &str| {
+            params
+                .iter()
+                .find(|p| p.parameter_key() == Some(k))
+                .and_then(|p| p.parameter_value())
+        };
+        assert_eq!(
+            value("InstanceRoleBoundary"),
+            Some("arn:aws:iam::1:policy/boundary")
+        );
+        assert_eq!(value("Subnets"), Some("subnet-a,subnet-b"));
+        let template = TEMPLATE;
+        assert!(template.contains("  InstanceRoleBoundary:\n    Type: String"));
+    }
+
     use super::*;
 
     #[test]

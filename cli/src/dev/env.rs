@@ -20,6 +20,7 @@ pub async fn create_stack(
     let plane = ControlPlane {
         bucket: bucket.to_owned(),
         role_arn: None,
+        boundary_arn: None,
     };
     let settings = StackSettings {
         min: Some(0),

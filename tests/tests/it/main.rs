@@ -10,3 +10,4 @@ mod fleet;
 mod lock;
 mod rsyslog;
 mod store;
+mod templates;
