@@ -90,6 +90,19 @@ async fn settings_are_read_patched_validated_and_never_half_applied() {
         (json!({"strategy": "yolo"}), "strategy"),
         (json!({"nope": 1}), "unknown setting"),
         (json!({"processes": {"web": 3}}), "web runs once"),
+        // Outside the local platform a webhook is public HTTPS only.
+        (
+            json!({"notify_url": "http://127.0.0.1:9001/"}),
+            "notify_url is refused",
+        ),
+        (
+            json!({"notify_url": "https://127.0.0.1:9001/"}),
+            "internal address",
+        ),
+        (
+            json!({"notify_url": "https://169.254.169.254/latest"}),
+            "internal address",
+        ),
     ] {
         let (status, body, _) = call(&router, Method::PATCH, uri, ALICE, Some(bad.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");

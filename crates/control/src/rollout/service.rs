@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::notify::WebhookRefused;
 use super::record::DeployRecord;
 use super::{DeployLog, Engine, Options, Strategy};
 use crate::fleet::Fleet;
@@ -200,12 +201,29 @@ impl Deploys {
                 patch.remove(name);
             }
         }
+        let new_webhook = patch
+            .get("notify_url")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
         if let Some(object) = merged.as_object_mut() {
             object.extend(patch);
         }
         let body = serde_json::to_vec_pretty(&merged).expect("json serialises");
         let settings =
             EnvSettings::parse(&body).map_err(|e| DeployError::BadSettings(e.to_string()))?;
+        // Checked again before every post (addresses change); refused now
+        // when it already cannot be posted to. A host that does not resolve
+        // yet is kept.
+        if let Some(url) = new_webhook {
+            match self.webhooks.check(&url).await {
+                Err(e @ (WebhookRefused::NotHttps | WebhookRefused::Internal(_))) => {
+                    return Err(DeployError::BadSettings(format!(
+                        "notify_url is refused: {e}"
+                    )));
+                }
+                Err(WebhookRefused::Unresolved) | Ok(_) => {}
+            }
+        }
         let guard = match &current {
             Some(o) => Write::IfMatch(&o.etag),
             None => Write::IfAbsent,
