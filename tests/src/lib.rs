@@ -106,6 +106,7 @@ pub fn control_plane<F>(store: ReleaseStore, fleet: F, users: Arc<Users>) -> Con
         deploys: None,
         cycles: None,
         chat: None,
+        webhooks: Default::default(),
     }
 }
 

@@ -30,6 +30,7 @@ use slipway_control::jobs::Launcher;
 use slipway_control::logs::Logs;
 use slipway_control::metrics::Metrics;
 use slipway_control::rollout::Deploys;
+use slipway_control::rollout::notify::WebhookPolicy;
 use slipway_control::store::ReleaseStore;
 use slipway_control::workers::{CycleWorker, DeployWorker};
 use slipway_core::ids::JobKind;
@@ -92,6 +93,18 @@ pub struct ControlPlane<F> {
     pub cycles: Option<Arc<dyn Launcher>>,
     /// Slack's signing secret and who may change things from chat.
     pub chat: Option<Arc<ChatSettings>>,
+    /// Where webhooks may point (public HTTPS on AWS).
+    pub webhooks: WebhookPolicy,
+}
+
+impl<F> ControlPlane<F> {
+    /// The deploy service over this store, posting webhooks as this
+    /// control plane allows.
+    pub fn deploys_service(&self) -> Deploys {
+        let mut deploys = Deploys::new(self.store.clone());
+        deploys.webhooks = self.webhooks;
+        deploys
+    }
 }
 
 impl<F: ControlFleet> ControlPlane<F> {
@@ -99,6 +112,7 @@ impl<F: ControlFleet> ControlPlane<F> {
         AppState {
             store: self.store.clone(),
             launcher: launcher.clone(),
+            webhooks: self.webhooks,
         }
     }
 
@@ -144,7 +158,7 @@ impl<F: ControlFleet> ControlPlane<F> {
             Function::Chat => {
                 let open = match (&self.chat, &self.deploys) {
                     (Some(settings), Some(launcher)) => api::chat::routes(Chat {
-                        deploys: Deploys::new(self.store.clone()),
+                        deploys: self.deploys_service(),
                         fleet: self.fleet.clone(),
                         launcher: launcher.clone(),
                         settings: settings.clone(),
@@ -299,6 +313,7 @@ impl ControlPlane<AwsFleet> {
             deploys,
             cycles,
             chat,
+            webhooks: WebhookPolicy::Public,
         })
     }
 }
@@ -312,7 +327,7 @@ pub fn deploy_worker_on_aws(
 ) -> DeployWorker<AwsFleet, SsmRunners> {
     let bucket = plane.store.objects().bucket().to_owned();
     DeployWorker {
-        deploys: Deploys::new(plane.store.clone()),
+        deploys: plane.deploys_service(),
         fleet: plane.fleet.clone(),
         runners: SsmRunners {
             client: slipway_control::aws::ssm_client(aws),

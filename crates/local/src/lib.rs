@@ -295,6 +295,7 @@ impl Platform {
                 teams: Default::default(),
                 response_prefixes: deploys.response_prefixes.clone(),
             })),
+            webhooks: deploys.webhooks,
         };
         let router = plane.router(&Function::ALL);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))

@@ -32,7 +32,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn deploys(state: &AppState) -> Deploys {
-    Deploys::new(state.store.clone())
+    let mut deploys = Deploys::new(state.store.clone());
+    deploys.webhooks = state.webhooks;
+    deploys
 }
 
 #[derive(Deserialize)]

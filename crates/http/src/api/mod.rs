@@ -33,6 +33,8 @@ pub struct AppState {
     /// Starts the jobs this router queues (deploys in the deploy function,
     /// cycles in the cycle function); `None` where none are started.
     pub launcher: Option<Arc<dyn slipway_control::jobs::Launcher>>,
+    /// Where a `notify_url` may point: checked when it is set.
+    pub webhooks: slipway_control::rollout::notify::WebhookPolicy,
 }
 
 /// What the fleet's routes (cycle, formation) use: the common state and
