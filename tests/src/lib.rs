@@ -21,6 +21,7 @@ use slipway_core::names::EnvRef;
 use slipway_core::objects::S3Objects;
 use slipway_http::auth::Users;
 use slipway_http::control_plane::ControlPlane;
+use slipway_local::hosts::Hosts;
 
 pub struct Emulator {
     pub endpoint: String,
@@ -39,6 +40,18 @@ fn python() -> PathBuf {
     }
 }
 
+/// Where this test binary's instances register as the emulator's managed
+/// nodes (a directory that lives as long as the binary).
+pub fn hosts() -> Hosts {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("slipway-hosts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for managed nodes");
+        dir
+    });
+    Hosts::new(dir)
+}
+
 /// The emulator of this test binary, started on first use.
 pub fn emulator() -> &'static Emulator {
     static EMULATOR: OnceLock<Emulator> = OnceLock::new();
@@ -51,6 +64,7 @@ pub fn emulator() -> &'static Emulator {
         );
         let mut child = Command::new(&python)
             .arg(workspace_root().join("scripts/emulator.py"))
+            .env(slipway_local::hosts::HOSTS_VAR, hosts().dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

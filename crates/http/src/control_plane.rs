@@ -333,7 +333,7 @@ pub fn deploy_worker_on_aws(
             client: slipway_control::aws::ssm_client(aws),
             document: std::env::var("SLIPWAY_DEPLOY_DOCUMENT")
                 .unwrap_or_else(|_| "Slipway-Deploy".into()),
-            bucket: bucket.clone(),
+            output: plane.store.objects().clone(),
         },
         bucket,
         next: plane.deploys.clone(),

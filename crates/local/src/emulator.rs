@@ -2,6 +2,7 @@
 //! the repository's `.venv` when missing (`scripts/install-emulator`),
 //! started on a free loopback port by `scripts/emulator.py`, and stopped
 //! when this process lets go of its stdin (so even a crash stops it).
+//! Local instances register as its managed nodes in `hosts`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,8 +12,13 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
+use crate::hosts::{HOSTS_VAR, Hosts};
+
 pub struct Emulator {
     pub endpoint: String,
+    /// Where local instances register as managed nodes.
+    pub hosts: Hosts,
+    _hosts_dir: tempfile::TempDir,
     child: Child,
     stdin: Option<ChildStdin>,
 }
@@ -51,8 +57,10 @@ impl Emulator {
                 bail!("could not install the AWS emulator (scripts/install-emulator failed)");
             }
         }
+        let hosts_dir = tempfile::tempdir().context("a directory for managed nodes")?;
         let mut child = Command::new(&python)
             .arg(repo.join("scripts/emulator.py"))
+            .env(HOSTS_VAR, hosts_dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -70,6 +78,8 @@ impl Emulator {
         };
         Ok(Self {
             endpoint: format!("http://127.0.0.1:{port}"),
+            hosts: Hosts::new(hosts_dir.path()),
+            _hosts_dir: hosts_dir,
             stdin: child.stdin.take(),
             child,
         })

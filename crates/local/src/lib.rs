@@ -9,6 +9,7 @@
 
 pub mod emulator;
 pub mod fleet;
+pub mod hosts;
 pub mod logs;
 pub mod metrics;
 pub mod runner;

@@ -9,5 +9,6 @@ mod example;
 mod fleet;
 mod lock;
 mod rsyslog;
+mod ssm;
 mod store;
 mod templates;

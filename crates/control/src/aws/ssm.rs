@@ -18,6 +18,7 @@ use aws_sdk_ssm::types::{CommandInvocation, CommandInvocationStatus};
 
 use crate::runner::{AgentCommand, Cancel, Invocation, RunStatus, Runner, RunnerError, Runners};
 use slipway_core::names::InstanceId;
+use slipway_core::objects::S3Objects;
 
 /// `SendCommand` takes at most this many instance ids.
 pub const MAX_TARGETS: usize = 50;
@@ -59,7 +60,9 @@ impl Polling {
 pub struct SsmRunner {
     client: aws_sdk_ssm::Client,
     document: String,
-    bucket: String,
+    /// The bucket SSM writes the full output to, and reads it back from
+    /// when the inline output was truncated.
+    output: S3Objects,
     output_prefix: String,
     polling: Polling,
 }
@@ -69,7 +72,7 @@ pub struct SsmRunner {
 pub struct SsmRunners {
     pub client: aws_sdk_ssm::Client,
     pub document: String,
-    pub bucket: String,
+    pub output: S3Objects,
 }
 
 impl Runners for SsmRunners {
@@ -82,7 +85,7 @@ impl Runners for SsmRunners {
         SsmRunner::new(
             self.client.clone(),
             &self.document,
-            &self.bucket,
+            self.output.clone(),
             slipway_core::keys::deploy_output_prefix(env, id),
         )
     }
@@ -92,13 +95,13 @@ impl SsmRunner {
     pub fn new(
         client: aws_sdk_ssm::Client,
         document: impl Into<String>,
-        bucket: impl Into<String>,
+        output: S3Objects,
         output_prefix: impl Into<String>,
     ) -> Self {
         Self {
             client,
             document: document.into(),
-            bucket: bucket.into(),
+            output,
             output_prefix: output_prefix.into(),
             polling: Polling::default(),
         }
@@ -127,7 +130,7 @@ impl SsmRunner {
             .parameters("Action", vec![action.to_owned()])
             .parameters("ReleaseUrl", vec![url.clone()])
             .timeout_seconds(timeout.as_secs().clamp(30, 2_592_000) as i32)
-            .output_s3_bucket_name(&self.bucket)
+            .output_s3_bucket_name(self.output.bucket())
             .output_s3_key_prefix(&self.output_prefix)
             .comment(format!("slipway {action}"))
             .send()
@@ -197,11 +200,14 @@ impl SsmRunner {
             tokio::time::sleep(wait).await;
             if let Some(invocations) = self.invocations(command_id).await? {
                 for inv in invocations {
-                    let Some(result) = terminal(&inv) else {
+                    let Some(mut result) = terminal(&inv, self.output.bucket()) else {
                         continue;
                     };
-                    if targets.contains(&result.instance) {
-                        done.entry(result.instance.clone()).or_insert(result);
+                    if targets.contains(&result.instance) && !done.contains_key(&result.instance) {
+                        if result.output_tail.ends_with(TRUNCATED) {
+                            self.read_full_tail(&mut result).await;
+                        }
+                        done.insert(result.instance.clone(), result);
                     }
                 }
             }
@@ -237,6 +243,44 @@ impl SsmRunner {
     }
 }
 
+/// How SSM ends inline output it cut short.
+const TRUNCATED: &str = "---Output truncated---";
+
+impl SsmRunner {
+    /// SSM keeps only the first 2,500 characters of a plugin's output
+    /// inline, and the agent's summary comes last: read the tail from the
+    /// full output in the bucket. Keeps the inline text if that fails.
+    async fn read_full_tail(&self, result: &mut Invocation) {
+        let Some(key) = result.output_key.clone() else {
+            return;
+        };
+        match self.output.get(&key).await {
+            Ok(Some(object)) => result.output_tail = tail(&String::from_utf8_lossy(&object.body)),
+            Ok(None) => tracing::warn!(key, "the full SSM output is missing"),
+            Err(e) => tracing::warn!(key, error = %e, "could not read the full SSM output"),
+        }
+    }
+}
+
+fn tail(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// The key in `bucket` of an SSM output URL
+/// (`https://s3.<region>.amazonaws.com/<bucket>/<key>`, or the bucket as
+/// the host's first label).
+fn output_key(url: &str, bucket: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let (host, path) = rest.split_once('/')?;
+    let key = if host.starts_with(&format!("{bucket}.")) {
+        path
+    } else {
+        path.strip_prefix(bucket)?.strip_prefix('/')?
+    };
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
 fn is_throttling(code: Option<&str>) -> bool {
     matches!(
         code,
@@ -250,7 +294,7 @@ fn is_throttling(code: Option<&str>) -> bool {
 }
 
 /// The result of a finished invocation; `None` while it still runs.
-fn terminal(inv: &CommandInvocation) -> Option<Invocation> {
+fn terminal(inv: &CommandInvocation, bucket: &str) -> Option<Invocation> {
     let instance = InstanceId::parse(inv.instance_id()?).ok()?;
     let status = match (inv.status()?, inv.status_details()) {
         (_, Some("Undeliverable")) => RunStatus::Undeliverable,
@@ -263,8 +307,7 @@ fn terminal(inv: &CommandInvocation) -> Option<Invocation> {
     };
     let plugin = inv.command_plugins().first();
     let output = plugin.and_then(|p| p.output()).unwrap_or_default();
-    let lines: Vec<&str> = output.lines().collect();
-    let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+    let tail = tail(output);
     let duration_ms = match (
         plugin.and_then(|p| p.response_start_date_time()),
         plugin.and_then(|p| p.response_finish_date_time()),
@@ -278,10 +321,10 @@ fn terminal(inv: &CommandInvocation) -> Option<Invocation> {
         exit_code: plugin.map(|p| p.response_code()).filter(|c| *c >= 0),
         duration_ms,
         output_tail: tail,
-        output_key: inv
-            .standard_output_url()
-            .or_else(|| plugin.and_then(|p| p.output_s3_key_prefix()))
-            .map(str::to_owned),
+        output_key: plugin
+            .and_then(|p| p.standard_output_url())
+            .or(inv.standard_output_url())
+            .and_then(|url| output_key(url, bucket)),
     })
 }
 

@@ -27,6 +27,11 @@ fn fast() -> Polling {
     }
 }
 
+/// The output bucket, never read unless a test says so.
+fn output() -> S3Objects {
+    S3Objects::new(mock_client!(aws_sdk_s3, []), "bucket")
+}
+
 fn invocation(
     id: &InstanceId,
     status: CommandInvocationStatus,
@@ -37,7 +42,9 @@ fn invocation(
         .instance_id(id.as_str())
         .status(status)
         .status_details(details)
-        .standard_output_url(format!("https://s3/bucket/out/{id}/stdout"))
+        .standard_output_url(format!(
+            "https://s3.eu-west-1.amazonaws.com/bucket/out/{id}/stdout"
+        ))
         .command_plugins(
             CommandPlugin::builder()
                 .output("at=fetch\nat=done release=r7\n")
@@ -116,7 +123,7 @@ async fn every_terminal_status_is_mapped_after_polling_through_in_progress() {
     let runner = SsmRunner::new(
         client,
         "Slipway-Deploy",
-        "bucket",
+        output(),
         "hello/prod/ssm-output/d1/",
     )
     .with_polling(fast());
@@ -141,10 +148,7 @@ async fn every_terminal_status_is_mapped_after_polling_through_in_progress() {
     );
     assert!(results[0].succeeded() && !results[1].succeeded());
     assert_eq!(results[0].output_tail, "at=fetch\nat=done release=r7");
-    assert_eq!(
-        results[0].output_key.as_deref(),
-        Some("https://s3/bucket/out/i-00000/stdout")
-    );
+    assert_eq!(results[0].output_key.as_deref(), Some("out/i-00000/stdout"));
     assert_eq!(running.num_calls(), 1);
 }
 
@@ -172,7 +176,7 @@ async fn a_throttled_poll_waits_and_tries_again() {
             .build()
     });
     let client = mock_client!(aws_sdk_ssm, RuleMode::Sequential, [&send, &throttled, &ok]);
-    let runner = SsmRunner::new(client, "Slipway-Deploy", "bucket", "p/").with_polling(fast());
+    let runner = SsmRunner::new(client, "Slipway-Deploy", output(), "p/").with_polling(fast());
 
     let results = runner
         .run(&targets, &deploy(), Duration::from_secs(600), never())
@@ -203,7 +207,7 @@ async fn a_hundred_and_twenty_instances_go_in_three_commands_of_at_most_fifty() 
             .build()
     });
     let client = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send, &list]);
-    let runner = SsmRunner::new(client, "Slipway-Deploy", "bucket", "p/").with_polling(fast());
+    let runner = SsmRunner::new(client, "Slipway-Deploy", output(), "p/").with_polling(fast());
 
     let results = runner
         .run(&targets, &deploy(), Duration::from_secs(600), never())
@@ -239,7 +243,7 @@ async fn an_instance_that_never_finishes_is_cancelled_and_reported_timed_out() {
             aws_sdk_ssm::operation::cancel_command::CancelCommandOutput::builder().build()
         });
     let client = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send, &pending, &cancel]);
-    let runner = SsmRunner::new(client, "Slipway-Deploy", "bucket", "p/").with_polling(fast());
+    let runner = SsmRunner::new(client, "Slipway-Deploy", output(), "p/").with_polling(fast());
 
     let results = runner
         .run(&targets, &deploy(), Duration::from_millis(50), never())
@@ -282,7 +286,7 @@ async fn a_cancelled_deploy_cancels_the_running_command_and_reports_how_it_ended
             aws_sdk_ssm::operation::cancel_command::CancelCommandOutput::builder().build()
         });
     let client = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send, &list, &cancel]);
-    let runner = SsmRunner::new(client, "Slipway-Deploy", "bucket", "p/").with_polling(fast());
+    let runner = SsmRunner::new(client, "Slipway-Deploy", output(), "p/").with_polling(fast());
 
     let results = runner
         .run(
@@ -315,4 +319,61 @@ fn polling_backs_off_and_slows_down_after_the_first_seconds() {
         p.next(Duration::from_secs(8), Duration::from_secs(30)),
         Duration::from_secs(10)
     );
+}
+
+#[tokio::test]
+async fn a_truncated_inline_output_is_read_whole_from_the_bucket_for_its_last_lines() {
+    let targets = [InstanceId::parse("i-00000").unwrap()];
+    let send = mock!(aws_sdk_ssm::Client::send_command).then_output(|| sent("c1"));
+    let long = format!("{}\n---Output truncated---", "at=build line\n".repeat(200));
+    let finished = mock!(aws_sdk_ssm::Client::list_command_invocations).then_output(move || {
+        ListCommandInvocationsOutput::builder()
+            .command_invocations(
+                CommandInvocation::builder()
+                    .instance_id("i-00000")
+                    .status(CommandInvocationStatus::Success)
+                    .status_details("Success")
+                    .command_plugins(
+                        CommandPlugin::builder()
+                            .output(long.clone())
+                            .response_code(0)
+                            .standard_output_url(
+                                "https://s3.eu-west-1.amazonaws.com/bucket/p/c1/i-00000/awsrunShellScript/agent/stdout",
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let full = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|r| {
+            r.bucket() == Some("bucket")
+                && r.key() == Some("p/c1/i-00000/awsrunShellScript/agent/stdout")
+        })
+        .then_output(|| {
+            aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                    b"at=build line\nat=build line\nat=done release=r7 ms=900\n",
+                ))
+                .e_tag("\"e\"")
+                .build()
+        });
+    let client = mock_client!(aws_sdk_ssm, RuleMode::Sequential, [&send, &finished]);
+    let output = S3Objects::new(mock_client!(aws_sdk_s3, [&full]), "bucket");
+    let runner = SsmRunner::new(client, "Slipway-Deploy", output, "p/").with_polling(fast());
+
+    let results = runner
+        .run(&targets, &deploy(), Duration::from_secs(600), never())
+        .await
+        .unwrap();
+
+    assert!(
+        results[0]
+            .output_tail
+            .ends_with("at=done release=r7 ms=900"),
+        "{}",
+        results[0].output_tail
+    );
+    assert_eq!(full.num_calls(), 1);
 }

@@ -1,0 +1,34 @@
+"""moto, raised to AWS's behaviour where the local platform needs it.
+
+moto stubs the services the production path leans on: SendCommand answers
+Success for every instance at once and runs nothing. The modules here patch
+its backends in process, before the server starts:
+
+- ssm: Run Command really runs a document's aws:runShellScript steps on
+  each targeted instance's local host (see ssm.py).
+
+`install()` first checks that every attribute it replaces exists in the
+pinned moto, so an upgrade that moves one fails loudly at start instead of
+silently running the stub.
+"""
+
+from . import ssm
+
+MODULES = [ssm]
+
+
+def install() -> None:
+    missing = [
+        f"{owner.__module__}.{owner.__name__}.{name}"
+        for module in MODULES
+        for owner, name in module.PATCHED
+        if not hasattr(owner, name)
+    ]
+    if missing:
+        raise SystemExit(
+            "the emulator's patches do not fit this moto (missing: "
+            + ", ".join(missing)
+            + "); pin the version scripts/install-emulator names"
+        )
+    for module in MODULES:
+        module.install()
