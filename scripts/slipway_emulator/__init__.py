@@ -6,15 +6,17 @@ its backends in process, before the server starts:
 
 - ssm: Run Command really runs a document's aws:runShellScript steps on
   each targeted instance's local host (see ssm.py).
+- elbv2: target health comes from HTTP probes of each local instance, as
+  the target group says, and deregistration drains (see elbv2.py).
 
 `install()` first checks that every attribute it replaces exists in the
 pinned moto, so an upgrade that moves one fails loudly at start instead of
 silently running the stub.
 """
 
-from . import ssm
+from . import elbv2, ssm
 
-MODULES = [ssm]
+MODULES = [ssm, elbv2]
 
 
 def install() -> None:

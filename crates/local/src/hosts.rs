@@ -1,8 +1,9 @@
 //! The emulator's managed nodes: each local instance's host registers it
 //! here, so the emulator's Run Command (`scripts/slipway_emulator/ssm.py`)
 //! can run a document on it — in its directory, with its environment, the
-//! agent at the path the document names mapped to the local binary. A
-//! node is Online while the process that registered it lives.
+//! agent at the path the document names mapped to the local binary — and
+//! the emulator's load balancer probes it on its port. A node is Online
+//! while the process that registered it lives.
 //!
 //! Also the `Slipway-Deploy` document itself, taken from
 //! `infra/template.yaml` as CloudFormation would make it, never a copy.
@@ -28,6 +29,10 @@ pub struct LocalHost {
     pub env: BTreeMap<String, String>,
     /// Instance paths the document names, and what runs in their place.
     pub programs: BTreeMap<String, PathBuf>,
+    /// Where the instance serves: the load balancer's health checks (and
+    /// traffic) go to `127.0.0.1:<port>` whatever the target group's port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 #[derive(Serialize)]

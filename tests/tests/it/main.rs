@@ -4,6 +4,7 @@ mod agent_config;
 mod api;
 mod deploy_api;
 mod deploys;
+mod elb;
 mod events;
 mod example;
 mod fleet;

@@ -91,6 +91,7 @@ impl Setup {
             dir,
             env,
             programs: BTreeMap::from([(AGENT_PATH.into(), slipway_local::agent_binary())]),
+            port: Some(port),
         }
     }
 
