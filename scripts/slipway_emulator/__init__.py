@@ -8,15 +8,17 @@ its backends in process, before the server starts:
   each targeted instance's local host (see ssm.py).
 - elbv2: target health comes from HTTP probes of each local instance, as
   the target group says, and deregistration drains (see elbv2.py).
+- autoscaling: standby takes instances out of their target groups and back,
+  within the group's bounds (see autoscaling.py).
 
 `install()` first checks that every attribute it replaces exists in the
 pinned moto, so an upgrade that moves one fails loudly at start instead of
 silently running the stub.
 """
 
-from . import elbv2, ssm
+from . import autoscaling, elbv2, ssm
 
-MODULES = [ssm, elbv2]
+MODULES = [ssm, elbv2, autoscaling]
 
 
 def install() -> None:

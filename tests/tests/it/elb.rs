@@ -127,17 +127,15 @@ async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_drains_when_dere
         }
     };
     let scaled = |secs: i32| Duration::from_secs_f64(f64::from(secs) * EMULATOR_TIME_SCALE);
-    let until = |want: TargetHealthStateEnum, within: Duration| {
-        async move {
-            let started = Instant::now();
-            loop {
-                let now = health().await;
-                if now.as_ref().map(|(s, _)| s) == Some(&want) {
-                    return (now.unwrap().1, started.elapsed());
-                }
-                assert!(started.elapsed() < within, "still {now:?}, not {want:?}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    let until = |want: TargetHealthStateEnum, within: Duration| async move {
+        let started = Instant::now();
+        loop {
+            let now = health().await;
+            if now.as_ref().map(|(s, _)| s) == Some(&want) {
+                return (now.unwrap().1, started.elapsed());
             }
+            assert!(started.elapsed() < within, "still {now:?}, not {want:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
 

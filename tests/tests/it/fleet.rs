@@ -63,6 +63,32 @@ impl Setup {
         format!("/apps/{}/envs/{}{rest}", self.env.app, self.env.env)
     }
 
+    /// The targets of the group's target group that are registered (not
+    /// draining or gone).
+    async fn registered_targets(&self) -> BTreeSet<String> {
+        let group = self.fleet.group(&self.env).await.unwrap();
+        let elb = slipway_control::aws::elb_client(&self.world.config);
+        let out = elb
+            .describe_target_health()
+            .target_group_arn(&group.target_group_arns()[0])
+            .send()
+            .await
+            .unwrap();
+        out.target_health_descriptions()
+            .iter()
+            .filter(|d| {
+                d.target_health().and_then(|h| h.state()).is_some_and(|s| {
+                    !matches!(
+                        s,
+                        aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Draining
+                            | aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum::Unused
+                    )
+                })
+            })
+            .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_owned))
+            .collect()
+    }
+
     async fn ids(&self) -> BTreeSet<String> {
         self.fleet
             .members(&self.env)
@@ -196,12 +222,16 @@ async fn standby_takes_instances_out_of_service_and_back() {
     let serving = s.fleet.in_service(&s.env).await.unwrap();
     assert_eq!(serving.len(), 2);
     assert!(!serving.contains(&first));
+    // Out of the load balancer too: draining, not a registered target.
+    assert_eq!(s.registered_targets().await.len(), 2);
+    assert!(!s.registered_targets().await.contains(&first.to_string()));
 
     s.fleet
         .exit_standby(&s.env, std::slice::from_ref(&first))
         .await
         .unwrap();
     assert_eq!(s.fleet.in_service(&s.env).await.unwrap().len(), 3);
+    assert!(s.registered_targets().await.contains(&first.to_string()));
     let healthy = s
         .fleet
         .wait_healthy(&s.env, &[first], Duration::from_secs(5))
@@ -593,4 +623,28 @@ async fn environments_whose_dashed_names_collide_get_a_group_each_and_terminate_
         slipway_control::fleet::Destroyed::Stack(one.physical_name())
     );
     assert_eq!(group(other.clone()).await.0, other.physical_name());
+}
+
+#[tokio::test]
+async fn standby_that_would_take_the_group_below_its_minimum_is_refused_and_changes_nothing() {
+    let s = setup(2).await;
+    let group = s.fleet.group(&s.env).await.unwrap();
+    slipway_control::aws::autoscaling_client(&s.world.config)
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(group.auto_scaling_group_name().unwrap())
+        .min_size(2)
+        .send()
+        .await
+        .unwrap();
+    let first = s.fleet.in_service(&s.env).await.unwrap()[0].clone();
+
+    let err = s
+        .fleet
+        .enter_standby(&s.env, std::slice::from_ref(&first))
+        .await
+        .unwrap_err();
+
+    assert!(err.to_string().contains("min-size"), "{err}");
+    assert_eq!(s.fleet.in_service(&s.env).await.unwrap().len(), 2);
+    assert_eq!(s.registered_targets().await.len(), 2);
 }
