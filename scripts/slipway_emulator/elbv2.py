@@ -11,9 +11,18 @@ Target.FailedHealthChecks). A deregistered one is `draining`
 (Target.DeregistrationInProgress) for the group's deregistration delay,
 then gone. Times are multiplied by SLIPWAY_EMULATOR_TIME_SCALE (tests make
 them short). Targets of instances no local host runs keep moto's answer.
+
+Each load balancer is also a reverse proxy on 127.0.0.1, whose address
+becomes its DNSName: it forwards each request to the next healthy target
+(round robin), never to a draining one (whose open requests finish), to
+every registered one when none is healthy (an ALB fails open), and answers
+503 when none is registered, 502 when the target refuses, 504 when it does
+not answer in time.
 """
 
 import http.client
+import http.server
+import itertools
 import os
 import socket
 import threading
@@ -29,6 +38,7 @@ PATCHED = [
     (models.FakeTargetGroup, "health_for"),
     (models.FakeHealthStatus, "target_health"),
     (models.ELBv2Backend, "describe_target_health"),
+    (models.ELBv2Backend, "create_load_balancer"),
 ]
 
 _lock = threading.RLock()
@@ -202,9 +212,121 @@ def _target_health(self) -> dict:
     return answer
 
 
+# The load balancer itself: a reverse proxy on this machine.
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+}
+
+
+def forwarded_groups(backend, lb) -> list:
+    arns = []
+    for listener in lb.listeners.values():
+        for action in listener.default_actions:
+            if action.type != "forward":
+                continue
+            if action.data.get("TargetGroupArn"):
+                arns.append(action.data["TargetGroupArn"])
+            for tg in (action.data.get("ForwardConfig") or {}).get("TargetGroups", []):
+                arns.append(tg.get("TargetGroupArn"))
+    return [backend.target_groups[a] for a in arns if a in backend.target_groups]
+
+
+def routable(backend, lb) -> list[int]:
+    """Ports of the healthy targets; with none healthy, of every registered
+    one that is not draining (an ALB fails open); none: 503."""
+    healthy, registered = [], []
+    with _lock:
+        for group in forwarded_groups(backend, lb):
+            for target_id in group.targets:
+                health = _health.get(group.arn, {}).get(target_id)
+                port = (ssm.host(target_id) or {}).get("port")
+                if health is None or port is None or health.draining_until is not None:
+                    continue
+                registered.append(int(port))
+                if health.state == "healthy":
+                    healthy.append(int(port))
+    return healthy or registered
+
+
+def proxy_handler(backend, lb):
+    turn = itertools.count()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def answer(self, code: int, text: str) -> None:
+            body = f"{code} {text}\n".encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            ports = routable(backend, lb)
+            if not ports:
+                self.answer(503, "Service Temporarily Unavailable")
+                return
+            port = ports[next(turn) % len(ports)]
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            headers["X-Forwarded-For"] = self.client_address[0]
+            headers["X-Forwarded-Proto"] = "http"
+            headers["X-Forwarded-Port"] = str(self.server.server_address[1])
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60 * scale() + 5)
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                conn.close()
+            except (socket.timeout, TimeoutError):
+                self.answer(504, "Gateway Time-out")
+                return
+            except OSError:
+                self.answer(502, "Bad Gateway")
+                return
+            self.send_response(response.status, response.reason)
+            for key, value in response.getheaders():
+                if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = forward
+
+    return Handler
+
+
+_original_create_load_balancer = models.ELBv2Backend.create_load_balancer
+
+
+def _create_load_balancer(self, *args, **kwargs):
+    lb = _original_create_load_balancer(self, *args, **kwargs)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), proxy_handler(self, lb))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # Its address here is its name: what ship, the UI and the demo use.
+    lb.dns_name = f"127.0.0.1:{server.server_address[1]}"
+    return lb
+
+
 def install() -> None:
     models.FakeTargetGroup.register = _register
     models.FakeTargetGroup.deregister = _deregister
     models.FakeTargetGroup.health_for = _health_for
     models.FakeHealthStatus.target_health = property(_target_health)
     models.ELBv2Backend.describe_target_health = _describe_target_health
+    models.ELBv2Backend.create_load_balancer = _create_load_balancer

@@ -16,7 +16,8 @@ use slipway_local::hosts::LocalHost;
 use slipway_tests::{EMULATOR_TIME_SCALE, World, hosts, unique_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A local instance answering every request with `status`.
+/// A local instance answering every request with `status` and
+/// `served by <port>`.
 async fn serve(status: Arc<AtomicU16>) -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -29,13 +30,44 @@ async fn serve(status: Arc<AtomicU16>) -> (u16, tokio::task::JoinHandle<()>) {
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 let _ = stream.read(&mut buf).await;
-                let answer =
-                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let body = format!("served by {port}");
+                let answer = format!(
+                    "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = stream.write_all(answer.as_bytes()).await;
             });
         }
     });
     (port, task)
+}
+
+/// An EC2 instance of the emulator that a local host serves on `port`.
+async fn local_instance(world: &World, port: u16, dir: &std::path::Path) -> String {
+    let id = slipway_control::aws::ec2_client(&world.config)
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    hosts()
+        .register(
+            &InstanceId::parse(&id).unwrap(),
+            &LocalHost {
+                dir: dir.to_owned(),
+                env: BTreeMap::new(),
+                programs: BTreeMap::new(),
+                port: Some(port),
+            },
+        )
+        .unwrap();
+    id
 }
 
 #[tokio::test]
@@ -79,32 +111,10 @@ async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_drains_when_dere
         .send()
         .await
         .unwrap();
-    let id = ec2
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap()
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_owned();
     let status = Arc::new(AtomicU16::new(200));
     let (port, server) = serve(status.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    hosts()
-        .register(
-            &InstanceId::parse(&id).unwrap(),
-            &LocalHost {
-                dir: dir.path().to_owned(),
-                env: BTreeMap::new(),
-                programs: BTreeMap::new(),
-                port: Some(port),
-            },
-        )
-        .unwrap();
+    let id = local_instance(&world, port, dir.path()).await;
     let target = TargetDescription::builder().id(&id).port(8000).build();
     let health = || {
         let (elb, group) = (elb.clone(), group.clone());
@@ -203,4 +213,154 @@ async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_drains_when_dere
         None,
         "still listed after the deregistration delay"
     );
+}
+
+#[tokio::test]
+async fn the_load_balancer_sends_requests_round_robin_to_healthy_targets_only() {
+    let world = World::new().await;
+    let (ec2, elb) = (
+        slipway_control::aws::ec2_client(&world.config),
+        slipway_control::aws::elb_client(&world.config),
+    );
+    let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_owned();
+    let subnets: Vec<String> = ec2
+        .describe_subnets()
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .iter()
+        .filter(|s| s.vpc_id() == Some(vpc.as_str()))
+        .filter_map(|s| s.subnet_id().map(str::to_owned))
+        .take(2)
+        .collect();
+    let group = elb
+        .create_target_group()
+        .name(unique_name("tg"))
+        .protocol(ProtocolEnum::Http)
+        .port(8000)
+        .vpc_id(&vpc)
+        .health_check_path("/health")
+        .health_check_interval_seconds(5)
+        .healthy_threshold_count(2)
+        .unhealthy_threshold_count(2)
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_owned();
+    let lb = elb
+        .create_load_balancer()
+        .name(unique_name("lb"))
+        .set_subnets(Some(subnets))
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .clone();
+    elb.create_listener()
+        .load_balancer_arn(lb.load_balancer_arn().unwrap())
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .default_actions(
+            aws_sdk_elasticloadbalancingv2::types::Action::builder()
+                .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+                .target_group_arn(&group)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let address = format!("http://{}/", lb.dns_name().unwrap());
+    let get = || {
+        let address = address.clone();
+        async move {
+            let response = reqwest::get(&address).await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get().await.0, 503, "no target yet");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a_status, b_status) = (Arc::new(AtomicU16::new(200)), Arc::new(AtomicU16::new(200)));
+    let ((a_port, _a), (b_port, _b)) = (serve(a_status.clone()).await, serve(b_status).await);
+    let a = local_instance(&world, a_port, dir.path()).await;
+    let b = local_instance(&world, b_port, dir.path()).await;
+    let targets: Vec<TargetDescription> = [&a, &b]
+        .iter()
+        .map(|id| TargetDescription::builder().id(*id).port(8000).build())
+        .collect();
+    elb.register_targets()
+        .target_group_arn(&group)
+        .set_targets(Some(targets.clone()))
+        .send()
+        .await
+        .unwrap();
+    let states = || {
+        let (elb, group) = (elb.clone(), group.clone());
+        async move {
+            let out = elb
+                .describe_target_health()
+                .target_group_arn(group)
+                .send()
+                .await
+                .unwrap();
+            out.target_health_descriptions()
+                .iter()
+                .map(|d| {
+                    (
+                        d.target().and_then(|t| t.id()).unwrap().to_owned(),
+                        d.target_health().and_then(|h| h.state()).cloned().unwrap(),
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        }
+    };
+    let wait_for = |want: BTreeMap<String, TargetHealthStateEnum>| async move {
+        let started = Instant::now();
+        while states().await != want {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                states().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    use TargetHealthStateEnum::{Healthy, Unhealthy};
+    wait_for(BTreeMap::from([(a.clone(), Healthy), (b.clone(), Healthy)])).await;
+
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        served.push(get().await);
+    }
+    let by = |port: u16| (200, format!("served by {port}"));
+    served.sort();
+    let mut both = vec![by(a_port), by(a_port), by(b_port), by(b_port)];
+    both.sort();
+    assert_eq!(served, both, "round robin over both");
+
+    a_status.store(500, Ordering::SeqCst);
+    wait_for(BTreeMap::from([
+        (a.clone(), Unhealthy),
+        (b.clone(), Healthy),
+    ]))
+    .await;
+    for _ in 0..4 {
+        assert_eq!(get().await, by(b_port), "an unhealthy target gets nothing");
+    }
+
+    elb.deregister_targets()
+        .target_group_arn(&group)
+        .set_targets(Some(targets))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = get().await;
+    assert_eq!(status, 503, "{body}");
 }
