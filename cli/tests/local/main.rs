@@ -10,4 +10,5 @@ mod command_line;
 mod demo;
 mod envs;
 mod logs;
+mod production_path;
 mod support;

@@ -334,6 +334,7 @@ pub fn deploy_worker_on_aws(
             document: std::env::var("SLIPWAY_DEPLOY_DOCUMENT")
                 .unwrap_or_else(|_| "Slipway-Deploy".into()),
             output: plane.store.objects().clone(),
+            polling: Default::default(),
         },
         bucket,
         next: plane.deploys.clone(),

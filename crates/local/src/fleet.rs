@@ -22,6 +22,8 @@ use slipway_control::rollout::Deploys;
 use slipway_core::names::EnvRef;
 use tokio::process::Command;
 
+use crate::hosts::{AGENT_PATH, Hosts, LocalHost};
+
 /// One local instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalInstance {
@@ -39,18 +41,47 @@ pub struct AgentSetup {
 }
 
 impl AgentSetup {
+    /// The instance as a managed node of the emulator: where SSM Run
+    /// Command runs the document, with the agent's settings as user data
+    /// would write them, and the port the load balancer probes.
+    pub fn host(&self, id: &InstanceId, instance: &LocalInstance) -> LocalHost {
+        let mut env: BTreeMap<String, String> = super::emulator::aws_env(&self.endpoint)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        for (name, value) in [
+            ("SLIPWAY_ROOT", instance.dir.display().to_string()),
+            ("SLIPWAY_SUPERVISOR", "direct".into()),
+            ("SLIPWAY_INSTANCE_ID", id.to_string()),
+            ("SLIPWAY_PORT", instance.port.to_string()),
+            (
+                "SLIPWAY_AGENT_CONFIG",
+                instance.dir.join("agent.env").display().to_string(),
+            ),
+            ("SLIPWAY_BUCKET", self.bucket.clone()),
+            ("SLIPWAY_APP", instance.env.app.to_string()),
+            ("SLIPWAY_ENV", instance.env.env.to_string()),
+        ] {
+            env.insert(name.into(), value);
+        }
+        for inherited in ["PATH", "HOME", "LANG"] {
+            if let Ok(value) = std::env::var(inherited) {
+                env.insert(inherited.into(), value);
+            }
+        }
+        LocalHost {
+            dir: instance.dir.clone(),
+            env,
+            programs: BTreeMap::from([(AGENT_PATH.to_owned(), self.binary.clone())]),
+            port: Some(instance.port),
+        }
+    }
+
+    /// The agent run on the instance by its host (boot, stop).
     pub fn command(&self, id: &InstanceId, instance: &LocalInstance) -> Command {
+        let host = self.host(id, instance);
         let mut cmd = Command::new(&self.binary);
-        cmd.env("SLIPWAY_ROOT", &instance.dir)
-            .env("SLIPWAY_SUPERVISOR", "direct")
-            .env("SLIPWAY_INSTANCE_ID", id.as_str())
-            .env("SLIPWAY_PORT", instance.port.to_string())
-            .env("SLIPWAY_AGENT_CONFIG", instance.dir.join("agent.env"))
-            .env("SLIPWAY_BUCKET", &self.bucket)
-            .env("SLIPWAY_APP", instance.env.app.as_str())
-            .env("SLIPWAY_ENV", instance.env.env.as_str())
-            .envs(super::emulator::aws_env(&self.endpoint))
-            .stdin(Stdio::null());
+        cmd.envs(&host.env).stdin(Stdio::null());
         cmd
     }
 }
@@ -203,6 +234,8 @@ pub struct Reconciler {
     pub fleet: LocalFleet,
     pub agent: AgentSetup,
     pub root: PathBuf,
+    /// Where booted instances register as the emulator's managed nodes.
+    pub hosts: Hosts,
 }
 
 impl Reconciler {
@@ -260,6 +293,9 @@ impl Reconciler {
                 map.insert(id.clone(), instance.clone());
             }
             tracing::info!(instance = %id, env = %env, port = instance.port, "local instance boots");
+            self.hosts
+                .register(id, &self.agent.host(id, &instance))
+                .map_err(|e| format!("registering {id} with the emulator: {e}"))?;
             self.boot(id, &instance)?;
         }
         for id in known.difference(&wanted.keys().cloned().collect()) {
@@ -297,6 +333,9 @@ impl Reconciler {
     }
 
     async fn retire(&self, id: &InstanceId, instance: &LocalInstance) {
+        if let Err(e) = self.hosts.unregister(id) {
+            tracing::warn!(instance = %id, error = %e, "could not unregister from the emulator");
+        }
         let stopped = self
             .agent
             .command(id, instance)

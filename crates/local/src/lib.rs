@@ -4,15 +4,15 @@
 //! every function, served together), the deploy and cycle workers as
 //! tasks instead of asynchronous Lambda invocations, a poller that feeds
 //! the bucket's S3 events from their queue to the release handler, and the
-//! local fleet. Only the seams DESIGN.md names differ from AWS: the command
-//! runner and instance health.
+//! local fleet. Deploys go through `SsmRunner` and the real document, which
+//! the emulator runs on each instance's host; the one seam DESIGN.md still
+//! names is instance health in the rollout.
 
 pub mod emulator;
 pub mod fleet;
 pub mod hosts;
 pub mod logs;
 pub mod metrics;
-pub mod runner;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use aws_config::SdkConfig;
 use slipway_control::aws::fleet::AwsFleet;
+use slipway_control::aws::ssm::{Polling, SsmRunners};
 use slipway_control::cycle::Cycles;
 use slipway_control::jobs::Launcher;
 use slipway_control::rollout::Deploys;
@@ -35,7 +36,6 @@ use tokio::task::JoinHandle;
 
 use emulator::Emulator;
 use fleet::{AgentSetup, LocalFleet, Reconciler};
-use runner::LocalRunners;
 
 pub const BUCKET: &str = "slipway-dev";
 pub const USER: &str = "dev";
@@ -218,6 +218,34 @@ async fn poll_events(
     }
 }
 
+/// Run Command's results locally come within a second: poll often.
+const LOCAL_POLLING: Polling = Polling {
+    first: Duration::from_millis(200),
+    max: Duration::from_secs(1),
+    fast_for: Duration::from_secs(30),
+    slow_min: Duration::from_secs(1),
+};
+
+/// The name the template gives the document by default.
+const DEPLOY_DOCUMENT: &str = "Slipway-Deploy";
+
+/// Creates `Slipway-Deploy` in the emulator from `infra/template.yaml`,
+/// as the control plane's stack would, and returns its name.
+async fn deploy_document(config: &aws_config::SdkConfig, bucket: &str) -> anyhow::Result<String> {
+    let content = hosts::deploy_document(include_str!("../../../infra/template.yaml"), bucket)?;
+    slipway_control::aws::ssm_client(config)
+        .create_document()
+        .name(DEPLOY_DOCUMENT)
+        .content(content)
+        .document_type(aws_sdk_ssm::types::DocumentType::Command)
+        .document_format(aws_sdk_ssm::types::DocumentFormat::Yaml)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_ssm::error::DisplayErrorContext(e)))
+        .context("creating the deploy document in the emulator")?;
+    Ok(DEPLOY_DOCUMENT.into())
+}
+
 impl Platform {
     pub async fn start(options: PlatformOptions) -> anyhow::Result<Self> {
         if !options.agent.is_file() {
@@ -258,10 +286,13 @@ impl Platform {
         let deploy_launcher: Arc<dyn Launcher> = Arc::new(TaskLauncher(Arc::new(DeployWorker {
             deploys: deploys.clone(),
             fleet: fleet.clone(),
-            runners: LocalRunners {
-                fleet: fleet.clone(),
-                agent: agent.clone(),
-                objects: deploys.objects.clone(),
+            // SSM Run Command of the real document, which the emulator runs
+            // on each instance's host, as AWS runs it on the instance.
+            runners: SsmRunners {
+                client: slipway_control::aws::ssm_client(&config),
+                document: deploy_document(&config, BUCKET).await?,
+                output: deploys.objects.clone(),
+                polling: LOCAL_POLLING,
             },
             bucket: BUCKET.into(),
             // Locally a worker never runs out of time: nothing to hand over to.
@@ -309,6 +340,7 @@ impl Platform {
             fleet: fleet.clone(),
             agent,
             root: options.work.clone(),
+            hosts: emulator.hosts.clone(),
         });
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {

@@ -73,6 +73,7 @@ pub struct SsmRunners {
     pub client: aws_sdk_ssm::Client,
     pub document: String,
     pub output: S3Objects,
+    pub polling: Polling,
 }
 
 impl Runners for SsmRunners {
@@ -88,6 +89,7 @@ impl Runners for SsmRunners {
             self.output.clone(),
             slipway_core::keys::deploy_output_prefix(env, id),
         )
+        .with_polling(self.polling)
     }
 }
 

@@ -1,0 +1,78 @@
+//! `ship dev` runs the production path: a deploy is SSM Run Command of the
+//! real document, which the emulator runs on each local instance; its
+//! invocations carry real statuses and exit codes and its full output is in
+//! the bucket at SSM's layout.
+
+use slipway_core::names::EnvRef;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_on_ship_dev_is_a_run_command_of_the_real_document_on_each_instance() {
+    let work = tempfile::tempdir().unwrap();
+    let platform = platform(work.path()).await;
+    let env = EnvRef::parse("hello", "ssm").unwrap();
+    booted_environment(&platform, &env, 2).await;
+    ship_ok(&platform, &env, &["release", "--allow-dirty"]);
+    ship_ok(&platform, &env, &["deploy"]);
+
+    let ssm = slipway_control::aws::ssm_client(&platform.config);
+    let listed = ssm
+        .list_command_invocations()
+        .details(true)
+        .send()
+        .await
+        .unwrap();
+    let instances: Vec<String> = platform
+        .fleet
+        .instances
+        .lock()
+        .unwrap()
+        .keys()
+        .map(|i| i.to_string())
+        .collect();
+    let mine: Vec<_> = listed
+        .command_invocations()
+        .iter()
+        .filter(|i| i.document_name() == Some("Slipway-Deploy"))
+        .collect();
+    let mut targeted: Vec<String> = mine
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect();
+    targeted.sort();
+    let mut expected = instances.clone();
+    expected.sort();
+    assert_eq!(targeted, expected, "one invocation per instance, no other");
+    for invocation in &mine {
+        let plugin = &invocation.command_plugins()[0];
+        assert_eq!(
+            (
+                invocation.status().map(|s| s.as_str()),
+                plugin.response_code()
+            ),
+            (Some("Success"), 0),
+            "{:?}",
+            plugin.output()
+        );
+    }
+
+    let keys = platform
+        .store
+        .objects()
+        .list_keys(&format!("{}ssm-output/", env.prefix()))
+        .await
+        .unwrap();
+    for id in &instances {
+        let key = keys
+            .iter()
+            .find(|k| k.ends_with(&format!("/{id}/awsrunShellScript/agent/stdout")))
+            .unwrap_or_else(|| panic!("no output of {id} at SSM's layout: {keys:?}"));
+        let output = platform.store.objects().get(key).await.unwrap().unwrap();
+        assert!(
+            String::from_utf8_lossy(&output.body).contains("at=done"),
+            "{key}"
+        );
+    }
+    platform.stop().await;
+}
