@@ -130,6 +130,23 @@ def prober(group) -> None:
         time.sleep(float(group.health_check_interval_seconds or 30) * scale())
 
 
+def tracked(group, target_id: str):
+    """The health of a registered target its local host serves. A target
+    registered before its host came up (an Auto Scaling group registers
+    its instances as they launch) is tracked from when the host appears,
+    `initial` like any new target."""
+    with _lock:
+        health = _health.get(group.arn, {}).get(target_id)
+        if health is not None or target_id not in group.targets:
+            return health
+        if ssm.host(target_id) is None:
+            return None
+        health = Health(group.targets[target_id].get("Port", group.port))
+        _health.setdefault(group.arn, {})[target_id] = health
+    ensure_prober(group)
+    return health
+
+
 def ensure_prober(group) -> None:
     with _lock:
         if group.arn in _probers:
@@ -170,8 +187,8 @@ def _deregister(self, targets) -> None:
 
 
 def _health_for(self, target, ec2_backend):
+    health = tracked(self, target["Id"])
     with _lock:
-        health = _health.get(self.arn, {}).get(target["Id"])
         if health is not None:
             return models.FakeHealthStatus(
                 target["Id"],
@@ -245,8 +262,8 @@ def routable(backend, lb) -> list[int]:
     healthy, registered = [], []
     with _lock:
         for group in forwarded_groups(backend, lb):
-            for target_id in group.targets:
-                health = _health.get(group.arn, {}).get(target_id)
+            for target_id in list(group.targets):
+                health = tracked(group, target_id)
                 port = (ssm.host(target_id) or {}).get("port")
                 if health is None or port is None or health.draining_until is not None:
                     continue

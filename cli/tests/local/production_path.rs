@@ -1,7 +1,7 @@
 //! `ship dev` runs the production path: a deploy is SSM Run Command of the
 //! real document, which the emulator runs on each local instance; its
 //! invocations carry real statuses and exit codes and its full output is in
-//! the bucket at SSM's layout.
+//! the bucket at SSM's layout; the load balancer serves it from this machine.
 
 use slipway_core::names::EnvRef;
 
@@ -74,5 +74,24 @@ async fn a_deploy_on_ship_dev_is_a_run_command_of_the_real_document_on_each_inst
             "{key}"
         );
     }
+
+    // The load balancer is an address on this machine that sends requests
+    // to the instances once its own probes call them healthy.
+    let formation = platform.fleet.aws.formation(&env).await.unwrap();
+    let address = format!("http://{}/", formation.load_balancers[0].dns_name);
+    let started = std::time::Instant::now();
+    let answer = loop {
+        if let Ok(response) = reqwest::get(&address).await
+            && response.status() == 200
+        {
+            break response.text().await.unwrap();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{address} never served the app"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(answer.contains("r1"), "{answer}");
     platform.stop().await;
 }
