@@ -54,7 +54,6 @@ pub fn hosts() -> Hosts {
 
 /// How much faster than AWS the test emulator's load balancer runs.
 pub const EMULATOR_TIME_SCALE: f64 = 0.05;
-const EMULATOR_TIME_SCALE_VAR: &str = "SLIPWAY_EMULATOR_TIME_SCALE";
 
 /// The emulator of this test binary, started on first use.
 pub fn emulator() -> &'static Emulator {
@@ -71,7 +70,7 @@ pub fn emulator() -> &'static Emulator {
             .env(slipway_local::hosts::HOSTS_VAR, hosts().dir())
             // Load balancer probes and drains of local instances, 20 times
             // faster than AWS's.
-            .env(EMULATOR_TIME_SCALE_VAR, EMULATOR_TIME_SCALE.to_string())
+            .env(slipway_local::hosts::TIME_SCALE_VAR, EMULATOR_TIME_SCALE.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

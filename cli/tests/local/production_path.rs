@@ -95,3 +95,73 @@ async fn a_deploy_on_ship_dev_is_a_run_command_of_the_real_document_on_each_inst
     assert!(answer.contains("r1"), "{answer}");
     platform.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_at_a_time_deploy_of_four_instances_fails_no_request_through_the_load_balancer() {
+    use slipway_control::fleet::Fleet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    let work = tempfile::tempdir().unwrap();
+    let platform = platform(work.path()).await;
+    let env = EnvRef::parse("hello", "lb").unwrap();
+    booted_environment(&platform, &env, 4).await;
+    ship_ok(&platform, &env, &["release", "--allow-dirty"]);
+    ship_ok(&platform, &env, &["deploy"]);
+    let ids: Vec<_> = platform
+        .fleet
+        .instances
+        .lock()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let unhealthy = platform
+        .fleet
+        .aws
+        .wait_healthy(&env, &ids, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(unhealthy.is_empty(), "never healthy: {unhealthy:?}");
+    let formation = platform.fleet.aws.formation(&env).await.unwrap();
+    let address = format!("http://{}/", formation.load_balancers[0].dns_name);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let looping = {
+        let (stop, address) = (stop.clone(), address.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answers: Vec<Result<(u16, String), String>> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let answer = match client.get(&address).send().await {
+                    Ok(r) => Ok((r.status().as_u16(), r.text().await.unwrap_or_default())),
+                    Err(e) => Err(e.to_string()),
+                };
+                answers.push(answer);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answers
+        })
+    };
+    ship_ok(&platform, &env, &["config", "set", "GREETING=Again"]);
+    ship_ok(&platform, &env, &["deploy"]);
+    stop.store(true, Ordering::SeqCst);
+    let answers = looping.await.unwrap();
+    platform.stop().await;
+
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|a| !matches!(a, Ok((200, _))))
+        .collect();
+    assert!(answers.len() > 50, "only {} requests", answers.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let last = answers.last().unwrap().as_ref().unwrap();
+    assert!(last.1.contains("r2"), "{}", last.1);
+}

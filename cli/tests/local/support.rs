@@ -29,6 +29,8 @@ pub async fn platform(work: &Path) -> Platform {
         port: 0,
         fleet_every: Duration::from_millis(200),
         slack_users: vec!["U2CERLKJA".into()],
+        // Load balancer probes every second instead of every five.
+        time_scale: 0.2,
     })
     .await
     .expect("the local platform starts")

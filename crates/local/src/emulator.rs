@@ -12,7 +12,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-use crate::hosts::{HOSTS_VAR, Hosts};
+use crate::hosts::{HOSTS_VAR, Hosts, TIME_SCALE_VAR};
 
 pub struct Emulator {
     pub endpoint: String,
@@ -35,6 +35,12 @@ pub fn repo_root(start: &Path) -> PathBuf {
 
 impl Emulator {
     pub async fn start(repo: &Path) -> anyhow::Result<Self> {
+        Self::start_scaled(repo, 1.0).await
+    }
+
+    /// Started with its load balancers' probes and drains taking
+    /// `time_scale` of AWS's times.
+    pub async fn start_scaled(repo: &Path, time_scale: f64) -> anyhow::Result<Self> {
         let python = repo.join(".venv/bin/python");
         let installed = python.is_file()
             && Command::new(&python)
@@ -61,6 +67,7 @@ impl Emulator {
         let mut child = Command::new(&python)
             .arg(repo.join("scripts/emulator.py"))
             .env(HOSTS_VAR, hosts_dir.path())
+            .env(TIME_SCALE_VAR, time_scale.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -1,16 +1,16 @@
 //! The local fleet: every instance the emulated Auto Scaling groups report
 //! becomes a directory with a real `slipway-agent` (direct supervisor) and
 //! real app processes on a port of its own. A new instance runs
-//! `slipway-agent boot`, as user data does on EC2; a terminated one is
-//! stopped and removed. Health is an HTTP probe of the instance's port
-//! (the one seam besides the runner that differs from AWS); everything
-//! else is the AWS adapter talking to the emulator.
+//! `slipway-agent boot`, as user data does on EC2, and is registered as the
+//! emulator's managed node (Run Command runs the agent there, the load
+//! balancer probes its port); a terminated one is stopped, unregistered and
+//! removed. Everything else is the AWS adapter talking to the emulator.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use slipway_control::aws::fleet::AwsFleet;
 use slipway_control::fleet::Formation;
@@ -18,7 +18,6 @@ use slipway_control::fleet::FormationSource;
 use slipway_control::fleet::{
     Destroyed, Fleet, FleetError, GroupControl, InstanceId, Member, Sizes,
 };
-use slipway_control::rollout::Deploys;
 use slipway_core::names::EnvRef;
 use tokio::process::Command;
 
@@ -91,22 +90,13 @@ impl AgentSetup {
 pub struct LocalFleet {
     pub aws: AwsFleet,
     pub instances: Arc<Mutex<BTreeMap<InstanceId, LocalInstance>>>,
-    pub deploys: Deploys,
-    http: reqwest::Client,
-    pub poll: Duration,
 }
 
 impl LocalFleet {
-    pub fn new(aws: AwsFleet, deploys: Deploys) -> Self {
+    pub fn new(aws: AwsFleet) -> Self {
         Self {
             aws,
             instances: Arc::default(),
-            deploys,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("an HTTP client"),
-            poll: Duration::from_millis(250),
         }
     }
 
@@ -120,27 +110,6 @@ impl LocalFleet {
             .lock()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
-    }
-
-    /// Does the instance answer its health check with a 2xx?
-    pub async fn probe(&self, id: &InstanceId, health_path: &str) -> bool {
-        let Some(instance) = self.instance(id) else {
-            return false;
-        };
-        let url = format!("http://127.0.0.1:{}{health_path}", instance.port);
-        self.http
-            .get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    }
-
-    async fn health_path(&self, env: &EnvRef) -> String {
-        self.deploys
-            .settings(env)
-            .await
-            .map(|s| s.health_path)
-            .unwrap_or_else(|_| "/health".into())
     }
 }
 
@@ -157,27 +126,15 @@ impl Fleet for LocalFleet {
         self.aws.exit_standby(env, ids).await
     }
 
-    /// The local load balancer: every instance answers its health check.
+    /// As on AWS: the load balancer's target health, which the emulator
+    /// measures by probing each instance.
     async fn wait_healthy(
         &self,
         env: &EnvRef,
         ids: &[InstanceId],
         timeout: Duration,
     ) -> Result<Vec<InstanceId>, FleetError> {
-        let path = self.health_path(env).await;
-        let started = Instant::now();
-        loop {
-            let mut unhealthy = Vec::new();
-            for id in ids {
-                if !self.probe(id, &path).await {
-                    unhealthy.push(id.clone());
-                }
-            }
-            if unhealthy.is_empty() || started.elapsed() >= timeout {
-                return Ok(unhealthy);
-            }
-            tokio::time::sleep(self.poll).await;
-        }
+        self.aws.wait_healthy(env, ids, timeout).await
     }
 }
 
@@ -200,20 +157,11 @@ impl GroupControl for LocalFleet {
 }
 
 impl FormationSource for LocalFleet {
-    /// The emulator's formation, with health from the local probe and,
-    /// for the "session" link, the instance's own address.
+    /// The emulator's formation, target health included; for the
+    /// "session" link, the instance's own address.
     async fn formation(&self, env: &EnvRef) -> Result<Formation, FleetError> {
         let mut formation = self.aws.formation(env).await?;
-        let path = self.health_path(env).await;
         for view in &mut formation.instances {
-            let healthy = self.probe(&view.id, &path).await;
-            let state = if healthy { "healthy" } else { "unhealthy" };
-            for value in view.target_health.values_mut() {
-                *value = state.to_owned();
-            }
-            if view.target_health.is_empty() {
-                view.target_health.insert("local".into(), state.to_owned());
-            }
             if let Some(instance) = self.instance(&view.id) {
                 view.session_url = format!("http://127.0.0.1:{}/", instance.port);
             }

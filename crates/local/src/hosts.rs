@@ -19,6 +19,9 @@ use slipway_core::names::InstanceId;
 /// Where the emulator finds registered nodes (`SLIPWAY_EMULATOR_HOSTS`).
 pub const HOSTS_VAR: &str = "SLIPWAY_EMULATOR_HOSTS";
 
+/// The emulator's load-balancer times as a share of AWS's.
+pub const TIME_SCALE_VAR: &str = "SLIPWAY_EMULATOR_TIME_SCALE";
+
 /// The path the document runs the agent at on an instance.
 pub const AGENT_PATH: &str = "/usr/local/bin/slipway-agent";
 

@@ -5,8 +5,8 @@
 //! tasks instead of asynchronous Lambda invocations, a poller that feeds
 //! the bucket's S3 events from their queue to the release handler, and the
 //! local fleet. Deploys go through `SsmRunner` and the real document, which
-//! the emulator runs on each instance's host; the one seam DESIGN.md still
-//! names is instance health in the rollout.
+//! the emulator runs on each instance's host, and wait for the load
+//! balancer's target health, which the emulator measures by probing them.
 
 pub mod emulator;
 pub mod fleet;
@@ -58,6 +58,9 @@ pub struct PlatformOptions {
     /// Slack user ids that may change things from chat
     /// (`SLIPWAY_SLACK_USERS`).
     pub slack_users: Vec<String>,
+    /// The emulator's load-balancer times as a share of AWS's (1: as AWS
+    /// probes and drains; the tests run faster).
+    pub time_scale: f64,
 }
 
 impl PlatformOptions {
@@ -75,6 +78,7 @@ impl PlatformOptions {
                 .filter(|u| !u.trim().is_empty())
                 .map(|u| u.trim().to_owned())
                 .collect(),
+            time_scale: 1.0,
         }
     }
 }
@@ -254,7 +258,7 @@ impl Platform {
                 options.agent.display()
             );
         }
-        let emulator = Emulator::start(&options.repo).await?;
+        let emulator = Emulator::start_scaled(&options.repo, options.time_scale).await?;
         let config = emulator.sdk_config().await;
         let queue = bucket_with_events(&config, BUCKET).await?;
 
@@ -274,10 +278,7 @@ impl Platform {
         // Locally, stand-ins for Slack listen on this machine.
         deploys.webhooks = WebhookPolicy::AlsoLoopback;
         deploys.response_prefixes.push(LOCAL_RESPONSE_PREFIX.into());
-        let fleet = LocalFleet::new(
-            AwsFleet::new(&config, Duration::from_millis(250)),
-            deploys.clone(),
-        );
+        let fleet = LocalFleet::new(AwsFleet::new(&config, Duration::from_millis(250)));
         let agent = AgentSetup {
             binary: options.agent.clone(),
             endpoint: emulator.endpoint.clone(),
@@ -285,7 +286,9 @@ impl Platform {
         };
         let deploy_launcher: Arc<dyn Launcher> = Arc::new(TaskLauncher(Arc::new(DeployWorker {
             deploys: deploys.clone(),
-            fleet: fleet.clone(),
+            // The production adapters, unchanged: AwsFleet against the
+            // emulator, whose load balancer probes the local instances.
+            fleet: fleet.aws.clone(),
             // SSM Run Command of the real document, which the emulator runs
             // on each instance's host, as AWS runs it on the instance.
             runners: SsmRunners {
@@ -301,7 +304,7 @@ impl Platform {
         })));
         let cycle_launcher: Arc<dyn Launcher> = Arc::new(TaskLauncher(Arc::new(CycleWorker {
             cycles: Cycles::new(store.clone()),
-            fleet: fleet.clone(),
+            fleet: fleet.aws.clone(),
             next: None,
             tune: Some(|mut options| {
                 options.poll = Duration::from_millis(500);
