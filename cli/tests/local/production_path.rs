@@ -73,6 +73,20 @@ async fn a_deploy_on_ship_dev_is_a_run_command_of_the_real_document_on_each_inst
             String::from_utf8_lossy(&output.body).contains("at=done"),
             "{key}"
         );
+        // The document's systemd-cat reached the instance's journal, and
+        // wrote nothing to stderr.
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k.contains(id.as_str()) && k.ends_with("/stderr")),
+            "{keys:?}"
+        );
+        let dir = platform.fleet.instances.lock().unwrap()
+            [&slipway_core::names::InstanceId::parse(id).unwrap()]
+            .dir
+            .clone();
+        let journal = std::fs::read_to_string(dir.join("journal.log")).unwrap_or_default();
+        assert!(journal.contains("at=done"), "{journal}");
     }
 
     // The load balancer is an address on this machine that sends requests

@@ -21,7 +21,9 @@ use slipway_control::fleet::{
 use slipway_core::names::EnvRef;
 use tokio::process::Command;
 
-use crate::hosts::{AGENT_PATH, Hosts, LocalHost};
+use crate::hosts::{
+    AGENT_PATH, Hosts, JOURNAL_PROGRAM, LocalHost, install_journal_shim, journal_shim,
+};
 
 /// One local instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +73,10 @@ impl AgentSetup {
         LocalHost {
             dir: instance.dir.clone(),
             env,
-            programs: BTreeMap::from([(AGENT_PATH.to_owned(), self.binary.clone())]),
+            programs: BTreeMap::from([
+                (AGENT_PATH.to_owned(), self.binary.clone()),
+                (JOURNAL_PROGRAM.to_owned(), journal_shim(&instance.dir)),
+            ]),
             port: Some(instance.port),
         }
     }
@@ -237,6 +242,7 @@ impl Reconciler {
                 dir: self.root.join(id.as_str()),
             };
             std::fs::create_dir_all(&instance.dir).map_err(|e| e.to_string())?;
+            install_journal_shim(&instance.dir).map_err(|e| e.to_string())?;
             if let Ok(mut map) = self.fleet.instances.lock() {
                 map.insert(id.clone(), instance.clone());
             }

@@ -25,6 +25,29 @@ pub const TIME_SCALE_VAR: &str = "SLIPWAY_EMULATOR_TIME_SCALE";
 /// The path the document runs the agent at on an instance.
 pub const AGENT_PATH: &str = "/usr/local/bin/slipway-agent";
 
+/// The document hands the agent's output to the journal with
+/// `systemd-cat`; instances here have no journal, so each gets this in
+/// its place, appending to `journal.log` in the instance's directory.
+pub const JOURNAL_PROGRAM: &str = "systemd-cat";
+
+/// Where an instance's `systemd-cat` stand-in is.
+pub fn journal_shim(dir: &Path) -> PathBuf {
+    dir.join("bin").join(JOURNAL_PROGRAM)
+}
+
+/// Writes the instance's `systemd-cat` stand-in and returns its path.
+pub fn install_journal_shim(dir: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = journal_shim(dir);
+    std::fs::create_dir_all(dir.join("bin"))?;
+    std::fs::write(
+        &path,
+        "#!/bin/sh\ncat >> \"$(dirname \"$0\")/../journal.log\"\n",
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
 /// What a node's commands run in.
 #[derive(Debug, Clone, Serialize)]
 pub struct LocalHost {
