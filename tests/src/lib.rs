@@ -182,6 +182,33 @@ impl World {
             .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
     }
 
+    /// A new running EC2 instance of the emulator.
+    pub async fn instance(&self) -> slipway_core::names::InstanceId {
+        let out = slipway_control::aws::ec2_client(&self.config)
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .expect("run an instance");
+        slipway_core::names::InstanceId::parse(out.instances()[0].instance_id().unwrap())
+            .expect("an instance id")
+    }
+
+    /// The emulator's default VPC.
+    pub async fn vpc(&self) -> String {
+        let ec2 = slipway_control::aws::ec2_client(&self.config);
+        ec2.describe_vpcs()
+            .send()
+            .await
+            .expect("describe VPCs")
+            .vpcs()[0]
+            .vpc_id()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Puts `body` at `<app>/<env>/uploads/<name>` and turns it into a
     /// release, as the S3 event would.
     pub async fn upload(&self, env: &EnvRef, name: &str, body: Vec<u8>) -> UploadOutcome {

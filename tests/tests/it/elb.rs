@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use aws_sdk_elasticloadbalancingv2::types::{
     ProtocolEnum, TargetDescription, TargetGroupAttribute, TargetHealthStateEnum,
 };
-use slipway_core::names::InstanceId;
 use slipway_local::hosts::LocalHost;
 use slipway_tests::{EMULATOR_TIME_SCALE, World, hosts, unique_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,21 +43,10 @@ async fn serve(status: Arc<AtomicU16>) -> (u16, tokio::task::JoinHandle<()>) {
 
 /// An EC2 instance of the emulator that a local host serves on `port`.
 async fn local_instance(world: &World, port: u16, dir: &std::path::Path) -> String {
-    let id = slipway_control::aws::ec2_client(&world.config)
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap()
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_owned();
+    let id = world.instance().await;
     hosts()
         .register(
-            &InstanceId::parse(&id).unwrap(),
+            &id,
             &LocalHost {
                 dir: dir.to_owned(),
                 env: BTreeMap::new(),
@@ -67,30 +55,22 @@ async fn local_instance(world: &World, port: u16, dir: &std::path::Path) -> Stri
             },
         )
         .unwrap();
-    id
+    id.to_string()
 }
 
-#[tokio::test]
-async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_drains_when_deregistered() {
-    let world = World::new().await;
-    let (ec2, elb) = (
-        slipway_control::aws::ec2_client(&world.config),
-        slipway_control::aws::elb_client(&world.config),
-    );
-    let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
-        .vpc_id()
-        .unwrap()
-        .to_owned();
-    let (interval, healthy, unhealthy, delay) = (10, 3, 2, 20);
-    let group = elb
+/// An HTTP target group on port 8000 checking `/health` every `interval`
+/// seconds, healthy after `healthy` passes, unhealthy after `unhealthy`
+/// failures.
+async fn target_group(world: &World, interval: i32, healthy: i32, unhealthy: i32) -> String {
+    slipway_control::aws::elb_client(&world.config)
         .create_target_group()
         .name(unique_name("tg"))
         .protocol(ProtocolEnum::Http)
         .port(8000)
-        .vpc_id(vpc)
+        .vpc_id(world.vpc().await)
         .health_check_path("/health")
         .health_check_interval_seconds(interval)
-        .health_check_timeout_seconds(5)
+        .health_check_timeout_seconds(4)
         .healthy_threshold_count(healthy)
         .unhealthy_threshold_count(unhealthy)
         .send()
@@ -99,7 +79,15 @@ async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_drains_when_dere
         .target_groups()[0]
         .target_group_arn()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_drains_when_deregistered() {
+    let world = World::new().await;
+    let elb = slipway_control::aws::elb_client(&world.config);
+    let (interval, healthy, unhealthy, delay) = (10, 3, 2, 20);
+    let group = target_group(&world, interval, healthy, unhealthy).await;
     elb.modify_target_group_attributes()
         .target_group_arn(&group)
         .attributes(
@@ -222,10 +210,7 @@ async fn the_load_balancer_sends_requests_round_robin_to_healthy_targets_only() 
         slipway_control::aws::ec2_client(&world.config),
         slipway_control::aws::elb_client(&world.config),
     );
-    let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
-        .vpc_id()
-        .unwrap()
-        .to_owned();
+    let vpc = world.vpc().await;
     let subnets: Vec<String> = ec2
         .describe_subnets()
         .send()
@@ -237,23 +222,7 @@ async fn the_load_balancer_sends_requests_round_robin_to_healthy_targets_only() 
         .filter_map(|s| s.subnet_id().map(str::to_owned))
         .take(2)
         .collect();
-    let group = elb
-        .create_target_group()
-        .name(unique_name("tg"))
-        .protocol(ProtocolEnum::Http)
-        .port(8000)
-        .vpc_id(&vpc)
-        .health_check_path("/health")
-        .health_check_interval_seconds(5)
-        .healthy_threshold_count(2)
-        .unhealthy_threshold_count(2)
-        .send()
-        .await
-        .unwrap()
-        .target_groups()[0]
-        .target_group_arn()
-        .unwrap()
-        .to_owned();
+    let group = target_group(&world, 5, 2, 2).await;
     let lb = elb
         .create_load_balancer()
         .name(unique_name("lb"))

@@ -49,15 +49,7 @@ async fn setup() -> Setup {
 
 impl Setup {
     async fn instance(&self) -> InstanceId {
-        let out = slipway_control::aws::ec2_client(&self.world.config)
-            .run_instances()
-            .image_id("ami-12c6146b")
-            .min_count(1)
-            .max_count(1)
-            .send()
-            .await
-            .unwrap();
-        InstanceId::parse(out.instances()[0].instance_id().unwrap()).unwrap()
+        self.world.instance().await
     }
 
     /// The agent's settings on a local host whose agent root is `root`.
