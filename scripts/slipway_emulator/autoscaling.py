@@ -8,8 +8,12 @@ group's target groups (so they drain), ExitStandby registers them again
 exit above the maximum, or an instance not in the right state is refused
 with AWS's ValidationError and changes nothing.
 
-Still different from AWS: instances are not spread over the group's
-subnets; ELB health does not yet make the group replace an instance.
+New instances are spread over the group's subnets, each launched into
+the availability zone that has fewest of the group's instances (moto puts
+them all in the first subnet).
+
+Still different from AWS: ELB health does not yet make the group replace
+an instance; suspended processes are not honoured.
 """
 
 from moto.autoscaling import models
@@ -18,6 +22,7 @@ from moto.autoscaling.exceptions import ValidationError
 PATCHED = [
     (models.AutoScalingBackend, "enter_standby_instances"),
     (models.AutoScalingBackend, "exit_standby_instances"),
+    (models.FakeAutoScalingGroup, "replace_autoscaling_group_instances"),
 ]
 
 _original_enter = models.AutoScalingBackend.enter_standby_instances
@@ -84,6 +89,32 @@ def _exit_standby(self, group_name, instance_ids):
     return activities
 
 
+_original_launch = models.FakeAutoScalingGroup.replace_autoscaling_group_instances
+
+
+def _launch_balanced(self, count_needed, propagated_tags):
+    subnets = [s for s in (self.vpc_zone_identifier or "").split(",") if s]
+    if len(subnets) < 2:
+        return _original_launch(self, count_needed, propagated_tags)
+    ec2 = self.autoscaling_backend.ec2_backend
+    zone_of = {s: ec2.get_subnet(s).availability_zone for s in subnets}
+    everything = self.vpc_zone_identifier
+    try:
+        for _ in range(count_needed):
+            counts = {zone: 0 for zone in zone_of.values()}
+            for state in self.instance_states:
+                zone = state.instance.availability_zone
+                if zone in counts:
+                    counts[zone] += 1
+            subnet = min(subnets, key=lambda s: (counts[zone_of[s]], subnets.index(s)))
+            # moto launches into the first subnet it is given.
+            self.vpc_zone_identifier = subnet
+            _original_launch(self, 1, dict(propagated_tags))
+    finally:
+        self.vpc_zone_identifier = everything
+
+
 def install() -> None:
     models.AutoScalingBackend.enter_standby_instances = _enter_standby
     models.AutoScalingBackend.exit_standby_instances = _exit_standby
+    models.FakeAutoScalingGroup.replace_autoscaling_group_instances = _launch_balanced

@@ -651,3 +651,22 @@ async fn standby_that_would_take_the_group_below_its_minimum_is_refused_and_chan
     assert_eq!(s.fleet.in_service(&s.env).await.unwrap().len(), 2);
     assert_eq!(s.registered_targets().await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_groups_instances_are_spread_evenly_over_its_availability_zones() {
+    let s = setup(4).await;
+
+    let formation = s.fleet.formation(&s.env).await.unwrap();
+
+    let mut per_zone = std::collections::BTreeMap::<String, usize>::new();
+    for instance in &formation.instances {
+        *per_zone
+            .entry(instance.availability_zone.clone())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_zone.values().copied().collect::<Vec<_>>(),
+        [2, 2],
+        "{per_zone:?}"
+    );
+}
