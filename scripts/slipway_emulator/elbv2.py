@@ -55,8 +55,10 @@ def scale() -> float:
 
 
 class Health:
-    def __init__(self, port):
+    def __init__(self, port, local_port):
+        # The target's port in the group, and where its host serves it.
         self.port = port
+        self.local_port = local_port
         self.state = "initial"
         self.reason = "Elb.RegistrationInProgress"
         self.description = "Target registration is in progress"
@@ -93,12 +95,8 @@ def probe(group, port: int) -> tuple[bool, str, str]:
     return False, "Target.ResponseCodeMismatch", f"Health checks failed with these codes: [{code}]"
 
 
-def observe(group, target_id: str, health: Health) -> None:
-    port = (ssm.host(target_id) or {}).get("port")
-    if port is None:
-        ok, reason, description = False, "Target.FailedHealthChecks", "Health checks failed"
-    else:
-        ok, reason, description = probe(group, int(port))
+def observe(group, health: Health) -> None:
+    ok, reason, description = probe(group, health.local_port)
     healthy = int(group.healthy_threshold_count or 5)
     unhealthy = int(group.unhealthy_threshold_count or 2)
     with _lock:
@@ -124,9 +122,9 @@ def prober(group) -> None:
             for target_id, health in targets.items():
                 if health.draining_until is not None and now >= health.draining_until:
                     _health[group.arn].pop(target_id, None)
-        for target_id, health in targets.items():
+        for health in targets.values():
             if health.draining_until is None:
-                observe(group, target_id, health)
+                observe(group, health)
         time.sleep(float(group.health_check_interval_seconds or 30) * scale())
 
 
@@ -139,9 +137,10 @@ def tracked(group, target_id: str):
         health = _health.get(group.arn, {}).get(target_id)
         if health is not None or target_id not in group.targets:
             return health
-        if ssm.host(target_id) is None:
+        port = (ssm.host(target_id) or {}).get("port")
+        if port is None:
             return None
-        health = Health(group.targets[target_id].get("Port", group.port))
+        health = Health(group.targets[target_id].get("Port", group.port), int(port))
         _health.setdefault(group.arn, {})[target_id] = health
     ensure_prober(group)
     return health
@@ -162,15 +161,11 @@ _original_health_for = models.FakeTargetGroup.health_for
 
 def _register(self, targets) -> None:
     _original_register(self, targets)
-    local = False
     with _lock:
-        mine = _health.setdefault(self.arn, {})
         for target in targets:
-            if ssm.host(target["Id"]) is not None:
-                mine[target["Id"]] = Health(target.get("Port", self.port))
-                local = True
-    if local:
-        ensure_prober(self)
+            # Registered again (out of standby): a new target, initial.
+            _health.get(self.arn, {}).pop(target["Id"], None)
+            tracked(self, target["Id"])
 
 
 def _deregister(self, targets) -> None:
@@ -264,12 +259,11 @@ def routable(backend, lb) -> list[int]:
         for group in forwarded_groups(backend, lb):
             for target_id in list(group.targets):
                 health = tracked(group, target_id)
-                port = (ssm.host(target_id) or {}).get("port")
-                if health is None or port is None or health.draining_until is not None:
+                if health is None or health.draining_until is not None:
                     continue
-                registered.append(int(port))
+                registered.append(health.local_port)
                 if health.state == "healthy":
-                    healthy.append(int(port))
+                    healthy.append(health.local_port)
     return healthy or registered
 
 

@@ -182,6 +182,10 @@ class Invocation:
         self.process = None
         self.cancelled = False
 
+    def step(self) -> str:
+        """The step whose output the invocation reports (the first)."""
+        return self.steps[0][0] if self.steps else "aws:runShellScript"
+
     def output_prefix(self) -> str:
         prefix = self.command.output_s3_key_prefix.rstrip("/")
         parts = [p for p in [prefix, self.command.command_id, self.instance_id] if p]
@@ -289,7 +293,7 @@ class Invocation:
         return truncated(text, PLUGIN_INLINE)
 
     def list_entry(self, details: bool) -> dict:
-        step = self.steps[0][0] if self.steps else "aws:runShellScript"
+        step = self.step()
         entry = {
             "CommandId": self.command.command_id,
             "InstanceId": self.instance_id,
@@ -324,7 +328,7 @@ class Invocation:
         return entry
 
     def get_entry(self) -> dict:
-        step = self.steps[0][0] if self.steps else "aws:runShellScript"
+        step = self.step()
         elapsed = ""
         if self.started:
             seconds = ((self.finished or now()) - self.started).total_seconds()

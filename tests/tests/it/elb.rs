@@ -58,6 +58,30 @@ async fn local_instance(world: &World, port: u16, dir: &std::path::Path) -> Stri
     id.to_string()
 }
 
+/// Each target of `group`: its id, state and reason.
+async fn target_health(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    group: &str,
+) -> Vec<(String, TargetHealthStateEnum, Option<String>)> {
+    let out = elb
+        .describe_target_health()
+        .target_group_arn(group)
+        .send()
+        .await
+        .unwrap();
+    out.target_health_descriptions()
+        .iter()
+        .map(|d| {
+            let health = d.target_health().unwrap();
+            (
+                d.target().and_then(|t| t.id()).unwrap().to_owned(),
+                health.state().cloned().unwrap(),
+                health.reason().map(|r| r.as_str().to_owned()),
+            )
+        })
+        .collect()
+}
+
 /// An HTTP target group on port 8000 checking `/health` every `interval`
 /// seconds, healthy after `healthy` passes, unhealthy after `unhealthy`
 /// failures.
@@ -107,21 +131,11 @@ async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_drains_when_dere
     let health = || {
         let (elb, group) = (elb.clone(), group.clone());
         async move {
-            let out = elb
-                .describe_target_health()
-                .target_group_arn(group)
-                .send()
+            target_health(&elb, &group)
                 .await
-                .unwrap();
-            out.target_health_descriptions()
-                .first()
-                .and_then(|d| d.target_health())
-                .map(|h| {
-                    (
-                        h.state().cloned().unwrap(),
-                        h.reason().map(|r| r.as_str().to_owned()),
-                    )
-                })
+                .into_iter()
+                .next()
+                .map(|(_, state, reason)| (state, reason))
         }
     };
     let scaled = |secs: i32| Duration::from_secs_f64(f64::from(secs) * EMULATOR_TIME_SCALE);
@@ -273,20 +287,10 @@ async fn the_load_balancer_sends_requests_round_robin_to_healthy_targets_only() 
     let states = || {
         let (elb, group) = (elb.clone(), group.clone());
         async move {
-            let out = elb
-                .describe_target_health()
-                .target_group_arn(group)
-                .send()
+            target_health(&elb, &group)
                 .await
-                .unwrap();
-            out.target_health_descriptions()
-                .iter()
-                .map(|d| {
-                    (
-                        d.target().and_then(|t| t.id()).unwrap().to_owned(),
-                        d.target_health().and_then(|h| h.state()).cloned().unwrap(),
-                    )
-                })
+                .into_iter()
+                .map(|(id, state, _)| (id, state))
                 .collect::<BTreeMap<_, _>>()
         }
     };
