@@ -8,8 +8,11 @@ its backends in process, before the server starts:
   each targeted instance's local host (see ssm.py).
 - elbv2: target health comes from HTTP probes of each local instance, as
   the target group says, and deregistration drains (see elbv2.py).
-- autoscaling: standby takes instances out of their target groups and back,
-  within the group's bounds (see autoscaling.py).
+- autoscaling: standby takes instances out of their target groups (after
+  they drain) and back, within the group's bounds; instances leave by
+  draining; ELB health replaces instances; suspended processes are
+  honoured (see autoscaling.py).
+- clock: the time scale all of them share.
 
 `install()` first checks that every attribute it replaces exists in the
 pinned moto, so an upgrade that moves one fails loudly at start instead of

@@ -12,6 +12,10 @@ Target.FailedHealthChecks). A deregistered one is `draining`
 then gone. Times are multiplied by SLIPWAY_EMULATOR_TIME_SCALE (tests make
 them short). Targets of instances no local host runs keep moto's answer.
 
+A target group made by a stack gets the stack's TargetGroupAttributes
+(moto's CloudFormation drops them, so every stack-made group drained for
+the default 300 s).
+
 Each load balancer is also a reverse proxy on 127.0.0.1, whose address
 becomes its DNSName: it forwards each request to the next healthy target
 (round robin), never to a draining one (whose open requests finish), to
@@ -23,7 +27,6 @@ not answer in time.
 import http.client
 import http.server
 import itertools
-import os
 import socket
 import threading
 import time
@@ -31,6 +34,7 @@ import time
 from moto.elbv2 import models
 
 from . import ssm
+from .clock import scale
 
 PATCHED = [
     (models.FakeTargetGroup, "register"),
@@ -39,19 +43,13 @@ PATCHED = [
     (models.FakeHealthStatus, "target_health"),
     (models.ELBv2Backend, "describe_target_health"),
     (models.ELBv2Backend, "create_load_balancer"),
+    (models.FakeTargetGroup, "create_from_cloudformation_json"),
 ]
 
 _lock = threading.RLock()
 # target group ARN -> target id -> Health
 _health: dict[str, dict[str, "Health"]] = {}
 _probers: set[str] = set()
-
-
-def scale() -> float:
-    try:
-        return max(float(os.environ.get("SLIPWAY_EMULATOR_TIME_SCALE", "1")), 0.001)
-    except ValueError:
-        return 1.0
 
 
 class Health:
@@ -146,6 +144,14 @@ def tracked(group, target_id: str):
     return health
 
 
+def state(group, target_id: str) -> str | None:
+    """The measured state of a registered target, if a local host serves
+    it (probed from when its host appears, like any)."""
+    with _lock:
+        health = tracked(group, target_id)
+        return None if health is None else health.state
+
+
 def ensure_prober(group) -> None:
     with _lock:
         if group.arn in _probers:
@@ -160,12 +166,17 @@ _original_health_for = models.FakeTargetGroup.health_for
 
 
 def _register(self, targets) -> None:
+    with _lock:
+        fresh = [t["Id"] for t in targets if t["Id"] not in self.targets]
     _original_register(self, targets)
     with _lock:
-        for target in targets:
-            # Registered again (out of standby): a new target, initial.
-            _health.get(self.arn, {}).pop(target["Id"], None)
-            tracked(self, target["Id"])
+        for target_id in fresh:
+            # New, or registered again after a deregistration (out of
+            # standby): initial. Registering a registered target changes
+            # nothing, as in AWS (an Auto Scaling group re-registers its
+            # instances whenever its capacity changes).
+            _health.get(self.arn, {}).pop(target_id, None)
+            tracked(self, target_id)
 
 
 def _deregister(self, targets) -> None:
@@ -334,6 +345,26 @@ def _create_load_balancer(self, *args, **kwargs):
     return lb
 
 
+_original_target_group_from_stack = models.FakeTargetGroup.create_from_cloudformation_json.__func__
+
+
+def _target_group_from_stack(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+    # moto's CloudFormation drops TargetGroupAttributes (the deregistration
+    # delay among them); AWS applies them.
+    group = _original_target_group_from_stack(
+        cls, resource_name, cloudformation_json, account_id, region_name, **kwargs
+    )
+    attributes = {
+        a["Key"]: str(a["Value"])
+        for a in cloudformation_json["Properties"].get("TargetGroupAttributes") or []
+    }
+    if attributes:
+        models.elbv2_backends[account_id][region_name].modify_target_group_attributes(
+            group.arn, attributes
+        )
+    return group
+
+
 def install() -> None:
     models.FakeTargetGroup.register = _register
     models.FakeTargetGroup.deregister = _deregister
@@ -341,3 +372,4 @@ def install() -> None:
     models.FakeHealthStatus.target_health = property(_target_health)
     models.ELBv2Backend.describe_target_health = _describe_target_health
     models.ELBv2Backend.create_load_balancer = _create_load_balancer
+    models.FakeTargetGroup.create_from_cloudformation_json = classmethod(_target_group_from_stack)

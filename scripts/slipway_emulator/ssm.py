@@ -26,9 +26,16 @@ ListCommandInvocations, CancelCommand or DescribeInstanceInformation. Here:
   output in ListCommandInvocations.
 - CancelCommand kills the step's process group.
 
-Where it still differs from AWS: delivery is immediate (no Delayed, no
-DeliveryTimedOut while a node is Online); MaxConcurrency and MaxErrors are
-ignored; no CloudWatch output.
+- A registered node whose host is not running (ConnectionLost) gets its
+  invocation Delayed, retried until the command's delivery timeout
+  (TimeoutSeconds, times SLIPWAY_EMULATOR_TIME_SCALE), then TimedOut with
+  DeliveryTimedOut; one whose registration went away (its instance is
+  gone) is Failed, Undeliverable.
+
+Where it still differs from AWS: delivery to an Online node is immediate;
+a node that goes away mid-command does not end its invocation (the step
+runs on, on this machine); MaxConcurrency and MaxErrors are ignored; no
+CloudWatch output.
 """
 
 import datetime
@@ -40,6 +47,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 
 import yaml
 from moto.core.exceptions import ServiceException
@@ -48,6 +56,11 @@ from moto.ec2.models import ec2_backends
 from moto.s3.models import s3_backends
 from moto.ssm import models, responses
 
+from . import clock
+
+# How often delivery to a node that lost its connection is retried, in AWS
+# seconds.
+DELIVERY_RETRY = 5.0
 STDOUT_INLINE = 24_000
 STDERR_INLINE = 8_000
 PLUGIN_INLINE = 2_500
@@ -198,17 +211,38 @@ class Invocation:
         region = self.command.backend_region
         return f"https://s3.{region}.amazonaws.com/{bucket}/{self.output_prefix()}/{step}/{stream}"
 
+    def deliver(self) -> dict | None:
+        """The node's host once it is Online. While it is not (its agent
+        lost its connection) the invocation is Delayed and retried, until
+        the command's delivery timeout (TimeoutSeconds, scaled): then
+        TimedOut, DeliveryTimedOut. A node that is no longer registered
+        (its instance is gone) is Undeliverable."""
+        limit = float(self.command.timeout_seconds or 3600) * clock.scale()
+        deadline = time.monotonic() + limit
+        while True:
+            found = host(self.instance_id)
+            with _lock:
+                if self.cancelled:
+                    return None
+                if found is None:
+                    self.status, self.details = "Failed", "Undeliverable"
+                    self.finished = now()
+                    return None
+                if online(found):
+                    self.status, self.details = "InProgress", "InProgress"
+                    self.started = now()
+                    return found
+                if time.monotonic() >= deadline:
+                    self.status, self.details = "TimedOut", "DeliveryTimedOut"
+                    self.finished = now()
+                    return None
+                self.status, self.details = "Delayed", "Delayed"
+            time.sleep(min(DELIVERY_RETRY * clock.scale(), max(deadline - time.monotonic(), 0)))
+
     def run(self) -> None:
-        found = host(self.instance_id)
-        with _lock:
-            if self.cancelled:
-                return
-            if found is None or not online(found):
-                self.status, self.details = "Failed", "Undeliverable"
-                self.finished = now()
-                return
-            self.status, self.details = "InProgress", "InProgress"
-            self.started = now()
+        found = self.deliver()
+        if found is None:
+            return
         code = 0
         for name, script, timeout in self.steps:
             for program, local in (found.get("programs") or {}).items():
@@ -282,7 +316,7 @@ class Invocation:
     def cancel(self) -> None:
         with _lock:
             self.cancelled = True
-            if self.status in ("Pending",):
+            if self.status in ("Pending", "Delayed"):
                 self.status, self.details = "Cancelled", "Cancelled"
                 self.finished = now()
             elif self.process is not None:

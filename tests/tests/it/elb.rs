@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A local instance answering every request with `status` and
 /// `served by <port>`.
-async fn serve(status: Arc<AtomicU16>) -> (u16, tokio::task::JoinHandle<()>) {
+pub(crate) async fn serve(status: Arc<AtomicU16>) -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
@@ -42,7 +42,7 @@ async fn serve(status: Arc<AtomicU16>) -> (u16, tokio::task::JoinHandle<()>) {
 }
 
 /// An EC2 instance of the emulator that a local host serves on `port`.
-async fn local_instance(world: &World, port: u16, dir: &std::path::Path) -> String {
+pub(crate) async fn local_instance(world: &World, port: u16, dir: &std::path::Path) -> String {
     let id = world.instance().await;
     hosts()
         .register(
@@ -59,7 +59,7 @@ async fn local_instance(world: &World, port: u16, dir: &std::path::Path) -> Stri
 }
 
 /// Each target of `group`: its id, state and reason.
-async fn target_health(
+pub(crate) async fn target_health(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
     group: &str,
 ) -> Vec<(String, TargetHealthStateEnum, Option<String>)> {

@@ -89,12 +89,15 @@ impl Setup {
             .collect()
     }
 
+    /// The group's instances, leaving out those it is terminating (they
+    /// drain first, listed as `Terminating`, as in AWS).
     async fn ids(&self) -> BTreeSet<String> {
         self.fleet
             .members(&self.env)
             .await
             .unwrap()
             .into_iter()
+            .filter(|m| m.lifecycle != "Terminating")
             .map(|m| m.id.to_string())
             .collect()
     }

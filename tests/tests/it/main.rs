@@ -10,6 +10,7 @@ mod example;
 mod fleet;
 mod lock;
 mod rsyslog;
+mod scaling;
 mod ssm;
 mod store;
 mod templates;

@@ -246,3 +246,76 @@ async fn a_command_to_an_instance_that_is_not_a_managed_node_is_refused_whole() 
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_node_that_lost_its_connection_is_delayed_then_runs_when_back_or_times_out_delivering() {
+    let s = setup().await;
+    let (late, lost) = (s.instance().await, s.instance().await);
+    // Agent roots that are files: an agent that runs fails at once, which
+    // is enough to tell that it ran.
+    let broken = s.tmp.path().join("broken-root");
+    std::fs::write(&broken, "not a directory").unwrap();
+    let (late_host, lost_host) = (s.host(&late, &broken), s.host(&lost, &broken));
+    for (id, host) in [(&late, &late_host), (&lost, &lost_host)] {
+        hosts().register(id, host).unwrap();
+        // A node whose directory is gone has lost its connection.
+        std::fs::remove_dir_all(&host.dir).unwrap();
+    }
+    let runner = s.runner(&format!("{}ssm-output/d2/", s.env.prefix()));
+    let command = AgentCommand::Deploy {
+        release_url: s.release_url(),
+    };
+    // 30 s to deliver (SSM's least), 1.5 s in the emulator's time.
+    let both = [late.clone(), lost.clone()];
+    let run = runner.run(
+        &both,
+        &command,
+        Duration::from_secs(30),
+        futures::future::pending().boxed(),
+    );
+    let watch = async {
+        let started = std::time::Instant::now();
+        loop {
+            let out = s
+                .ssm
+                .list_command_invocations()
+                .instance_id(late.as_str())
+                .send()
+                .await
+                .unwrap();
+            let status = out
+                .command_invocations()
+                .first()
+                .and_then(|i| i.status())
+                .map(|s| s.as_str().to_owned());
+            if status.as_deref() == Some("Delayed") {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(1), "{status:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let info = s.ssm.describe_instance_information().send().await.unwrap();
+        let ping = info
+            .instance_information_list()
+            .iter()
+            .find(|i| i.instance_id() == Some(lost.as_str()))
+            .and_then(|i| i.ping_status())
+            .map(|p| p.as_str().to_owned());
+        assert_eq!(ping.as_deref(), Some("ConnectionLost"));
+        // Back online before the delivery timeout.
+        std::fs::create_dir_all(&late_host.dir).unwrap();
+    };
+    let (results, ()) = futures::join!(run, watch);
+
+    let results = results.unwrap();
+    let status = |id: &InstanceId| {
+        let r = results.iter().find(|r| &r.instance == id).unwrap();
+        (r.status, r.exit_code)
+    };
+    assert_eq!(
+        status(&late),
+        (RunStatus::Failed, Some(1)),
+        "it ran: {results:?}"
+    );
+    assert_eq!(status(&lost).0, RunStatus::DeliveryTimedOut, "{results:?}");
+}

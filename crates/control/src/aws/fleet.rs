@@ -77,7 +77,52 @@ pub struct GroupRef {
     pub target_groups: Vec<String>,
 }
 
+/// The longest an ALB drains a target (its deregistration delay's
+/// maximum); an instance is `EnteringStandby` for as long.
+const STANDBY_DRAIN_LIMIT: Duration = Duration::from_secs(3600 + 60);
+
 impl AwsFleet {
+    /// Waits until none of `ids` is `EnteringStandby`: `EnterStandby`
+    /// leaves them so while the load balancer drains them, and
+    /// `ExitStandby` is refused until they are `Standby`. Deploying then
+    /// also never restarts an app a request is still in.
+    async fn wait_standby(&self, group: &str, ids: &[InstanceId]) -> Result<(), FleetError> {
+        let started = Instant::now();
+        loop {
+            let out = self
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names(group)
+                .send()
+                .await
+                .map_err(aws_err("DescribeAutoScalingGroups"))?;
+            let instances: Vec<_> = out
+                .auto_scaling_groups()
+                .iter()
+                .flat_map(|g| g.instances())
+                .collect();
+            // One that left the group meanwhile is out of the load
+            // balancer too; the batch finds it gone.
+            let waiting = ids.iter().any(|id| {
+                instances.iter().any(|i| {
+                    i.instance_id() == Some(id.as_str())
+                        && i.lifecycle_state()
+                            .is_some_and(|s| s.as_str() == "EnteringStandby")
+                })
+            });
+            if !waiting {
+                return Ok(());
+            }
+            if started.elapsed() >= STANDBY_DRAIN_LIMIT {
+                return Err(FleetError::Aws {
+                    op: "EnterStandby",
+                    detail: "the instances did not finish draining".into(),
+                });
+            }
+            tokio::time::sleep(self.health_poll).await;
+        }
+    }
+
     /// Clients from one SDK config; the load balancer is asked every
     /// `health_poll` while a batch becomes healthy.
     pub fn new(config: &aws_config::SdkConfig, health_poll: Duration) -> Self {
@@ -395,14 +440,14 @@ impl Fleet for AwsFleet {
         let group = self.group_ref(env).await?;
         self.autoscaling
             .enter_standby()
-            .auto_scaling_group_name(group.name)
+            .auto_scaling_group_name(&group.name)
             .set_instance_ids(Some(ids.iter().map(|i| i.to_string()).collect()))
             // Otherwise the group launches replacements for the batch.
             .should_decrement_desired_capacity(true)
             .send()
             .await
-            .map(drop)
-            .map_err(aws_err("EnterStandby"))
+            .map_err(aws_err("EnterStandby"))?;
+        self.wait_standby(&group.name, ids).await
     }
 
     async fn exit_standby(&self, env: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
