@@ -1,7 +1,8 @@
 //! `ship dev` runs the production path: a deploy is SSM Run Command of the
 //! real document, which the emulator runs on each local instance; its
 //! invocations carry real statuses and exit codes and its full output is in
-//! the bucket at SSM's layout; the load balancer serves it from this machine.
+//! the bucket at SSM's layout; the load balancer serves it from this machine,
+//! from healthy instances only.
 
 use slipway_core::names::EnvRef;
 
@@ -178,4 +179,127 @@ async fn a_one_at_a_time_deploy_of_four_instances_fails_no_request_through_the_l
     );
     let last = answers.last().unwrap().as_ref().unwrap();
     assert!(last.1.contains("r2"), "{}", last.1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_instance_is_failed_with_its_exit_code_and_a_killed_app_leaves_the_load_balancer()
+{
+    use slipway_control::fleet::Fleet;
+    use std::time::{Duration, Instant};
+
+    let work = tempfile::tempdir().unwrap();
+    let platform = platform(work.path()).await;
+    let env = EnvRef::parse("hello", "kill").unwrap();
+    booted_environment(&platform, &env, 2).await;
+    ship_ok(&platform, &env, &["release", "--allow-dirty"]);
+    ship_ok(&platform, &env, &["deploy"]);
+    let ids: Vec<_> = platform
+        .fleet
+        .instances
+        .lock()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let fleet = &platform.fleet.aws;
+    let unhealthy = fleet
+        .wait_healthy(&env, &ids, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(unhealthy.is_empty(), "never healthy: {unhealthy:?}");
+    let address = format!(
+        "http://{}/",
+        fleet.formation(&env).await.unwrap().load_balancers[0].dns_name
+    );
+
+    // A release whose app exits at start fails on the first instance it
+    // reaches; SSM reports that instance Failed with the agent's exit code.
+    ship_ok(&platform, &env, &["config", "set", "BREAK=start"]);
+    let creds = credentials(&platform);
+    let creds: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = ship(
+        &repo().join("examples/hello"),
+        &["-a", "hello", "-e", "kill", "deploy"],
+        &creds,
+    );
+    assert!(!out.status.success(), "the deploy fails");
+    let ssm = slipway_control::aws::ssm_client(&platform.config);
+    let listed = ssm
+        .list_command_invocations()
+        .details(true)
+        .send()
+        .await
+        .unwrap();
+    let failed: Vec<_> = listed
+        .command_invocations()
+        .iter()
+        .filter(|i| i.status().map(|s| s.as_str()) == Some("Failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "one instance failed: {listed:?}");
+    let code = failed[0].command_plugins()[0].response_code();
+    assert!(code > 0, "its exit code: {code}");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+    assert!(
+        shown.contains(failed[0].instance_id().unwrap()),
+        "ship names the failed instance: {shown}"
+    );
+    let answer = reqwest::get(&address).await.unwrap().text().await.unwrap();
+    assert!(answer.contains("release r1"), "r1 still serves: {answer}");
+
+    // Killing an instance's app makes its target unhealthy within interval
+    // x unhealthy threshold (5 s x 2, scaled by 0.2: 2 s), give or take a
+    // probe, and the load balancer sends it nothing more.
+    let victim = &ids[0];
+    let dir = platform.fleet.instances.lock().unwrap()[victim].dir.clone();
+    let killed = Instant::now();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cwd.starts_with(&dir) && String::from_utf8_lossy(&cmdline).contains("app.py") {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+        }
+    }
+    let elb = slipway_control::aws::elb_client(&platform.config);
+    let group = fleet.group(&env).await.unwrap();
+    let target_group = group.target_group_arns()[0].clone();
+    loop {
+        let health = elb
+            .describe_target_health()
+            .target_group_arn(&target_group)
+            .send()
+            .await
+            .unwrap();
+        let state = health
+            .target_health_descriptions()
+            .iter()
+            .find(|d| d.target().and_then(|t| t.id()) == Some(victim.as_str()))
+            .and_then(|d| d.target_health())
+            .and_then(|h| h.state())
+            .map(|s| s.as_str().to_owned());
+        if state.as_deref() == Some("unhealthy") {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(4),
+            "still {state:?} after {:?}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("target unhealthy {:?} after the kill", killed.elapsed());
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let response = client.get(&address).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "only the live instance is sent requests"
+        );
+    }
+    platform.stop().await;
 }
