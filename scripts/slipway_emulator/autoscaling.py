@@ -3,8 +3,9 @@
 moto moves an instance to Standby and back without touching the group's
 target groups, and lets ShouldDecrementDesiredCapacity take desired below
 the group's minimum. Here EnterStandby deregisters the instances from the
-group's target groups: they are `EnteringStandby` while they drain (the
-deregistration delay) and only then `Standby`, so ExitStandby is refused
+group's target groups: they are `EnteringStandby` while they drain (until
+their in-flight requests end, at most the deregistration delay) and only
+then `Standby`, so ExitStandby is refused
 until they are, as in AWS. ExitStandby registers them again
 (`initial` until their probes pass), and a decrement below the minimum, an
 exit above the maximum, or an instance not in the right state is refused
@@ -17,9 +18,8 @@ with the group's target groups (moto registers Standby ones too).
 
 An instance leaving the group (TerminateInstanceInAutoScalingGroup, a
 scale-in, an unhealthy replacement) is `Terminating`: deregistered from the
-target groups, it drains for their deregistration delay before EC2
-terminates it, as AWS does; moto terminates it at once and leaves it a
-registered target. Scale-in picks InService instances only, from the zone
+target groups, it drains (as above) before EC2 terminates it, as AWS
+does; moto terminates it at once and leaves it a registered target. Scale-in picks InService instances only, from the zone
 with most of them (moto may pick a Standby one).
 
 Health: every 10 s (scaled), an InService instance whose EC2 state is not
@@ -95,7 +95,7 @@ def _target_groups(backend, group) -> list:
 def _targets(backend, group, instance_ids, register: bool) -> float:
     """Registers or deregisters the instances with the group's target
     groups; answers the longest deregistration delay (scaled) of a group
-    they were deregistered from, the time they drain."""
+    they were deregistered from, the most they drain."""
     drain = 0.0
     for target_group in _target_groups(backend, group):
         targets = [{"Id": i, "Port": target_group.port} for i in instance_ids]
@@ -108,6 +108,28 @@ def _targets(backend, group, instance_ids, register: bool) -> float:
             delay = target_group.attributes.get("deregistration_delay.timeout_seconds", 300)
             drain = max(drain, float(delay) * clock.scale())
     return drain
+
+
+def _after_drain(backend, group, instance_ids, limit: float, then) -> None:
+    """Calls `then` once none of the instances is draining from the
+    group's target groups (at once when none had a request in flight), or
+    after `limit`, the deregistration delay."""
+    groups = _target_groups(backend, group)
+
+    def draining() -> bool:
+        return any(elbv2.draining(tg, i) for tg in groups for i in instance_ids)
+
+    if limit <= 0 or not draining():
+        then()
+        return
+
+    def wait() -> None:
+        deadline = time.monotonic() + limit
+        while draining() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        then()
+
+    threading.Thread(target=wait, daemon=True).start()
 
 
 def _enter_standby(self, group_name, instance_ids, should_decrement):
@@ -124,9 +146,7 @@ def _enter_standby(self, group_name, instance_ids, should_decrement):
                     "group's min-size. Please select fewer instances or reduce min-size."
                 )
         activities = _original_enter(self, group_name, instance_ids, should_decrement)
-        drain = _targets(self, group, instance_ids, register=False)
-        if drain <= 0:
-            return activities
+        limit = _targets(self, group, instance_ids, register=False)
         entering = [s for s in group.instance_states if s.instance.id in instance_ids]
         for state in entering:
             state.lifecycle_state = "EnteringStandby"
@@ -137,9 +157,7 @@ def _enter_standby(self, group_name, instance_ids, should_decrement):
                     if state.lifecycle_state == "EnteringStandby":
                         state.lifecycle_state = "Standby"
 
-        timer = threading.Timer(drain, drained)
-        timer.daemon = True
-        timer.start()
+        _after_drain(self, group, instance_ids, limit, drained)
         return activities
 
 
@@ -165,7 +183,8 @@ def _retire(group, states) -> None:
     backend = group.autoscaling_backend
     for state in states:
         state.lifecycle_state = "Terminating"
-    drain = _targets(backend, group, [s.instance.id for s in states], register=False)
+    ids = [s.instance.id for s in states]
+    limit = _targets(backend, group, ids, register=False)
 
     def finish() -> None:
         with _lock:
@@ -176,12 +195,7 @@ def _retire(group, states) -> None:
                 pass
             group.instance_states = [s for s in group.instance_states if s not in states]
 
-    if drain > 0:
-        timer = threading.Timer(drain, finish)
-        timer.daemon = True
-        timer.start()
-    else:
-        finish()
+    _after_drain(backend, group, ids, limit, finish)
 
 
 def _terminate_instance(self, instance_id, should_decrement):

@@ -8,8 +8,9 @@ A new target is `initial` (Elb.RegistrationInProgress) until it passes the
 healthy threshold, then `healthy`; it turns `unhealthy` after the unhealthy
 threshold of failed probes (Target.ResponseCodeMismatch, Target.Timeout or
 Target.FailedHealthChecks). A deregistered one is `draining`
-(Target.DeregistrationInProgress) for the group's deregistration delay,
-then gone. Times are multiplied by SLIPWAY_EMULATOR_TIME_SCALE (tests make
+(Target.DeregistrationInProgress) while requests the load balancer sent
+it are still open, at most the group's deregistration delay, then gone;
+with none open it is gone at once, as in AWS. Times are multiplied by SLIPWAY_EMULATOR_TIME_SCALE (tests make
 them short). Targets of instances no local host runs keep moto's answer.
 
 A target group made by a stack gets the stack's TargetGroupAttributes
@@ -63,6 +64,9 @@ class Health:
         self.passed = 0
         self.failed = 0
         self.draining_until = None
+        # Requests the load balancer has forwarded to it and not yet
+        # answered.
+        self.inflight = 0
 
 
 def matches(matcher: dict, code: int) -> bool:
@@ -185,7 +189,12 @@ def _deregister(self, targets) -> None:
     with _lock:
         for target in targets:
             health = _health.get(self.arn, {}).get(target["Id"])
-            if health is not None:
+            if health is not None and health.inflight == 0:
+                # "If a deregistering target has no in-flight requests and
+                # no active connections, Elastic Load Balancing immediately
+                # completes the deregistration process."
+                _health[self.arn].pop(target["Id"], None)
+            elif health is not None:
                 health.state = "draining"
                 health.reason = "Target.DeregistrationInProgress"
                 health.description = "Target deregistration is in progress"
@@ -262,9 +271,29 @@ def forwarded_groups(backend, lb) -> list:
     return [backend.target_groups[a] for a in arns if a in backend.target_groups]
 
 
-def routable(backend, lb) -> list[int]:
-    """Ports of the healthy targets; with none healthy, of every registered
-    one that is not draining (an ALB fails open); none: 503."""
+def draining(group, target_id: str) -> bool:
+    """Whether the target is still draining: deregistered with requests in
+    flight, within the deregistration delay."""
+    with _lock:
+        health = _health.get(group.arn, {}).get(target_id)
+        if health is None or health.draining_until is None:
+            return False
+        return time.monotonic() < health.draining_until
+
+
+def finished(group_arn: str, target_id: str, health: "Health") -> None:
+    """A forwarded request was answered; the last one of a draining target
+    completes its deregistration."""
+    with _lock:
+        health.inflight -= 1
+        if health.draining_until is not None and health.inflight == 0:
+            if _health.get(group_arn, {}).get(target_id) is health:
+                _health[group_arn].pop(target_id)
+
+
+def routable(backend, lb) -> list[tuple[str, str, "Health"]]:
+    """The healthy targets (group, id, health); with none healthy, every
+    registered one that is not draining (an ALB fails open); none: 503."""
     healthy, registered = [], []
     with _lock:
         for group in forwarded_groups(backend, lb):
@@ -272,9 +301,9 @@ def routable(backend, lb) -> list[int]:
                 health = tracked(group, target_id)
                 if health is None or health.draining_until is not None:
                     continue
-                registered.append(health.local_port)
+                registered.append((group.arn, target_id, health))
                 if health.state == "healthy":
-                    healthy.append(health.local_port)
+                    healthy.append((group.arn, target_id, health))
     return healthy or registered
 
 
@@ -298,11 +327,19 @@ def proxy_handler(backend, lb):
         def forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
-            ports = routable(backend, lb)
-            if not ports:
+            targets = routable(backend, lb)
+            if not targets:
                 self.answer(503, "Service Temporarily Unavailable")
                 return
-            port = ports[next(turn) % len(ports)]
+            group_arn, target_id, health = targets[next(turn) % len(targets)]
+            with _lock:
+                health.inflight += 1
+            try:
+                self.relay(health.local_port, body)
+            finally:
+                finished(group_arn, target_id, health)
+
+        def relay(self, port: int, body) -> None:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             headers["X-Forwarded-For"] = self.client_address[0]
             headers["X-Forwarded-Proto"] = "http"

@@ -16,7 +16,7 @@ use slipway_tests::{EMULATOR_TIME_SCALE, World, hosts, unique_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A local instance answering every request with `status` and
-/// `served by <port>`.
+/// `served by <port>`, a request for `/slow` after a second.
 pub(crate) async fn serve(status: Arc<AtomicU16>) -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -28,7 +28,10 @@ pub(crate) async fn serve(status: Arc<AtomicU16>) -> (u16, tokio::task::JoinHand
             let code = status.load(Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
-                let _ = stream.read(&mut buf).await;
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                if buf[..n].starts_with(b"GET /slow") {
+                    tokio::time::sleep(SLOW).await;
+                }
                 let body = format!("served by {port}");
                 let answer = format!(
                     "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -40,6 +43,9 @@ pub(crate) async fn serve(status: Arc<AtomicU16>) -> (u16, tokio::task::JoinHand
     });
     (port, task)
 }
+
+/// How long a local instance takes to answer `/slow`.
+pub(crate) const SLOW: Duration = Duration::from_secs(1);
 
 /// An EC2 instance of the emulator that a local host serves on `port`.
 pub(crate) async fn local_instance(world: &World, port: u16, dir: &std::path::Path) -> String {
@@ -106,18 +112,63 @@ async fn target_group(world: &World, interval: i32, healthy: i32, unhealthy: i32
         .to_owned()
 }
 
+/// An internet-facing load balancer whose listener forwards to `group`:
+/// its local address.
+async fn load_balancer(world: &World, group: &str) -> String {
+    let (ec2, elb) = (
+        slipway_control::aws::ec2_client(&world.config),
+        slipway_control::aws::elb_client(&world.config),
+    );
+    let vpc = world.vpc().await;
+    let subnets: Vec<String> = ec2
+        .describe_subnets()
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .iter()
+        .filter(|s| s.vpc_id() == Some(vpc.as_str()))
+        .filter_map(|s| s.subnet_id().map(str::to_owned))
+        .take(2)
+        .collect();
+    let lb = elb
+        .create_load_balancer()
+        .name(unique_name("lb"))
+        .set_subnets(Some(subnets))
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .clone();
+    elb.create_listener()
+        .load_balancer_arn(lb.load_balancer_arn().unwrap())
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .default_actions(
+            aws_sdk_elasticloadbalancingv2::types::Action::builder()
+                .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+                .target_group_arn(group)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    format!("http://{}/", lb.dns_name().unwrap())
+}
+
 #[tokio::test]
-async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_drains_when_deregistered() {
+async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_with_nothing_in_flight_deregisters_at_once()
+ {
     let world = World::new().await;
     let elb = slipway_control::aws::elb_client(&world.config);
-    let (interval, healthy, unhealthy, delay) = (10, 3, 2, 20);
+    let (interval, healthy, unhealthy) = (10, 3, 2);
     let group = target_group(&world, interval, healthy, unhealthy).await;
     elb.modify_target_group_attributes()
         .target_group_arn(&group)
         .attributes(
             TargetGroupAttribute::builder()
                 .key("deregistration_delay.timeout_seconds")
-                .value(delay.to_string())
+                .value("20")
                 .build(),
         )
         .send()
@@ -196,70 +247,23 @@ async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_drains_when_dere
         ))
     );
 
+    // With no request in flight the deregistration completes at once, as
+    // AWS's does, not after the delay (20 s, 1 s scaled).
     elb.deregister_targets()
         .target_group_arn(&group)
         .targets(target)
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        health().await,
-        Some((
-            TargetHealthStateEnum::Draining,
-            Some("Target.DeregistrationInProgress".into())
-        ))
-    );
-    tokio::time::sleep(scaled(delay + interval) + Duration::from_millis(200)).await;
-    assert_eq!(
-        health().await,
-        None,
-        "still listed after the deregistration delay"
-    );
+    assert_eq!(health().await, None, "nothing to drain");
 }
 
 #[tokio::test]
 async fn the_load_balancer_sends_requests_round_robin_to_healthy_targets_only() {
     let world = World::new().await;
-    let (ec2, elb) = (
-        slipway_control::aws::ec2_client(&world.config),
-        slipway_control::aws::elb_client(&world.config),
-    );
-    let vpc = world.vpc().await;
-    let subnets: Vec<String> = ec2
-        .describe_subnets()
-        .send()
-        .await
-        .unwrap()
-        .subnets()
-        .iter()
-        .filter(|s| s.vpc_id() == Some(vpc.as_str()))
-        .filter_map(|s| s.subnet_id().map(str::to_owned))
-        .take(2)
-        .collect();
+    let elb = slipway_control::aws::elb_client(&world.config);
     let group = target_group(&world, 5, 2, 2).await;
-    let lb = elb
-        .create_load_balancer()
-        .name(unique_name("lb"))
-        .set_subnets(Some(subnets))
-        .send()
-        .await
-        .unwrap()
-        .load_balancers()[0]
-        .clone();
-    elb.create_listener()
-        .load_balancer_arn(lb.load_balancer_arn().unwrap())
-        .protocol(ProtocolEnum::Http)
-        .port(80)
-        .default_actions(
-            aws_sdk_elasticloadbalancingv2::types::Action::builder()
-                .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
-                .target_group_arn(&group)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let address = format!("http://{}/", lb.dns_name().unwrap());
+    let address = load_balancer(&world, &group).await;
     let get = || {
         let address = address.clone();
         async move {
@@ -336,4 +340,83 @@ async fn the_load_balancer_sends_requests_round_robin_to_healthy_targets_only() 
         .unwrap();
     let (status, body) = get().await;
     assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test]
+async fn a_deregistered_target_drains_its_open_requests_gets_no_new_ones_and_goes_when_they_end() {
+    let world = World::new().await;
+    let elb = slipway_control::aws::elb_client(&world.config);
+    let group = target_group(&world, 5, 2, 2).await;
+    // 100 s of deregistration delay, 5 s in the emulator's time: the
+    // drain must end with its last request, long before.
+    elb.modify_target_group_attributes()
+        .target_group_arn(&group)
+        .attributes(
+            TargetGroupAttribute::builder()
+                .key("deregistration_delay.timeout_seconds")
+                .value("100")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let address = load_balancer(&world, &group).await;
+    let (port, _server) = serve(Arc::new(AtomicU16::new(200))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let id = local_instance(&world, port, dir.path()).await;
+    let target = TargetDescription::builder().id(&id).port(8000).build();
+    elb.register_targets()
+        .target_group_arn(&group)
+        .targets(target.clone())
+        .send()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while target_health(&elb, &group).await.first().map(|t| &t.1)
+        != Some(&TargetHealthStateEnum::Healthy)
+    {
+        assert!(started.elapsed() < Duration::from_secs(5), "never healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let slow = tokio::spawn({
+        let address = format!("{address}slow");
+        async move {
+            let response = reqwest::get(&address).await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deregistered = Instant::now();
+    elb.deregister_targets()
+        .target_group_arn(&group)
+        .targets(target)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        target_health(&elb, &group)
+            .await
+            .first()
+            .map(|t| t.1.clone()),
+        Some(TargetHealthStateEnum::Draining)
+    );
+    assert_eq!(
+        reqwest::get(&address).await.unwrap().status(),
+        503,
+        "a draining target gets no new request"
+    );
+    assert_eq!(
+        slow.await.unwrap(),
+        (200, format!("served by {port}")),
+        "its open request finishes"
+    );
+    while !target_health(&elb, &group).await.is_empty() {
+        assert!(
+            deregistered.elapsed() < Duration::from_secs(2),
+            "still draining after its last request"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -124,6 +124,35 @@ impl Group {
             .to_owned()
     }
 
+    /// A request for `/slow` through the load balancer, answered after
+    /// `SLOW` by whichever target it reaches: a request in flight.
+    async fn slow_request(&self) -> tokio::task::JoinHandle<u16> {
+        let formation = self.fleet.formation(&self.env).await.unwrap();
+        let address = format!("http://{}/slow", formation.load_balancers[0].dns_name);
+        let task =
+            tokio::spawn(async move { reqwest::get(&address).await.unwrap().status().as_u16() });
+        // Forwarded before the test moves on.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        task
+    }
+
+    /// Sets the target group's deregistration delay to 100 s (5 s in the
+    /// emulator's time): a drain that ends sooner ended with its requests.
+    async fn long_drains(&self) {
+        slipway_control::aws::elb_client(&self.world.config)
+            .modify_target_group_attributes()
+            .target_group_arn(&self.target_group)
+            .attributes(
+                aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
+                    .key("deregistration_delay.timeout_seconds")
+                    .value("100")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+
     async fn grace_period(&self, seconds: i32) {
         self.asg
             .update_auto_scaling_group()
@@ -245,6 +274,8 @@ async fn an_instance_terminated_by_the_group_drains_before_ec2_terminates_it() {
         (g.target_state(&victim).await == Some(TargetHealthStateEnum::Healthy)).then_some(())
     })
     .await;
+    g.long_drains().await;
+    let open = g.slow_request().await;
 
     g.fleet.terminate(&g.env, &victim).await.unwrap();
 
@@ -257,9 +288,10 @@ async fn an_instance_terminated_by_the_group_drains_before_ec2_terminates_it() {
         Some(TargetHealthStateEnum::Draining)
     );
     assert_eq!(g.ec2_state(&victim).await, "running", "still draining");
-    // The template's 15 s of draining, scaled.
+    assert_eq!(open.await.unwrap(), 200, "its open request finishes");
+    // Once its last request ended, long before the delay.
     eventually(
-        Duration::from_secs(5),
+        Duration::from_secs(2),
         "terminated after draining",
         || async {
             (g.ec2_state(&victim).await == "terminated" && g.state_of(&victim).await.is_none())
@@ -419,6 +451,8 @@ async fn an_instance_entering_standby_drains_first_and_the_fleet_waits_for_it() 
         },
     )
     .await;
+    g.long_drains().await;
+    let open = [g.slow_request().await, g.slow_request().await];
 
     g.asg
         .enter_standby()
@@ -451,7 +485,10 @@ async fn an_instance_entering_standby_drains_first_and_the_fleet_waits_for_it() 
             .contains("not in Standby"),
         "{early:?}"
     );
-    eventually(Duration::from_secs(5), "Standby once drained", || async {
+    for request in open {
+        assert_eq!(request.await.unwrap(), 200, "open requests finish");
+    }
+    eventually(Duration::from_secs(2), "Standby once drained", || async {
         (g.state_of(&raw).await.map(|(lifecycle, _)| lifecycle) == Some("Standby".into()))
             .then_some(())
     })
@@ -461,17 +498,21 @@ async fn an_instance_entering_standby_drains_first_and_the_fleet_waits_for_it() 
         .await
         .unwrap();
 
-    // The template's 15 s of draining, scaled to 0.75 s.
+    // The only target left in service gets the next request.
+    let open = g.slow_request().await;
     let started = Instant::now();
     g.fleet
         .enter_standby(&g.env, std::slice::from_ref(&waited))
         .await
         .unwrap();
+    let waited_for = started.elapsed();
+    // The request had 0.8 s to go: the fleet waited for it, not for the
+    // 5 s delay.
     assert!(
-        started.elapsed() >= Duration::from_millis(500),
-        "{:?}",
-        started.elapsed()
+        waited_for >= Duration::from_millis(500) && waited_for < Duration::from_secs(3),
+        "waited {waited_for:?}"
     );
+    assert_eq!(open.await.unwrap(), 200);
     assert_eq!(
         g.state_of(&waited).await.map(|(lifecycle, _)| lifecycle),
         Some("Standby".into()),
