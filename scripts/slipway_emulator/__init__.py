@@ -12,6 +12,8 @@ its backends in process, before the server starts:
   they drain) and back, within the group's bounds; instances leave by
   draining; ELB health replaces instances; suspended processes are
   honoured (see autoscaling.py).
+- s3: a conditional write's check and write are one step, as in S3 (see
+  s3.py).
 - clock: the time scale all of them share.
 
 `install()` first checks that every attribute it replaces exists in the
@@ -19,9 +21,9 @@ pinned moto, so an upgrade that moves one fails loudly at start instead of
 silently running the stub.
 """
 
-from . import autoscaling, elbv2, ssm
+from . import autoscaling, elbv2, s3, ssm
 
-MODULES = [ssm, elbv2, autoscaling]
+MODULES = [s3, ssm, elbv2, autoscaling]
 
 
 def install() -> None:

@@ -8,6 +8,37 @@ use slipway_core::names::EnvRef;
 
 use crate::support::*;
 
+/// `env` with `instances` booted, r1 released and deployed, every target
+/// healthy: its instances and the load balancer's address.
+async fn serving_r1(
+    platform: &slipway_local::Platform,
+    env: &EnvRef,
+    instances: usize,
+) -> (Vec<slipway_core::names::InstanceId>, String) {
+    use slipway_control::fleet::Fleet;
+    booted_environment(platform, env, instances).await;
+    ship_ok(platform, env, &["release", "--allow-dirty"]);
+    ship_ok(platform, env, &["deploy"]);
+    let ids: Vec<_> = platform
+        .fleet
+        .instances
+        .lock()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let unhealthy = platform
+        .fleet
+        .aws
+        .wait_healthy(env, &ids, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(unhealthy.is_empty(), "never healthy: {unhealthy:?}");
+    let formation = platform.fleet.aws.formation(env).await.unwrap();
+    let address = format!("http://{}/", formation.load_balancers[0].dns_name);
+    (ids, address)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_on_ship_dev_is_a_run_command_of_the_real_document_on_each_instance() {
     let work = tempfile::tempdir().unwrap();
@@ -113,7 +144,6 @@ async fn a_deploy_on_ship_dev_is_a_run_command_of_the_real_document_on_each_inst
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_one_at_a_time_deploy_of_four_instances_fails_no_request_through_the_load_balancer() {
-    use slipway_control::fleet::Fleet;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
@@ -121,26 +151,7 @@ async fn a_one_at_a_time_deploy_of_four_instances_fails_no_request_through_the_l
     let work = tempfile::tempdir().unwrap();
     let platform = platform(work.path()).await;
     let env = EnvRef::parse("hello", "lb").unwrap();
-    booted_environment(&platform, &env, 4).await;
-    ship_ok(&platform, &env, &["release", "--allow-dirty"]);
-    ship_ok(&platform, &env, &["deploy"]);
-    let ids: Vec<_> = platform
-        .fleet
-        .instances
-        .lock()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
-    let unhealthy = platform
-        .fleet
-        .aws
-        .wait_healthy(&env, &ids, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert!(unhealthy.is_empty(), "never healthy: {unhealthy:?}");
-    let formation = platform.fleet.aws.formation(&env).await.unwrap();
-    let address = format!("http://{}/", formation.load_balancers[0].dns_name);
+    let (_, address) = serving_r1(&platform, &env, 4).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let looping = {
@@ -184,33 +195,13 @@ async fn a_one_at_a_time_deploy_of_four_instances_fails_no_request_through_the_l
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_instance_is_failed_with_its_exit_code_and_a_killed_app_leaves_the_load_balancer()
 {
-    use slipway_control::fleet::Fleet;
     use std::time::{Duration, Instant};
 
     let work = tempfile::tempdir().unwrap();
     let platform = platform(work.path()).await;
     let env = EnvRef::parse("hello", "kill").unwrap();
-    booted_environment(&platform, &env, 2).await;
-    ship_ok(&platform, &env, &["release", "--allow-dirty"]);
-    ship_ok(&platform, &env, &["deploy"]);
-    let ids: Vec<_> = platform
-        .fleet
-        .instances
-        .lock()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
+    let (ids, address) = serving_r1(&platform, &env, 2).await;
     let fleet = &platform.fleet.aws;
-    let unhealthy = fleet
-        .wait_healthy(&env, &ids, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert!(unhealthy.is_empty(), "never healthy: {unhealthy:?}");
-    let address = format!(
-        "http://{}/",
-        fleet.formation(&env).await.unwrap().load_balancers[0].dns_name
-    );
 
     // A release whose app exits at start fails on the first instance it
     // reaches; SSM reports that instance Failed with the agent's exit code.

@@ -112,6 +112,25 @@ async fn target_group(world: &World, interval: i32, healthy: i32, unhealthy: i32
         .to_owned()
 }
 
+/// Sets `group`'s deregistration delay: the most a target drains.
+pub(crate) async fn deregistration_delay(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    group: &str,
+    seconds: u32,
+) {
+    elb.modify_target_group_attributes()
+        .target_group_arn(group)
+        .attributes(
+            TargetGroupAttribute::builder()
+                .key("deregistration_delay.timeout_seconds")
+                .value(seconds.to_string())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 /// An internet-facing load balancer whose listener forwards to `group`:
 /// its local address.
 async fn load_balancer(world: &World, group: &str) -> String {
@@ -163,17 +182,7 @@ async fn a_target_turns_healthy_and_unhealthy_by_its_probes_and_with_nothing_in_
     let elb = slipway_control::aws::elb_client(&world.config);
     let (interval, healthy, unhealthy) = (10, 3, 2);
     let group = target_group(&world, interval, healthy, unhealthy).await;
-    elb.modify_target_group_attributes()
-        .target_group_arn(&group)
-        .attributes(
-            TargetGroupAttribute::builder()
-                .key("deregistration_delay.timeout_seconds")
-                .value("20")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    deregistration_delay(&elb, &group, 20).await;
     let status = Arc::new(AtomicU16::new(200));
     let (port, server) = serve(status.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -349,17 +358,7 @@ async fn a_deregistered_target_drains_its_open_requests_gets_no_new_ones_and_goe
     let group = target_group(&world, 5, 2, 2).await;
     // 100 s of deregistration delay, 5 s in the emulator's time: the
     // drain must end with its last request, long before.
-    elb.modify_target_group_attributes()
-        .target_group_arn(&group)
-        .attributes(
-            TargetGroupAttribute::builder()
-                .key("deregistration_delay.timeout_seconds")
-                .value("100")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    deregistration_delay(&elb, &group, 100).await;
     let address = load_balancer(&world, &group).await;
     let (port, _server) = serve(Arc::new(AtomicU16::new(200))).await;
     let dir = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@ use slipway_core::names::{EnvRef, InstanceId};
 use slipway_local::hosts::LocalHost;
 use slipway_tests::{World, environment_stack, hosts, unique_name};
 
-use crate::elb::{serve, target_health};
+use crate::elb::{deregistration_delay, serve, target_health};
 
 struct Group {
     world: World,
@@ -139,18 +139,8 @@ impl Group {
     /// Sets the target group's deregistration delay to 100 s (5 s in the
     /// emulator's time): a drain that ends sooner ended with its requests.
     async fn long_drains(&self) {
-        slipway_control::aws::elb_client(&self.world.config)
-            .modify_target_group_attributes()
-            .target_group_arn(&self.target_group)
-            .attributes(
-                aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
-                    .key("deregistration_delay.timeout_seconds")
-                    .value("100")
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        let elb = slipway_control::aws::elb_client(&self.world.config);
+        deregistration_delay(&elb, &self.target_group, 100).await;
     }
 
     async fn grace_period(&self, seconds: i32) {
