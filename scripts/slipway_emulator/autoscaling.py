@@ -5,8 +5,8 @@ target groups, and lets ShouldDecrementDesiredCapacity take desired below
 the group's minimum. Here EnterStandby deregisters the instances from the
 group's target groups: they are `EnteringStandby` while they drain (until
 their in-flight requests end, at most the deregistration delay) and only
-then `Standby`, so ExitStandby is refused
-until they are, as in AWS. ExitStandby registers them again
+then `Standby`, so ExitStandby is refused until they are, as in AWS.
+ExitStandby registers them again
 (`initial` until their probes pass), and a decrement below the minimum, an
 exit above the maximum, or an instance not in the right state is refused
 with AWS's ValidationError and changes nothing.
@@ -19,8 +19,9 @@ with the group's target groups (moto registers Standby ones too).
 An instance leaving the group (TerminateInstanceInAutoScalingGroup, a
 scale-in, an unhealthy replacement) is `Terminating`: deregistered from the
 target groups, it drains (as above) before EC2 terminates it, as AWS
-does; moto terminates it at once and leaves it a registered target. Scale-in picks InService instances only, from the zone
-with most of them (moto may pick a Standby one).
+does; moto terminates it at once and leaves it a registered target.
+Scale-in picks InService instances only, from the zone with most of them
+(moto may pick a Standby one).
 
 Health: every 10 s (scaled), an InService instance whose EC2 state is not
 running, or, with health check type ELB and past the grace period since
@@ -52,6 +53,7 @@ PATCHED = [
     (models.AutoScalingBackend, "update_attached_target_groups"),
     (models.FakeAutoScalingGroup, "replace_autoscaling_group_instances"),
     (models.FakeAutoScalingGroup, "set_desired_capacity"),
+    # Read, not replaced: what `suspended` relies on.
     (models.FakeAutoScalingGroup, "suspended_processes"),
 ]
 

@@ -10,8 +10,9 @@ threshold of failed probes (Target.ResponseCodeMismatch, Target.Timeout or
 Target.FailedHealthChecks). A deregistered one is `draining`
 (Target.DeregistrationInProgress) while requests the load balancer sent
 it are still open, at most the group's deregistration delay, then gone;
-with none open it is gone at once, as in AWS. Times are multiplied by SLIPWAY_EMULATOR_TIME_SCALE (tests make
-them short). Targets of instances no local host runs keep moto's answer.
+with none open it is gone at once, as in AWS. Times are multiplied by
+SLIPWAY_EMULATOR_TIME_SCALE (tests make them short). Targets of instances
+no local host runs keep moto's answer.
 
 A target group made by a stack gets the stack's TargetGroupAttributes
 (moto's CloudFormation drops them, so every stack-made group drained for
@@ -54,8 +55,11 @@ _probers: set[str] = set()
 
 
 class Health:
-    def __init__(self, port, local_port):
-        # The target's port in the group, and where its host serves it.
+    def __init__(self, group_arn, target_id, port, local_port):
+        # Whose health it is; the target's port in the group, and where
+        # its host serves it.
+        self.group_arn = group_arn
+        self.target_id = target_id
         self.port = port
         self.local_port = local_port
         self.state = "initial"
@@ -142,7 +146,9 @@ def tracked(group, target_id: str):
         port = (ssm.host(target_id) or {}).get("port")
         if port is None:
             return None
-        health = Health(group.targets[target_id].get("Port", group.port), int(port))
+        health = Health(
+            group.arn, target_id, group.targets[target_id].get("Port", group.port), int(port)
+        )
         _health.setdefault(group.arn, {})[target_id] = health
     ensure_prober(group)
     return health
@@ -281,19 +287,20 @@ def draining(group, target_id: str) -> bool:
         return time.monotonic() < health.draining_until
 
 
-def finished(group_arn: str, target_id: str, health: "Health") -> None:
+def finished(health: Health) -> None:
     """A forwarded request was answered; the last one of a draining target
     completes its deregistration."""
     with _lock:
         health.inflight -= 1
         if health.draining_until is not None and health.inflight == 0:
-            if _health.get(group_arn, {}).get(target_id) is health:
-                _health[group_arn].pop(target_id)
+            mine = _health.get(health.group_arn, {})
+            if mine.get(health.target_id) is health:
+                mine.pop(health.target_id)
 
 
-def routable(backend, lb) -> list[tuple[str, str, "Health"]]:
-    """The healthy targets (group, id, health); with none healthy, every
-    registered one that is not draining (an ALB fails open); none: 503."""
+def routable(backend, lb) -> list[Health]:
+    """The healthy targets; with none healthy, every registered one that
+    is not draining (an ALB fails open); none: 503."""
     healthy, registered = [], []
     with _lock:
         for group in forwarded_groups(backend, lb):
@@ -301,9 +308,9 @@ def routable(backend, lb) -> list[tuple[str, str, "Health"]]:
                 health = tracked(group, target_id)
                 if health is None or health.draining_until is not None:
                     continue
-                registered.append((group.arn, target_id, health))
+                registered.append(health)
                 if health.state == "healthy":
-                    healthy.append((group.arn, target_id, health))
+                    healthy.append(health)
     return healthy or registered
 
 
@@ -331,13 +338,13 @@ def proxy_handler(backend, lb):
             if not targets:
                 self.answer(503, "Service Temporarily Unavailable")
                 return
-            group_arn, target_id, health = targets[next(turn) % len(targets)]
+            health = targets[next(turn) % len(targets)]
             with _lock:
                 health.inflight += 1
             try:
                 self.relay(health.local_port, body)
             finally:
-                finished(group_arn, target_id, health)
+                finished(health)
 
         def relay(self, port: int, body) -> None:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}

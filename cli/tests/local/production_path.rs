@@ -206,13 +206,7 @@ async fn a_failing_instance_is_failed_with_its_exit_code_and_a_killed_app_leaves
     // A release whose app exits at start fails on the first instance it
     // reaches; SSM reports that instance Failed with the agent's exit code.
     ship_ok(&platform, &env, &["config", "set", "BREAK=start"]);
-    let creds = credentials(&platform);
-    let creds: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = ship(
-        &repo().join("examples/hello"),
-        &["-a", "hello", "-e", "kill", "deploy"],
-        &creds,
-    );
+    let out = ship_in(&platform, &env, &["deploy"]);
     assert!(!out.status.success(), "the deploy fails");
     let ssm = slipway_control::aws::ssm_client(&platform.config);
     let listed = ssm
@@ -243,15 +237,11 @@ async fn a_failing_instance_is_failed_with_its_exit_code_and_a_killed_app_leaves
     let victim = &ids[0];
     let dir = platform.fleet.instances.lock().unwrap()[victim].dir.clone();
     let killed = Instant::now();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if cwd.starts_with(&dir) && String::from_utf8_lossy(&cmdline).contains("app.py") {
-            let pid = entry.file_name().to_string_lossy().into_owned();
+    for (pid, cmdline) in pids_under(&dir) {
+        // Its shell may already be gone with it: not an error.
+        if cmdline.contains("app.py") {
             let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid])
+                .args(["-KILL", &pid.to_string()])
                 .status();
         }
     }

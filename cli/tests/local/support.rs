@@ -72,27 +72,44 @@ pub fn credentials(platform: &Platform) -> [(&'static str, String); 3] {
 }
 
 /// Runs `ship -a <app> -e <env> ARGS` in `examples/hello` against
-/// `platform` and expects it to succeed.
-pub fn ship_ok(platform: &Platform, env: &slipway_core::names::EnvRef, args: &[&str]) -> Output {
+/// `platform`, whatever comes of it.
+pub fn ship_in(platform: &Platform, env: &slipway_core::names::EnvRef, args: &[&str]) -> Output {
     let creds = credentials(platform);
     let creds: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut all = vec!["-a", env.app.as_str(), "-e", env.env.as_str()];
     all.extend_from_slice(args);
-    let out = ship(&repo().join("examples/hello"), &all, &creds);
+    ship(&repo().join("examples/hello"), &all, &creds)
+}
+
+/// `ship_in`, expected to succeed.
+pub fn ship_ok(platform: &Platform, env: &slipway_core::names::EnvRef, args: &[&str]) -> Output {
+    let out = ship_in(platform, env, args);
     assert!(out.status.success(), "ship {args:?}: {}", stderr(&out));
     out
 }
 
-/// Processes whose working directory is under `dir`.
+/// Processes whose working directory is under `dir`: their command lines.
 pub fn processes_under(dir: &Path) -> Vec<String> {
+    pids_under(dir)
+        .into_iter()
+        .map(|(_, cmdline)| cmdline)
+        .collect()
+}
+
+/// Processes whose working directory is under `dir`: each pid and command
+/// line.
+pub fn pids_under(dir: &Path) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
             continue;
         };
         if cwd.starts_with(dir) {
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
         }
     }
     found
