@@ -59,9 +59,11 @@ pub async fn run() -> anyhow::Result<bool> {
         state_file.display()
     );
     let result = tell(&platform, &repo).await;
-    platform.stop().await;
+    let checked = platform.stop().await;
     let _ = std::fs::remove_file(&state_file);
-    result.map(|()| true)
+    result?;
+    checked?;
+    Ok(true)
 }
 
 /// The local instances of `env` and their ports.

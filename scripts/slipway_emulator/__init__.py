@@ -14,6 +14,9 @@ its backends in process, before the server starts:
   honoured (see autoscaling.py).
 - s3: a conditional write's check and write are one step, as in S3 (see
   s3.py).
+- calls: with SLIPWAY_EMULATOR_CALLS set, every request is recorded, with
+  the IAM authorizations AWS would make for it, for a policy checker (see
+  calls.py).
 - clock: the time scale all of them share.
 
 `install()` first checks that every attribute it replaces exists in the
@@ -21,9 +24,9 @@ pinned moto, so an upgrade that moves one fails loudly at start instead of
 silently running the stub.
 """
 
-from . import autoscaling, elbv2, s3, ssm
+from . import autoscaling, calls, elbv2, s3, ssm
 
-MODULES = [s3, ssm, elbv2, autoscaling]
+MODULES = [s3, ssm, elbv2, autoscaling, calls]
 
 
 def install() -> None:

@@ -127,6 +127,8 @@ pub fn control_plane<F>(store: ReleaseStore, fleet: F, users: Arc<Users>) -> Con
         cycles: None,
         chat: None,
         webhooks: Default::default(),
+        response_prefixes: vec![slipway_control::rollout::notify::SLACK_RESPONSE_PREFIX.into()],
+        poll: None,
     }
 }
 

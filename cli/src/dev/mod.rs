@@ -43,7 +43,11 @@ pub async fn serve_until_stopped(port: Option<u16>) -> anyhow::Result<bool> {
         _ = term.recv() => {}
     }
     println!("stopping…");
-    platform.stop().await;
+    let checked = platform.stop().await;
     let _ = std::fs::remove_file(&state_file);
+    if let Err(e) = checked {
+        eprintln!("{e:#}");
+        return Ok(false);
+    }
     Ok(true)
 }

@@ -513,5 +513,8 @@ async fn the_web_ui_deploys_rolls_back_and_terminates_in_a_real_browser() {
 
     browser.client.clone().close().await.unwrap();
     drop(browser);
-    platform.stop().await;
+    platform
+        .stop()
+        .await
+        .expect("the templates allow every call the platform made");
 }

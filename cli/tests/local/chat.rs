@@ -197,5 +197,8 @@ async fn a_slash_command_deploys_and_its_progress_reaches_slack_and_the_webhook(
         answer["text"].as_str().unwrap().contains("Usage: /ship"),
         "{answer}"
     );
-    platform.stop().await;
+    platform
+        .stop()
+        .await
+        .expect("the templates allow every call the platform made");
 }

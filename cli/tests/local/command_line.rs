@@ -141,7 +141,10 @@ async fn the_command_line_says_what_to_do_next_when_something_is_wrong() {
     let out = ship(&app, &["-e", "staging", "--json", "releases"], &good);
     let staged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(staged["releases"][0]["origin"]["kind"], "promote");
-    platform.stop().await;
+    platform
+        .stop()
+        .await
+        .expect("the templates allow every call the platform made");
 }
 
 #[test]

@@ -11,7 +11,10 @@ async fn the_demo_story_runs_on_the_local_platform_and_leaves_nothing_behind() {
     let platform = platform(work.path()).await;
 
     let told = ship::demo::tell(&platform, &repo()).await;
-    platform.stop().await;
+    platform
+        .stop()
+        .await
+        .expect("the templates allow every call the platform made");
 
     told.expect("every step of the story went as it says");
     assert_eq!(processes_under(work.path()), Vec::<String>::new());

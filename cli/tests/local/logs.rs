@@ -175,5 +175,8 @@ async fn log_lines_are_found_by_grep_and_followed_once_each_and_the_formation_ha
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    platform.stop().await;
+    platform
+        .stop()
+        .await
+        .expect("the templates allow every call the platform made");
 }

@@ -9,6 +9,7 @@ mod chat;
 mod command_line;
 mod demo;
 mod envs;
+mod lambda;
 mod logs;
 mod production_path;
 mod support;

@@ -139,7 +139,10 @@ async fn a_deploy_on_ship_dev_is_a_run_command_of_the_real_document_on_each_inst
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert!(answer.contains("r1"), "{answer}");
-    platform.stop().await;
+    platform
+        .stop()
+        .await
+        .expect("the templates allow every call the platform made");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -174,7 +177,10 @@ async fn a_one_at_a_time_deploy_of_four_instances_fails_no_request_through_the_l
     ship_ok(&platform, &env, &["deploy"]);
     stop.store(true, Ordering::SeqCst);
     let answers = looping.await.unwrap();
-    platform.stop().await;
+    platform
+        .stop()
+        .await
+        .expect("the templates allow every call the platform made");
 
     let failed: Vec<_> = answers
         .iter()
@@ -282,5 +288,8 @@ async fn a_failing_instance_is_failed_with_its_exit_code_and_a_killed_app_leaves
             "only the live instance is sent requests"
         );
     }
-    platform.stop().await;
+    platform
+        .stop()
+        .await
+        .expect("the templates allow every call the platform made");
 }

@@ -22,18 +22,28 @@ pub fn agent() -> PathBuf {
 }
 
 pub async fn platform(work: &Path) -> Platform {
-    Platform::start(PlatformOptions {
+    platform_with(work, |_| {}).await
+}
+
+/// A platform with the tests' options as `adjust` changes them.
+pub async fn platform_with(work: &Path, adjust: impl FnOnce(&mut PlatformOptions)) -> Platform {
+    let mut options = PlatformOptions {
         repo: repo(),
         work: work.to_path_buf(),
         agent: agent(),
+        functions: slipway_local::stack::functions_dir(),
         port: 0,
         fleet_every: Duration::from_millis(200),
         slack_users: vec!["U2CERLKJA".into()],
         // Load balancer probes every second instead of every five.
         time_scale: 0.2,
-    })
-    .await
-    .expect("the local platform starts")
+        // The functions' deadlines as the template sets them.
+        function_time_scale: 1.0,
+    };
+    adjust(&mut options);
+    Platform::start(options)
+        .await
+        .expect("the local platform starts")
 }
 
 /// Creates `env` with `instances` instances from the environment template

@@ -133,9 +133,9 @@ pub struct CycleWorker<F> {
     pub cycles: Cycles,
     pub fleet: F,
     pub next: Option<Arc<dyn Launcher>>,
-    /// Replaces the options the environment's settings give (the local
-    /// platform polls faster; tests wait less).
-    pub tune: Option<fn(CycleOptions) -> CycleOptions>,
+    /// How often a step looks at the group, when not the settings' pace
+    /// (the local platform's instances come up within seconds).
+    pub poll: Option<Duration>,
 }
 
 impl<F: Fleet + GroupControl + Send + Sync + 'static> CycleWorker<F> {
@@ -149,8 +149,8 @@ impl<F: Fleet + GroupControl + Send + Sync + 'static> CycleWorker<F> {
             .settings(env)
             .await?;
         let mut options = CycleOptions::from_settings(&settings).within(time_left);
-        if let Some(tune) = self.tune {
-            options = tune(options);
+        if let Some(poll) = self.poll {
+            options.poll = poll;
         }
         Ok(run_queued_cycle(
             &self.cycles,

@@ -197,9 +197,9 @@ impl S3Objects {
     }
 
     /// A server-side copy of version `etag` of `from` (when given).
-    /// Copies `from` (if still at `etag`) to `to`; with `lifecycle`, the
-    /// copy is tagged `slipway-lifecycle=<lifecycle>` for the bucket's
-    /// lifecycle rules instead of keeping the source's tags.
+    /// Copies `from` (if still at `etag`) to `to`, without the source's
+    /// tags; with `lifecycle`, the copy is tagged
+    /// `slipway-lifecycle=<lifecycle>` for the bucket's lifecycle rules.
     pub async fn copy(
         &self,
         from: &str,
@@ -219,10 +219,13 @@ impl S3Objects {
             .key(to)
             .copy_source(source)
             .set_copy_source_if_match(etag.map(str::to_owned));
+        // Never the source's tags: an upload's `slipway-lifecycle=upload`
+        // would have its release's source expire with the upload after
+        // seven days (and copying tags needs s3:GetObjectTagging and
+        // s3:PutObjectTagging, which only the lifecycle tags are granted).
+        req = req.tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace);
         if let Some(lifecycle) = lifecycle {
-            req = req
-                .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
-                .tagging(format!("{LIFECYCLE_TAG}={lifecycle}"));
+            req = req.tagging(format!("{LIFECYCLE_TAG}={lifecycle}"));
         }
         match req.send().await {
             Ok(_) => Ok(()),

@@ -23,7 +23,7 @@ use crate::auth::{USERS_MAX_AGE, UserSource, UsersError};
 use crate::chat::{Chat, ChatSettings};
 use slipway_control::aws::fleet::AwsFleet;
 use slipway_control::aws::lambda::{DEPLOY_FUNCTION_VAR, LambdaLauncher};
-use slipway_control::aws::ssm::SsmRunners;
+use slipway_control::aws::ssm::{Polling, SsmRunners};
 use slipway_control::cycle::Cycles;
 use slipway_control::fleet::ControlFleet;
 use slipway_control::jobs::Launcher;
@@ -60,6 +60,116 @@ impl Function {
         Function::Formation,
         Function::Chat,
     ];
+
+    /// Its resource in `infra/template.yaml`.
+    pub fn logical_id(self) -> &'static str {
+        match self {
+            Function::Release => "ReleaseFunction",
+            Function::Deploy => "DeployFunction",
+            Function::Cycle => "CycleFunction",
+            Function::Formation => "FormationFunction",
+            Function::Chat => "ChatFunction",
+        }
+    }
+
+    /// The environment variables the function's code reads that the
+    /// template must give it: the local platform refuses to start when
+    /// the template does not, naming both (a test keeps this list whole).
+    pub fn settings(self) -> &'static [&'static str] {
+        match self {
+            Function::Release => &[
+                "SLIPWAY_BUCKET",
+                "SLIPWAY_USERS_PARAM",
+                "RUST_LOG",
+                DEPLOY_FUNCTION_VAR,
+            ],
+            Function::Deploy => &[
+                "SLIPWAY_BUCKET",
+                "SLIPWAY_USERS_PARAM",
+                "RUST_LOG",
+                DEPLOY_DOCUMENT_VAR,
+            ],
+            Function::Cycle => &["SLIPWAY_BUCKET", "SLIPWAY_USERS_PARAM", "RUST_LOG"],
+            Function::Formation => &[
+                "SLIPWAY_BUCKET",
+                "SLIPWAY_USERS_PARAM",
+                "RUST_LOG",
+                DEPLOY_FUNCTION_VAR,
+            ],
+            Function::Chat => &[
+                "SLIPWAY_BUCKET",
+                "RUST_LOG",
+                DEPLOY_FUNCTION_VAR,
+                SLACK_SECRET_PARAM_VAR,
+                "SLIPWAY_SLACK_USERS",
+                "SLIPWAY_SLACK_TEAMS",
+            ],
+        }
+    }
+}
+
+/// The document the deploy function sends (`!Ref DeployDocument`).
+pub const DEPLOY_DOCUMENT_VAR: &str = "SLIPWAY_DEPLOY_DOCUMENT";
+/// The Slack signing secret's parameter, for the chat function.
+pub const SLACK_SECRET_PARAM_VAR: &str = "SLIPWAY_SLACK_SECRET_PARAM";
+
+/// The two seams only the local platform sets (the template never does,
+/// a test makes sure): Slack and webhook stand-ins on this machine (plain
+/// HTTP to 127.0.0.1), and how often workers poll SSM, target health and
+/// cancel markers (local results come within a second, where AWS's take
+/// seconds).
+pub const LOCAL_LOOPBACK_HOOKS_VAR: &str = "SLIPWAY_LOCAL_LOOPBACK_HOOKS";
+pub const LOCAL_POLL_MS_VAR: &str = "SLIPWAY_LOCAL_POLL_MS";
+
+/// A response URL prefix a local stand-in for Slack may have.
+pub const LOCAL_RESPONSE_PREFIX: &str = "http://127.0.0.1:";
+
+#[derive(Debug, Clone, Copy, Default)]
+struct LocalSeams {
+    loopback_hooks: bool,
+    poll: Option<Duration>,
+}
+
+impl LocalSeams {
+    fn from_env() -> Self {
+        Self {
+            loopback_hooks: std::env::var(LOCAL_LOOPBACK_HOOKS_VAR).is_ok_and(|v| v == "1"),
+            poll: std::env::var(LOCAL_POLL_MS_VAR)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+        }
+    }
+
+    fn webhooks(self) -> WebhookPolicy {
+        if self.loopback_hooks {
+            WebhookPolicy::AlsoLoopback
+        } else {
+            WebhookPolicy::Public
+        }
+    }
+
+    fn response_prefixes(self) -> Vec<String> {
+        let mut prefixes = vec![slipway_control::rollout::notify::SLACK_RESPONSE_PREFIX.to_owned()];
+        if self.loopback_hooks {
+            prefixes.push(LOCAL_RESPONSE_PREFIX.into());
+        }
+        prefixes
+    }
+
+    /// Run Command's polling: AWS's, or every `poll` at most.
+    fn ssm_polling(self) -> Polling {
+        match self.poll {
+            None => Polling::default(),
+            Some(poll) => Polling {
+                first: poll.min(Duration::from_millis(200)),
+                max: poll,
+                fast_for: Duration::from_secs(30),
+                slow_min: poll,
+            },
+        }
+    }
 }
 
 /// Why a function could not start: a setting is missing or bad, or a
@@ -95,6 +205,11 @@ pub struct ControlPlane<F> {
     pub chat: Option<Arc<ChatSettings>>,
     /// Where webhooks may point (public HTTPS on AWS).
     pub webhooks: WebhookPolicy,
+    /// What chat commands' response URLs must start with.
+    pub response_prefixes: Vec<String>,
+    /// How often workers and the fleet poll (AWS's pace unless the local
+    /// platform says otherwise).
+    pub poll: Option<Duration>,
 }
 
 impl<F> ControlPlane<F> {
@@ -103,6 +218,7 @@ impl<F> ControlPlane<F> {
     pub fn deploys_service(&self) -> Deploys {
         let mut deploys = Deploys::new(self.store.clone());
         deploys.webhooks = self.webhooks;
+        deploys.response_prefixes = self.response_prefixes.clone();
         deploys
     }
 }
@@ -263,6 +379,12 @@ impl ControlPlane<AwsFleet> {
     /// function (`SLIPWAY_DEPLOY_FUNCTION`) for deploys it only starts.
     pub async fn on_aws(aws: &SdkConfig, function: Function) -> Result<Self, StartError> {
         let settings = ReleaseSettings::from_env()?;
+        let seams = LocalSeams::from_env();
+        for name in function.settings() {
+            if std::env::var_os(name).is_none() {
+                return Err(StartError::Missing(name));
+            }
+        }
         let users = match function {
             Function::Chat => None,
             _ => Some(
@@ -277,7 +399,11 @@ impl ControlPlane<AwsFleet> {
         };
         let deploys = match function {
             Function::Deploy => Some(own_launcher(aws, JobKind::Deploy)?),
-            _ => slipway_control::aws::lambda::deploy_launcher_from_env(aws),
+            Function::Release | Function::Formation | Function::Chat => Some(
+                slipway_control::aws::lambda::deploy_launcher_from_env(aws)
+                    .ok_or(StartError::Missing(DEPLOY_FUNCTION_VAR))?,
+            ),
+            Function::Cycle => None,
         };
         let cycles = match function {
             Function::Cycle => Some(own_launcher(aws, JobKind::Cycle)?),
@@ -285,19 +411,16 @@ impl ControlPlane<AwsFleet> {
         };
         let chat = match function {
             Function::Chat => {
-                if deploys.is_none() {
-                    return Err(StartError::Missing(DEPLOY_FUNCTION_VAR));
-                }
                 let secret = slipway_control::aws::secret(
                     &slipway_control::aws::ssm_client(aws),
-                    std::env::var("SLIPWAY_SLACK_SECRET_PARAM").ok().as_deref(),
+                    std::env::var(SLACK_SECRET_PARAM_VAR).ok().as_deref(),
                     std::env::var("SLIPWAY_SLACK_SECRET").ok().as_deref(),
                 )
                 .await?;
-                Some(Arc::new(ChatSettings::from_lookup(
-                    secret.into_bytes(),
-                    |k| std::env::var(k).ok(),
-                )))
+                let mut chat =
+                    ChatSettings::from_lookup(secret.into_bytes(), |k| std::env::var(k).ok());
+                chat.response_prefixes = seams.response_prefixes();
+                Some(Arc::new(chat))
             }
             _ => None,
         };
@@ -307,13 +430,15 @@ impl ControlPlane<AwsFleet> {
                 settings.limits,
             ),
             users,
-            fleet: AwsFleet::new(aws, AWS_HEALTH_POLL),
+            fleet: AwsFleet::new(aws, seams.poll.unwrap_or(AWS_HEALTH_POLL)),
             logs: Logs::new(aws),
             metrics: Some(Metrics::from_config(aws, AWS_METRICS_PERIOD)),
             deploys,
             cycles,
             chat,
-            webhooks: WebhookPolicy::Public,
+            webhooks: seams.webhooks(),
+            response_prefixes: seams.response_prefixes(),
+            poll: seams.poll,
         })
     }
 }
@@ -331,14 +456,18 @@ pub fn deploy_worker_on_aws(
         fleet: plane.fleet.clone(),
         runners: SsmRunners {
             client: slipway_control::aws::ssm_client(aws),
-            document: std::env::var("SLIPWAY_DEPLOY_DOCUMENT")
-                .unwrap_or_else(|_| "Slipway-Deploy".into()),
+            // Checked present at start (`Function::settings`).
+            document: std::env::var(DEPLOY_DOCUMENT_VAR).unwrap_or_default(),
             output: plane.store.objects().clone(),
-            polling: Default::default(),
+            polling: LocalSeams {
+                poll: plane.poll,
+                ..LocalSeams::default()
+            }
+            .ssm_polling(),
         },
         bucket,
         next: plane.deploys.clone(),
-        cancel_poll: None,
+        cancel_poll: plane.poll,
     }
 }
 
@@ -349,7 +478,7 @@ pub fn cycle_worker_on_aws(plane: &ControlPlane<AwsFleet>) -> CycleWorker<AwsFle
         cycles: Cycles::new(plane.store.clone()),
         fleet: plane.fleet.clone(),
         next: plane.cycles.clone(),
-        tune: None,
+        poll: plane.poll,
     }
 }
 
@@ -392,6 +521,70 @@ mod tests {
                 .1,
             "done"
         );
+    }
+
+    /// Settings the code reads that the template need not give: limits
+    /// with defaults, the inline secrets of runs outside Lambda, and the
+    /// local platform's two seams.
+    const NOT_FROM_THE_TEMPLATE: [&str; 7] = [
+        "SLIPWAY_MAX_ARCHIVE_BYTES",
+        "SLIPWAY_MAX_EXPANDED_BYTES",
+        "SLIPWAY_MAX_ARCHIVE_ENTRIES",
+        "SLIPWAY_USERS",
+        "SLIPWAY_SLACK_SECRET",
+        LOCAL_LOOPBACK_HOOKS_VAR,
+        LOCAL_POLL_MS_VAR,
+    ];
+
+    fn names_in(dir: &std::path::Path, found: &mut std::collections::BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                names_in(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for piece in text.split("\"SLIPWAY_").skip(1) {
+                    let name: String = piece
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    if !name.is_empty() && piece[name.len()..].starts_with('"') {
+                        found.insert(format!("SLIPWAY_{name}"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_setting_the_functions_code_names_is_checked_against_the_template() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut named = std::collections::BTreeSet::new();
+        for dir in [
+            "crates/core/src",
+            "crates/control/src",
+            "crates/http/src",
+            "functions",
+        ] {
+            names_in(&root.join(dir), &mut named);
+        }
+        let declared: std::collections::BTreeSet<&str> = Function::ALL
+            .iter()
+            .flat_map(|f| f.settings().iter().copied())
+            .chain(NOT_FROM_THE_TEMPLATE)
+            .collect();
+        let undeclared: Vec<&String> = named
+            .iter()
+            .filter(|n| !declared.contains(n.as_str()))
+            .collect();
+        assert!(
+            undeclared.is_empty(),
+            "named in the functions' code but in no Function::settings(): {undeclared:?}"
+        );
+        let template = std::fs::read_to_string(root.join("infra/template.yaml")).unwrap();
+        for seam in [LOCAL_LOOPBACK_HOOKS_VAR, LOCAL_POLL_MS_VAR] {
+            assert!(!template.contains(seam), "the template never sets {seam}");
+        }
     }
 
     #[tokio::test]

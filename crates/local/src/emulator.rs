@@ -14,6 +14,9 @@ use tokio::process::{Child, ChildStdin, Command};
 
 use crate::hosts::{HOSTS_VAR, Hosts, TIME_SCALE_VAR};
 
+/// Where the emulator records the calls it serves.
+pub const CALLS_VAR: &str = "SLIPWAY_EMULATOR_CALLS";
+
 pub struct Emulator {
     pub endpoint: String,
     /// Where local instances register as managed nodes.
@@ -41,6 +44,24 @@ impl Emulator {
     /// Started with its load balancers' probes and drains taking
     /// `time_scale` of AWS's times.
     pub async fn start_scaled(repo: &Path, time_scale: f64) -> anyhow::Result<Self> {
+        Self::start_with(repo, time_scale, None).await
+    }
+
+    /// Started as [`Emulator::start_scaled`], recording every call it
+    /// serves to `calls` (for the IAM check).
+    pub async fn start_recording(
+        repo: &Path,
+        time_scale: f64,
+        calls: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(repo, time_scale, Some(calls)).await
+    }
+
+    async fn start_with(
+        repo: &Path,
+        time_scale: f64,
+        calls: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let python = repo.join(".venv/bin/python");
         let installed = python.is_file()
             && Command::new(&python)
@@ -64,7 +85,11 @@ impl Emulator {
             }
         }
         let hosts_dir = tempfile::tempdir().context("a directory for managed nodes")?;
-        let mut child = Command::new(&python)
+        let mut command = Command::new(&python);
+        if let Some(calls) = calls {
+            command.env(CALLS_VAR, calls);
+        }
+        let mut child = command
             .arg(repo.join("scripts/emulator.py"))
             .env(HOSTS_VAR, hosts_dir.path())
             .env(TIME_SCALE_VAR, time_scale.to_string())

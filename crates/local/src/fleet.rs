@@ -13,11 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use slipway_control::aws::fleet::AwsFleet;
-use slipway_control::fleet::Formation;
-use slipway_control::fleet::FormationSource;
-use slipway_control::fleet::{
-    Destroyed, Fleet, FleetError, GroupControl, InstanceId, Member, Sizes,
-};
+use slipway_control::fleet::InstanceId;
 use slipway_core::names::EnvRef;
 use tokio::process::Command;
 
@@ -39,6 +35,9 @@ pub struct AgentSetup {
     pub binary: PathBuf,
     pub endpoint: String,
     pub bucket: String,
+    /// Where each instance gets its instance role's credentials (as IMDS
+    /// gives them on EC2), so the IAM check knows its calls.
+    pub principals: crate::iam::Principals,
 }
 
 impl AgentSetup {
@@ -63,6 +62,16 @@ impl AgentSetup {
             ("SLIPWAY_APP", instance.env.app.to_string()),
             ("SLIPWAY_ENV", instance.env.env.to_string()),
         ] {
+            env.insert(name.into(), value);
+        }
+        let role = self
+            .principals
+            .credentials(crate::iam::Principal::Instance {
+                app: instance.env.app.to_string(),
+                env: instance.env.env.to_string(),
+                instance: id.to_string(),
+            });
+        for (name, value) in role.env() {
             env.insert(name.into(), value);
         }
         for inherited in ["PATH", "HOME", "LANG"] {
@@ -90,7 +99,8 @@ impl AgentSetup {
     }
 }
 
-/// The fleet as the engine, the cycle and the formation see it locally.
+/// The local instances, beside the AWS fleet adapter (on the emulator's
+/// administrator) the reconciler, sampler and shipper follow the groups with.
 #[derive(Clone)]
 pub struct LocalFleet {
     pub aws: AwsFleet,
@@ -115,63 +125,6 @@ impl LocalFleet {
             .lock()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
-    }
-}
-
-impl Fleet for LocalFleet {
-    async fn in_service(&self, env: &EnvRef) -> Result<Vec<InstanceId>, FleetError> {
-        self.aws.in_service(env).await
-    }
-
-    async fn enter_standby(&self, env: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
-        self.aws.enter_standby(env, ids).await
-    }
-
-    async fn exit_standby(&self, env: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
-        self.aws.exit_standby(env, ids).await
-    }
-
-    /// As on AWS: the load balancer's target health, which the emulator
-    /// measures by probing each instance.
-    async fn wait_healthy(
-        &self,
-        env: &EnvRef,
-        ids: &[InstanceId],
-        timeout: Duration,
-    ) -> Result<Vec<InstanceId>, FleetError> {
-        self.aws.wait_healthy(env, ids, timeout).await
-    }
-}
-
-impl GroupControl for LocalFleet {
-    async fn members(&self, env: &EnvRef) -> Result<Vec<Member>, FleetError> {
-        self.aws.members(env).await
-    }
-    async fn terminate(&self, env: &EnvRef, id: &InstanceId) -> Result<(), FleetError> {
-        self.aws.terminate(env, id).await
-    }
-    async fn sizes(&self, env: &EnvRef) -> Result<Sizes, FleetError> {
-        self.aws.sizes(env).await
-    }
-    async fn resize(&self, env: &EnvRef, to: Sizes) -> Result<(), FleetError> {
-        self.aws.resize(env, to).await
-    }
-    async fn destroy(&self, env: &EnvRef) -> Result<Destroyed, FleetError> {
-        self.aws.destroy(env).await
-    }
-}
-
-impl FormationSource for LocalFleet {
-    /// The emulator's formation, target health included; for the
-    /// "session" link, the instance's own address.
-    async fn formation(&self, env: &EnvRef) -> Result<Formation, FleetError> {
-        let mut formation = self.aws.formation(env).await?;
-        for view in &mut formation.instances {
-            if let Some(instance) = self.instance(&view.id) {
-                view.session_url = format!("http://127.0.0.1:{}/", instance.port);
-            }
-        }
-        Ok(formation)
     }
 }
 

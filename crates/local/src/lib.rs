@@ -1,18 +1,27 @@
 //! The local platform: Slipway end to end on one machine, no AWS account.
 //!
-//! One process runs the AWS emulator, the control plane (the routers of
-//! every function, served together), the deploy and cycle workers as
-//! tasks instead of asynchronous Lambda invocations, a poller that feeds
-//! the bucket's S3 events from their queue to the release handler, and the
-//! local fleet. Deploys go through `SsmRunner` and the real document, which
-//! the emulator runs on each instance's host, and wait for the load
+//! One process runs the AWS emulator; the control plane as Lambda runs it
+//! (each function of `infra/template.yaml` its own binary behind the local
+//! Lambda's runtime API, with the template's environment and its own
+//! role's credentials) behind the local API Gateway with the template's
+//! routes; the bucket's S3 notifications, through a queue, as the
+//! asynchronous invocations the template names; and the local fleet.
+//! Deploys go through `SsmRunner` and the real document, which the
+//! emulator runs on each instance's host, and wait for the load
 //! balancer's target health, which the emulator measures by probing them.
+//! Every call the functions and instances make is recorded and checked
+//! against their IAM policies when the platform stops.
 
 pub mod emulator;
 pub mod fleet;
+pub mod gateway;
 pub mod hosts;
+pub mod iam;
+pub mod lambda;
 pub mod logs;
 pub mod metrics;
+pub mod stack;
+pub mod template;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,56 +29,56 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_config::SdkConfig;
+use axum::body::Bytes;
 use slipway_control::aws::fleet::AwsFleet;
-use slipway_control::aws::ssm::{Polling, SsmRunners};
-use slipway_control::cycle::Cycles;
-use slipway_control::jobs::Launcher;
-use slipway_control::rollout::Deploys;
-use slipway_control::rollout::notify::WebhookPolicy;
 use slipway_control::store::ReleaseStore;
-use slipway_control::workers::{CycleWorker, DeployWorker, TaskLauncher};
 use slipway_core::objects::S3Objects;
-use slipway_http::auth::Users;
-use slipway_http::chat::ChatSettings;
-use slipway_http::control_plane::{ControlPlane, Function};
 use tokio::task::JoinHandle;
 
 use emulator::Emulator;
 use fleet::{AgentSetup, LocalFleet, Reconciler};
+use gateway::{Gateway, Target};
+use iam::{CallLog, Principals};
+use lambda::LocalLambda;
 
 pub const BUCKET: &str = "slipway-dev";
 pub const USER: &str = "dev";
-/// Locally, a stand-in for Slack's response URL may listen on this machine.
-const LOCAL_RESPONSE_PREFIX: &str = "http://127.0.0.1:";
 
 /// What starting the platform needs.
 #[derive(Debug, Clone)]
 pub struct PlatformOptions {
     /// The checkout (emulator scripts, `infra/`).
     pub repo: PathBuf,
-    /// Where instance directories go.
+    /// Where instance directories, function logs and recorded calls go.
     pub work: PathBuf,
     /// `slipway-agent`.
     pub agent: PathBuf,
-    /// The control plane's port; 0 for any free one.
+    /// Where the function binaries are (`release`, `deploy`, …).
+    pub functions: PathBuf,
+    /// The API's port; 0 for any free one.
     pub port: u16,
     /// How often the local fleet follows the groups.
     pub fleet_every: Duration,
-    /// Slack user ids that may change things from chat
-    /// (`SLIPWAY_SLACK_USERS`).
+    /// Slack user ids that may change things from chat (the template's
+    /// `SlackUsers`).
     pub slack_users: Vec<String>,
     /// The emulator's load-balancer times as a share of AWS's (1: as AWS
     /// probes and drains; the tests run faster).
     pub time_scale: f64,
+    /// The functions' timeouts and Lambda's retry back-offs as a share of
+    /// the template's and Lambda's (1 for `ship dev`).
+    pub function_time_scale: f64,
 }
 
 impl PlatformOptions {
-    /// Defaults for `ship dev` run from `cwd`: the agent beside `ship`.
+    /// Defaults for `ship dev` run from `cwd`: the agent and the functions
+    /// beside `ship`.
     pub fn for_cwd(cwd: &Path, port: Option<u16>) -> Self {
         Self {
             repo: emulator::repo_root(cwd),
             work: cwd.join(".slipway/dev"),
             agent: agent_binary(),
+            functions: stack::functions_dir(),
             port: port.unwrap_or(0),
             fleet_every: Duration::from_millis(500),
             slack_users: std::env::var("SLIPWAY_SLACK_USERS")
@@ -79,6 +88,7 @@ impl PlatformOptions {
                 .map(|u| u.trim().to_owned())
                 .collect(),
             time_scale: 1.0,
+            function_time_scale: 1.0,
         }
     }
 }
@@ -105,74 +115,29 @@ pub struct Platform {
     /// The Slack signing secret `POST /chat/slack` checks.
     pub slack_secret: String,
     pub bucket: String,
+    /// The emulator's administrator (the platform's own calls).
     pub config: SdkConfig,
     pub fleet: LocalFleet,
     pub store: ReleaseStore,
+    /// The control plane's functions.
+    pub lambda: LocalLambda,
+    /// The deploy function's name.
+    pub deploy_function: String,
+    pub principals: Principals,
+    calls: PathBuf,
     emulator: Emulator,
     reconciler: Arc<Reconciler>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn bucket_with_events(config: &SdkConfig, bucket: &str) -> anyhow::Result<String> {
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-    let s3 = slipway_core::objects::s3_client(config);
-    s3.create_bucket()
-        .bucket(bucket)
-        .send()
-        .await
-        .context("creating the bucket")?;
-    let sqs = aws_sdk_sqs::Client::new(config);
-    let queue = sqs
-        .create_queue()
-        .queue_name("slipway-uploads")
-        .send()
-        .await
-        .context("creating the upload queue")?;
-    let url = queue.queue_url.context("the queue has no URL")?;
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .context("reading the queue")?;
-    let arn = attrs
-        .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .context("the queue has no ARN")?;
-    // No filter: S3 filters only by prefix and suffix, and uploads live
-    // under <app>/<env>/uploads/; the release handler ignores other keys.
-    s3.put_bucket_notification_configuration()
-        .bucket(bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(
-                    QueueConfiguration::builder()
-                        .queue_arn(arn)
-                        .events(Event::S3ObjectCreated)
-                        .build()
-                        .context("a queue configuration")?,
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .context("routing the bucket's events to the queue")?;
-    Ok(url)
-}
-
-/// Feeds the queue's S3 events to the release handler, as Lambda's SQS
-/// event source does; messages it could not handle stay for a retry.
+/// Hands each queue's S3 events to its function as S3 invokes it
+/// (asynchronously); the local Lambda retries a failed one.
 async fn poll_events(
     sqs: aws_sdk_sqs::Client,
     queue: String,
-    store: ReleaseStore,
-    deployer: Arc<dyn Launcher>,
+    function: String,
+    lambda: LocalLambda,
 ) {
-    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
     loop {
         let out = match sqs
             .receive_message()
@@ -184,33 +149,22 @@ async fn poll_events(
         {
             Ok(out) => out,
             Err(e) => {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "could not read the upload queue");
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "could not read a notification queue");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            continue;
-        }
-        let mut event = SqsEvent::default();
-        for m in &messages {
-            let mut message = SqsMessage::default();
-            message.message_id = m.message_id.clone();
-            message.receipt_handle = m.receipt_handle.clone();
-            message.body = m.body.clone();
-            message.event_source = Some("aws:sqs".into());
-            event.records.push(message);
-        }
-        let response =
-            slipway_control::events::handle_sqs_event(&store, &event, Some(deployer.as_ref()))
-                .await;
-        for m in &messages {
-            let failed = response
-                .batch_item_failures
-                .iter()
-                .any(|f| Some(&f.item_identifier) == m.message_id.as_ref());
-            if !failed && let Some(handle) = &m.receipt_handle {
+        for m in out.messages.unwrap_or_default() {
+            let body = m.body.unwrap_or_default();
+            // S3's test event when the notification is set up carries no
+            // records: S3 sends it to queues, never to functions.
+            let is_event = serde_json::from_str::<serde_json::Value>(&body)
+                .is_ok_and(|v| v.get("Records").is_some());
+            if is_event && let Err(e) = lambda.invoke_event(&function, Bytes::from(body)) {
+                tracing::error!(%function, error = %e, "could not queue an S3 event");
+                continue;
+            }
+            if let Some(handle) = &m.receipt_handle {
                 let _ = sqs
                     .delete_message()
                     .queue_url(&queue)
@@ -222,32 +176,12 @@ async fn poll_events(
     }
 }
 
-/// Run Command's results locally come within a second: poll often.
-const LOCAL_POLLING: Polling = Polling {
-    first: Duration::from_millis(200),
-    max: Duration::from_secs(1),
-    fast_for: Duration::from_secs(30),
-    slow_min: Duration::from_secs(1),
-};
-
-/// The name the template gives the document by default.
-const DEPLOY_DOCUMENT: &str = "Slipway-Deploy";
-
-/// Creates `Slipway-Deploy` in the emulator from `infra/template.yaml`,
-/// as the control plane's stack would, and returns its name.
-async fn deploy_document(config: &aws_config::SdkConfig, bucket: &str) -> anyhow::Result<String> {
-    let content = hosts::deploy_document(include_str!("../../../infra/template.yaml"), bucket)?;
-    slipway_control::aws::ssm_client(config)
-        .create_document()
-        .name(DEPLOY_DOCUMENT)
-        .content(content)
-        .document_type(aws_sdk_ssm::types::DocumentType::Command)
-        .document_format(aws_sdk_ssm::types::DocumentFormat::Yaml)
-        .send()
+async fn listen(port: u16) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_ssm::error::DisplayErrorContext(e)))
-        .context("creating the deploy document in the emulator")?;
-    Ok(DEPLOY_DOCUMENT.into())
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, url))
 }
 
 impl Platform {
@@ -258,104 +192,116 @@ impl Platform {
                 options.agent.display()
             );
         }
-        let emulator = Emulator::start_scaled(&options.repo, options.time_scale).await?;
+        let calls = options.work.join("calls");
+        std::fs::create_dir_all(&calls)?;
+        let emulator = Emulator::start_recording(
+            &options.repo,
+            options.time_scale,
+            &calls.join("emulator.jsonl"),
+        )
+        .await?;
         let config = emulator.sdk_config().await;
-        let queue = bucket_with_events(&config, BUCKET).await?;
+        let template = stack::read(BUCKET, &options.slack_users)?;
+        let queues = stack::bucket_with_notifications(&config, BUCKET, &template).await?;
 
         let password = uuid::Uuid::new_v4().simple().to_string();
-        let users = Arc::new(
-            Users::parse(&format!(
-                "{USER}:{}\n",
-                slipway_http::auth::hash_password(&password)
-            ))
-            .context("the dev user")?,
-        );
+        let users = format!("{USER}:{}\n", slipway_http::auth::hash_password(&password));
+        stack::secure_parameter(
+            &config,
+            &stack::parameter(&template, "UsersParameterName")?,
+            &users,
+        )
+        .await?;
+        let slack_secret = uuid::Uuid::new_v4().simple().to_string();
+        stack::secure_parameter(
+            &config,
+            &stack::parameter(&template, "SlackSecretParameterName")?,
+            &slack_secret,
+        )
+        .await?;
+        stack::deploy_document(&config, &template, BUCKET).await?;
+
+        let principals = Principals::default();
+        let (lambda_listener, lambda_url) = listen(0).await?;
+        let functions = stack::functions(
+            &template,
+            &options.functions,
+            &stack::Endpoints {
+                aws: emulator.endpoint.clone(),
+                lambda: lambda_url,
+            },
+            &principals,
+        )?;
+        let lambda = LocalLambda::new(
+            functions,
+            &options.work.join("lambda"),
+            options.function_time_scale,
+            Some(aws_sdk_sqs::Client::new(&config)),
+        )?;
+        let invoke_calls = Arc::new(CallLog::create(&calls.join("lambda.jsonl"))?);
+        let mut tasks = vec![tokio::spawn({
+            let api = lambda::api::routes(lambda.clone(), invoke_calls);
+            async move {
+                if let Err(e) = axum::serve(lambda_listener, api).await {
+                    tracing::error!(error = %e, "the local Lambda API stopped");
+                }
+            }
+        })];
+        lambda.warm_up().await?;
+
+        let gateway = Gateway {
+            api_id: "local".into(),
+            targets: template
+                .functions
+                .iter()
+                .flat_map(|f| {
+                    f.routes.iter().map(|route| Target {
+                        route: route.clone(),
+                        function: f.name.clone(),
+                    })
+                })
+                .collect(),
+            lambda: lambda.clone(),
+        };
+        let (listener, url) = listen(options.port).await?;
+        tasks.push(tokio::spawn(async move {
+            let service = gateway
+                .router()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            if let Err(e) = axum::serve(listener, service).await {
+                tracing::error!(error = %e, "the API Gateway stopped");
+            }
+        }));
+        for (queue, function) in queues {
+            tasks.push(tokio::spawn(poll_events(
+                aws_sdk_sqs::Client::new(&config),
+                queue,
+                function,
+                lambda.clone(),
+            )));
+        }
+
         let store = ReleaseStore::new(
             S3Objects::new(slipway_core::objects::s3_client(&config), BUCKET),
             slipway_core::archive::Limits::default(),
         );
-        let mut deploys = Deploys::new(store.clone());
-        // Locally, stand-ins for Slack listen on this machine.
-        deploys.webhooks = WebhookPolicy::AlsoLoopback;
-        deploys.response_prefixes.push(LOCAL_RESPONSE_PREFIX.into());
         let fleet = LocalFleet::new(AwsFleet::new(&config, Duration::from_millis(250)));
-        let agent = AgentSetup {
-            binary: options.agent.clone(),
-            endpoint: emulator.endpoint.clone(),
-            bucket: BUCKET.into(),
-        };
-        let deploy_launcher: Arc<dyn Launcher> = Arc::new(TaskLauncher(Arc::new(DeployWorker {
-            deploys: deploys.clone(),
-            // The production adapters, unchanged: AwsFleet against the
-            // emulator, whose load balancer probes the local instances.
-            fleet: fleet.aws.clone(),
-            // SSM Run Command of the real document, which the emulator runs
-            // on each instance's host, as AWS runs it on the instance.
-            runners: SsmRunners {
-                client: slipway_control::aws::ssm_client(&config),
-                document: deploy_document(&config, BUCKET).await?,
-                output: deploys.objects.clone(),
-                polling: LOCAL_POLLING,
-            },
-            bucket: BUCKET.into(),
-            // Locally a worker never runs out of time: nothing to hand over to.
-            next: None,
-            cancel_poll: Some(Duration::from_millis(500)),
-        })));
-        let cycle_launcher: Arc<dyn Launcher> = Arc::new(TaskLauncher(Arc::new(CycleWorker {
-            cycles: Cycles::new(store.clone()),
-            fleet: fleet.aws.clone(),
-            next: None,
-            tune: Some(|mut options| {
-                options.poll = Duration::from_millis(500);
-                options
-            }),
-        })));
-        let logs = slipway_control::logs::Logs::new(&config);
-        // The local fleet samples every few seconds; points of 10 s show
-        // them (CloudWatch keeps such high-resolution points too).
-        let metrics = slipway_control::metrics::Metrics::from_config(&config, 10);
-        let slack_secret = uuid::Uuid::new_v4().simple().to_string();
-        let plane = ControlPlane {
-            store: store.clone(),
-            users: Some(users.into()),
-            fleet: fleet.clone(),
-            logs: logs.clone(),
-            metrics: Some(metrics.clone()),
-            deploys: Some(deploy_launcher.clone()),
-            cycles: Some(cycle_launcher),
-            chat: Some(Arc::new(ChatSettings {
-                secret: slack_secret.clone().into_bytes(),
-                users: options.slack_users.iter().cloned().collect(),
-                teams: Default::default(),
-                response_prefixes: deploys.response_prefixes.clone(),
-            })),
-            webhooks: deploys.webhooks,
-        };
-        let router = plane.router(&Function::ALL);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
-            .await
-            .context("binding the control plane's port")?;
-        let url = format!("http://{}", listener.local_addr()?);
-
         std::fs::create_dir_all(&options.work)?;
         let reconciler = Arc::new(Reconciler {
             fleet: fleet.clone(),
-            agent,
+            agent: AgentSetup {
+                binary: options.agent.clone(),
+                endpoint: emulator.endpoint.clone(),
+                bucket: BUCKET.into(),
+                principals: principals.clone(),
+            },
             root: options.work.clone(),
             hosts: emulator.hosts.clone(),
         });
-        let mut tasks = vec![tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(error = %e, "the control plane stopped");
-            }
-        })];
-        tasks.push(tokio::spawn(poll_events(
-            aws_sdk_sqs::Client::new(&config),
-            queue,
-            store.clone(),
-            deploy_launcher,
-        )));
+        // The fleet's own logs and metrics, as the CloudWatch agent ships
+        // them; the formation reads them back.
+        let logs = slipway_control::logs::Logs::new(&config);
+        let metrics = slipway_control::metrics::Metrics::from_config(&config, 10);
         let mut sampler = metrics::MetricsSampler::new(metrics, fleet.clone());
         tasks.push(tokio::spawn(async move {
             loop {
@@ -386,6 +332,10 @@ impl Platform {
             config,
             fleet,
             store,
+            deploy_function: stack::physical(&template, "DeployFunction")?,
+            lambda,
+            principals,
+            calls,
             emulator,
             reconciler,
             tasks,
@@ -396,13 +346,17 @@ impl Platform {
         &self.emulator.endpoint
     }
 
-    /// Stops everything it started: the fleet's processes, the tasks, the
-    /// emulator.
-    pub async fn stop(self) {
+    /// Stops everything it started (the fleet's processes, the tasks, the
+    /// functions, the emulator), then checks every call the functions and
+    /// instances made against their IAM policies: a call no policy allows
+    /// is an error naming the principal, the call and the permission.
+    pub async fn stop(self) -> anyhow::Result<()> {
         for task in &self.tasks {
             task.abort();
         }
         self.reconciler.retire_all().await;
         self.emulator.stop().await;
+        drop(self.lambda);
+        iam::check::check_dir(&self.calls, &self.principals)
     }
 }

@@ -249,6 +249,11 @@ async fn an_upload_ticket_lets_the_client_put_straight_to_s3_and_the_release_rec
         world.store.release_upload(&e, key, "s3").await.unwrap(),
         UploadOutcome::Created(_)
     ));
+    assert_eq!(
+        tags(&world, "tick/prod/releases/r1/source.tar.gz").await,
+        [],
+        "a release's source never keeps its upload's tag, which would expire it with the upload"
+    );
     let (status, list, _) = call(
         &router,
         Method::GET,

@@ -443,3 +443,30 @@ async fn a_stored_response_url_is_checked_again_when_it_is_read() {
         Some("https://hooks.slack.com/commands/T1/2/x")
     );
 }
+
+#[tokio::test]
+async fn a_deploy_one_worker_claimed_is_not_claimed_by_a_second_delivery_of_its_event() {
+    use slipway_control::jobs::{Claim, claim};
+    use slipway_core::ids::JobId;
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let (record, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    let job = JobId::Deploy(record.id.clone());
+    let first = claim::<slipway_control::rollout::DeployRecord>(&d.objects, &env(), &job)
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, Claim::Ours(_)),
+        "the first delivery runs it"
+    );
+    // Lambda delivers an asynchronous event at least once: the same event
+    // again, once the first worker has claimed the deploy.
+    let second = claim::<slipway_control::rollout::DeployRecord>(&d.objects, &env(), &job)
+        .await
+        .unwrap();
+    let Claim::NotOurs(seen) = second else {
+        panic!("a second worker claimed a deploy the first runs");
+    };
+    assert_eq!(seen.workers, 1);
+}

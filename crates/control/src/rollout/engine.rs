@@ -142,7 +142,10 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             app: record.app.clone(),
             env: record.env.clone(),
         };
-        let resuming = record.handed_off;
+        // A fresh deploy has no plan yet; one handed over has it stored
+        // (the claim already took it out of `handed_off`, so that a second
+        // delivery of the hand-off finds it taken).
+        let resuming = !record.plan.is_empty();
         record.handed_off = false;
         record.status = DeployStatus::Running;
         self.save(&record).await;

@@ -82,7 +82,12 @@ impl crate::jobs::JobRecord for DeployRecord {
         DeployRecord::is_finished(self)
     }
 
+    /// Running, and no longer handed off, in the same conditional write
+    /// that counts the worker: a second delivery of the same event (Lambda
+    /// delivers at least once) finds it taken instead of claiming it too.
     fn take_up(&mut self) {
+        self.status = DeployStatus::Running;
+        self.handed_off = false;
         self.workers += 1;
     }
 }
