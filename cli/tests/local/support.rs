@@ -94,7 +94,12 @@ pub fn ship_in(platform: &Platform, env: &slipway_core::names::EnvRef, args: &[&
 /// `ship_in`, expected to succeed.
 pub fn ship_ok(platform: &Platform, env: &slipway_core::names::EnvRef, args: &[&str]) -> Output {
     let out = ship_in(platform, env, args);
-    assert!(out.status.success(), "ship {args:?}: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "ship {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
     out
 }
 

@@ -62,24 +62,24 @@ pub fn check_settings(template: &ControlPlaneTemplate) -> anyhow::Result<()> {
 
 /// A template parameter's value, as the stack resolved it.
 pub fn parameter(template: &ControlPlaneTemplate, name: &str) -> anyhow::Result<String> {
-    template
-        .resolver
-        .parameters
-        .get(name)
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-        .with_context(|| format!("infra/template.yaml has no parameter {name}"))
+    text(&template.resolver.parameters, name, "parameter")
 }
 
 /// A resource's physical name, as the stack resolved it.
 pub fn physical(template: &ControlPlaneTemplate, logical_id: &str) -> anyhow::Result<String> {
-    template
-        .resolver
-        .refs
-        .get(logical_id)
+    text(&template.resolver.refs, logical_id, "resource")
+}
+
+fn text(
+    values: &BTreeMap<String, serde_json::Value>,
+    name: &str,
+    what: &str,
+) -> anyhow::Result<String> {
+    values
+        .get(name)
         .and_then(|v| v.as_str())
         .map(str::to_owned)
-        .with_context(|| format!("infra/template.yaml has no resource {logical_id}"))
+        .with_context(|| format!("infra/template.yaml has no {what} {name}"))
 }
 
 /// The bucket, with one queue per function that the template subscribes to

@@ -425,12 +425,19 @@ impl Deploys {
             self.response_url(env, &record.id).await,
             self.webhooks,
         );
+        // News is told against the record as the previous step left it: a
+        // fresh deploy's claim already marked it running, and its start is
+        // news; a resumed one (its plan stored) started long ago.
+        let mut before = record.clone();
+        if record.plan.is_empty() {
+            before.status = DeployStatus::Queued;
+        }
         Ok(S3DeployLog {
             deploys: self.clone(),
             env: env.clone(),
             job,
             notifier,
-            last: tokio::sync::Mutex::new(Some(record.clone())),
+            last: tokio::sync::Mutex::new(Some(before)),
         })
     }
 

@@ -1,8 +1,12 @@
 //! The control plane's template read as CloudFormation and SAM read it.
 
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
 use super::*;
 
-const TEMPLATE: &str = include_str!("../../../infra/template.yaml");
+const TEMPLATE: &str = include_str!("../../../../infra/template.yaml");
 
 fn values() -> StackValues {
     StackValues {
