@@ -12,9 +12,10 @@ use slipway_core::names::EnvRef;
 
 use crate::support::*;
 
-/// The functions' timeouts at this share of the template's: the deploy
-/// function's 900 s become 9 s, the release function's 120 s 1.2 s.
-const SHORT: f64 = 0.01;
+/// The deploy function's timeout at this share of the template's: its
+/// 900 s become 5.4 s, less than a deploy of four instances takes here and
+/// more than one batch.
+const SHORT: f64 = 0.006;
 
 async fn last_deploy(
     platform: &slipway_local::Platform,
@@ -31,7 +32,11 @@ async fn last_deploy(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_longer_than_the_deploy_functions_deadline_is_handed_over_and_finishes() {
     let work = tempfile::tempdir().unwrap();
-    let platform = platform_with(work.path(), |o| o.function_time_scale = SHORT).await;
+    let platform = platform_with(work.path(), |o| {
+        o.function_time_scales
+            .insert("DeployFunction".into(), SHORT);
+    })
+    .await;
     let deadline = platform
         .lambda
         .spec(&platform.deploy_function)
@@ -46,6 +51,10 @@ async fn a_deploy_longer_than_the_deploy_functions_deadline_is_handed_over_and_f
     let took = started.elapsed();
 
     let record = last_deploy(&platform, &env).await;
+    println!(
+        "deploy of 4 took {took:?}; deadline {deadline:?}; {} workers",
+        record.workers
+    );
     assert_eq!(record.status, DeployStatus::Succeeded, "{record:?}");
     assert!(
         took > deadline,

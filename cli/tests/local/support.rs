@@ -39,6 +39,7 @@ pub async fn platform_with(work: &Path, adjust: impl FnOnce(&mut PlatformOptions
         time_scale: 0.2,
         // The functions' deadlines as the template sets them.
         function_time_scale: 1.0,
+        function_time_scales: Default::default(),
     };
     adjust(&mut options);
     Platform::start(options)

@@ -1,7 +1,7 @@
 //! The two workers a launched job runs in, written once for every place
 //! that runs them: the deploy and cycle functions (a Lambda invocation,
-//! with its deadline), the local platform and the tests (a task of the
-//! process). What differs is chosen by the caller: the fleet, the runners,
+//! with its deadline, on AWS and on the local platform alike) and the
+//! tests. What differs is chosen by the caller: the fleet, the runners,
 //! the launcher a worker hands over to, and the engines' poll intervals.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::cycle::{CycleError, CycleOptions, CycleRecord, Cycles, run_queued_cycle};
 use crate::fleet::{Fleet, GroupControl};
-use crate::jobs::{LaunchError, Launcher};
+use crate::jobs::Launcher;
 use crate::rollout::{DeployError, DeployRecord, Deploys, Options, run_queued};
 use crate::runner::Runners;
 use slipway_core::ids::{JobId, JobKind};
@@ -183,29 +183,5 @@ impl<F: Fleet + GroupControl + Send + Sync + 'static> Worker for CycleWorker<F> 
             tracing::info!(cycle = %id, status = ?record.status, "the cycle worker stopped");
             Ok(done(id, &record.status))
         })
-    }
-}
-
-/// Runs launched jobs as tasks of this process: the local platform's (and
-/// the tests') stand-in for an asynchronous Lambda invocation.
-#[derive(Clone)]
-pub struct TaskLauncher(pub Arc<dyn Worker>);
-
-impl Launcher for TaskLauncher {
-    fn launch(&self, env: EnvRef, job: JobId) -> BoxFuture<'_, Result<(), LaunchError>> {
-        if job.kind() != self.0.kind() {
-            let err = LaunchError::WrongKind {
-                expected: self.0.kind(),
-                got: job.kind(),
-            };
-            return Box::pin(async { Err(err) });
-        }
-        let worker = self.0.clone();
-        tokio::spawn(async move {
-            if let Err(e) = worker.run(env, job.clone(), None).await {
-                tracing::error!(job = %job, error = %slipway_core::errors::chain(&e), "the worker failed");
-            }
-        });
-        Box::pin(async { Ok(()) })
     }
 }

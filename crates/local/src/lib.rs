@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod stack;
 pub mod template;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,8 @@ pub struct PlatformOptions {
     /// The functions' timeouts and Lambda's retry back-offs as a share of
     /// the template's and Lambda's (1 for `ship dev`).
     pub function_time_scale: f64,
+    /// Functions (by logical id) with a share of their own.
+    pub function_time_scales: BTreeMap<String, f64>,
 }
 
 impl PlatformOptions {
@@ -89,6 +92,7 @@ impl PlatformOptions {
                 .collect(),
             time_scale: 1.0,
             function_time_scale: 1.0,
+            function_time_scales: BTreeMap::new(),
         }
     }
 }
@@ -223,7 +227,7 @@ impl Platform {
 
         let principals = Principals::default();
         let (lambda_listener, lambda_url) = listen(0).await?;
-        let functions = stack::functions(
+        let mut functions = stack::functions(
             &template,
             &options.functions,
             &stack::Endpoints {
@@ -232,6 +236,12 @@ impl Platform {
             },
             &principals,
         )?;
+        for f in &mut functions {
+            f.time_scale = options
+                .function_time_scales
+                .get(&f.spec.logical_id)
+                .copied();
+        }
         let lambda = LocalLambda::new(
             functions,
             &options.work.join("lambda"),

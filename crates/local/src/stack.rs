@@ -242,6 +242,7 @@ pub fn functions(
                 environment: environment(spec, endpoints, principals),
                 binary,
                 spec: spec.clone(),
+                time_scale: None,
             })
         })
         .collect()

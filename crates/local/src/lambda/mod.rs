@@ -188,13 +188,15 @@ pub struct FunctionSetup {
     pub spec: FunctionSpec,
     pub binary: PathBuf,
     pub environment: BTreeMap<String, String>,
+    /// Its own share of the template's timeout and Lambda's back-offs,
+    /// instead of the service's.
+    pub time_scale: Option<f64>,
 }
 
 /// The local Lambda service.
 #[derive(Clone)]
 pub struct LocalLambda {
     pools: Arc<BTreeMap<String, Arc<Pool>>>,
-    time_scale: f64,
     /// Where failed asynchronous events go, when a function names a queue.
     sqs: Option<aws_sdk_sqs::Client>,
 }
@@ -220,7 +222,7 @@ impl LocalLambda {
                 Arc::new(Pool {
                     binary: f.binary,
                     environment: f.environment,
-                    time_scale,
+                    time_scale: f.time_scale.unwrap_or(time_scale),
                     log: Mutex::new(log),
                     idle: Mutex::default(),
                     sandboxes: AtomicU64::new(0),
@@ -237,7 +239,6 @@ impl LocalLambda {
         }
         Ok(Self {
             pools: Arc::new(pools),
-            time_scale,
             sqs,
         })
     }
@@ -325,12 +326,7 @@ impl LocalLambda {
             1
         };
         for _ in 0..copies {
-            tokio::spawn(deliver(
-                pool.clone(),
-                payload.clone(),
-                self.time_scale,
-                self.sqs.clone(),
-            ));
+            tokio::spawn(deliver(pool.clone(), payload.clone(), self.sqs.clone()));
         }
         Ok(())
     }
@@ -360,17 +356,12 @@ fn back_off(attempt: u32) -> Duration {
     Duration::from_secs(60 * u64::from(attempt))
 }
 
-async fn deliver(
-    pool: Arc<Pool>,
-    payload: Bytes,
-    time_scale: f64,
-    sqs: Option<aws_sdk_sqs::Client>,
-) {
+async fn deliver(pool: Arc<Pool>, payload: Bytes, sqs: Option<aws_sdk_sqs::Client>) {
     let attempts = 1 + pool.spec.retries;
     let mut last = None;
     for attempt in 0..attempts {
         if attempt > 0 {
-            tokio::time::sleep(back_off(attempt).mul_f64(time_scale)).await;
+            tokio::time::sleep(back_off(attempt).mul_f64(pool.time_scale)).await;
         }
         pool.deliveries.fetch_add(1, Ordering::SeqCst);
         let outcome = pool.invoke(payload.clone()).await;

@@ -84,6 +84,7 @@ fn stand_in(spec: FunctionSpec, init: Option<&str>, time_scale: f64) -> StandIn 
             spec,
             binary,
             environment,
+            time_scale: None,
         }],
         &dir.path().join("logs"),
         time_scale,
