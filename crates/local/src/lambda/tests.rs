@@ -269,3 +269,52 @@ async fn an_event_can_be_delivered_twice_on_purpose_and_a_good_one_once() {
         Err(InvokeError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn an_event_that_failed_every_attempt_goes_to_its_on_failure_queue_with_why() {
+    use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlOutput;
+    use aws_sdk_sqs::operation::send_message::SendMessageOutput;
+    use aws_smithy_mocks::{mock, mock_client};
+    let url = mock!(aws_sdk_sqs::Client::get_queue_url)
+        .match_requests(|r| r.queue_name() == Some("failures"))
+        .then_output(|| {
+            GetQueueUrlOutput::builder()
+                .queue_url("https://sqs/123456789012/failures")
+                .build()
+        });
+    let sent = mock!(aws_sdk_sqs::Client::send_message)
+        .match_requests(|r| {
+            let record: serde_json::Value =
+                serde_json::from_str(r.message_body().unwrap_or_default()).unwrap();
+            r.queue_url() == Some("https://sqs/123456789012/failures")
+                && record["requestContext"]["condition"] == "RetriesExhausted"
+                && record["requestContext"]["approximateInvokeCount"] == 2
+                && record["requestPayload"]["do"] == "fail"
+                && record["responsePayload"]["errorType"] == "Boom"
+        })
+        .then_output(|| SendMessageOutput::builder().build());
+    let sqs = mock_client!(aws_sdk_sqs, [&url, &sent]);
+    let mut spec = spec(Duration::from_secs(5), 1);
+    spec.on_failure = Some(crate::template::Destination {
+        kind: "SQS".into(),
+        arn: "arn:aws:sqs:us-east-1:123456789012:failures".into(),
+    });
+    let s = stand_in(spec, None, 0.01);
+    let lambda = LocalLambda {
+        sqs: Some(sqs),
+        ..s.lambda.clone()
+    };
+    lambda
+        .invoke_event("stand-in", Bytes::from(json!({"do": "fail"}).to_string()))
+        .unwrap();
+    let started = Instant::now();
+    while sent.num_calls() == 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        lambda.stats("stand-in").deliveries,
+        2,
+        "one retry, as configured"
+    );
+    assert_eq!(sent.num_calls(), 1, "sent once to its destination");
+}
