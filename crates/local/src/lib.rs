@@ -102,13 +102,21 @@ pub fn agent_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("SLIPWAY_AGENT_BIN") {
         return PathBuf::from(path);
     }
-    let exe = std::env::current_exe().unwrap_or_default();
+    beside_this_executable(&["slipway-agent"])
+        .map(|dir| dir.join("slipway-agent"))
+        .unwrap_or_else(|| PathBuf::from("slipway-agent"))
+}
+
+/// The directory beside this executable (or its parent: test binaries live
+/// in `deps/`) that holds every one of `files`, where cargo puts a
+/// workspace's binaries.
+pub fn beside_this_executable(files: &[&str]) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
     exe.ancestors()
         .skip(1)
         .take(2)
-        .map(|d| d.join("slipway-agent"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("slipway-agent"))
+        .find(|d| files.iter().all(|f| d.join(f).is_file()))
+        .map(Path::to_path_buf)
 }
 
 /// The running platform.

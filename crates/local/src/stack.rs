@@ -203,13 +203,14 @@ pub fn functions_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SLIPWAY_FUNCTIONS_DIR") {
         return PathBuf::from(dir);
     }
-    let exe = std::env::current_exe().unwrap_or_default();
-    exe.ancestors()
-        .skip(1)
-        .take(2)
-        .find(|d| d.join("deploy").is_file() && d.join("formation").is_file())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| exe.parent().map(Path::to_path_buf).unwrap_or_default())
+    crate::beside_this_executable(&["release", "deploy", "cycle", "formation", "chat"])
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()?
+                .parent()
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_default()
 }
 
 /// Where the platform's endpoints are, for a function's sandbox.

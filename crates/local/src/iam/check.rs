@@ -163,6 +163,16 @@ fn role(principal: &Principal) -> String {
     }
 }
 
+/// What a principal's policies depend on: a function, or an instance's
+/// environment (every instance of it has the same role).
+fn policy_key(principal: &Principal) -> anyhow::Result<String> {
+    let mut principal = principal.clone();
+    if let Principal::Instance { instance, .. } = &mut principal {
+        instance.clear();
+    }
+    Ok(serde_json::to_string(&principal)?)
+}
+
 /// Evaluates every call against its principal's policies.
 pub fn evaluate(calls: &[Attributed]) -> anyhow::Result<Report> {
     evaluate_in(&crate::stack::read(crate::BUCKET, &[])?, calls)
@@ -176,16 +186,15 @@ pub fn evaluate_in(
     let mut report = Report::default();
     let mut cache: BTreeMap<String, Policies> = BTreeMap::new();
     let mut used: BTreeMap<String, BTreeSet<policy::GrantRef>> = BTreeMap::new();
-    let mut roles: BTreeMap<String, Principal> = BTreeMap::new();
+    // A role's policies, by the role's key in `cache`.
+    let mut roles: BTreeMap<String, String> = BTreeMap::new();
     for Attributed { principal, call } in calls {
-        let key = serde_json::to_string(principal)?;
+        let key = policy_key(principal)?;
         if !cache.contains_key(&key) {
             cache.insert(key.clone(), policies_in(plane, principal)?);
         }
         let policies = &cache[&key];
-        roles
-            .entry(role(principal))
-            .or_insert_with(|| principal.clone());
+        roles.entry(role(principal)).or_insert_with(|| key.clone());
         report.calls += 1;
         for check in &call.checks {
             let request = request(principal, check);
@@ -206,8 +215,8 @@ pub fn evaluate_in(
             }
         }
     }
-    for (role, principal) in roles {
-        let policies = policies_in(plane, &principal)?;
+    for (role, key) in roles {
+        let policies = &cache[&key];
         let used = used.remove(&role).unwrap_or_default();
         let unused: Vec<String> = policy::grants(&policies.identity)
             .into_iter()
