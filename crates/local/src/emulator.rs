@@ -17,6 +17,18 @@ use crate::hosts::{HOSTS_VAR, Hosts, TIME_SCALE_VAR};
 /// Where the emulator records the calls it serves.
 pub const CALLS_VAR: &str = "SLIPWAY_EMULATOR_CALLS";
 
+/// The emulator's S3 fault injection as it stands
+/// (`GET /_slipway/faults`, `scripts/slipway_emulator/faults.py`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct FaultCounts {
+    /// The fraction of S3 requests answered `503 SlowDown` (0: none).
+    pub s3_slowdown: f64,
+    /// The S3 requests the emulator has seen since the fraction was set.
+    pub s3_requests: u64,
+    /// Of those, the ones answered `SlowDown` instead of being run.
+    pub s3_injected: u64,
+}
+
 pub struct Emulator {
     pub endpoint: String,
     /// Where local instances register as managed nodes.
@@ -122,6 +134,45 @@ impl Emulator {
         sdk_config(&self.endpoint).await
     }
 
+    /// From now on, answers `fraction` (0 to 1; 0 turns it off) of S3
+    /// requests, each drawn on its own, with S3's `503 SlowDown` without
+    /// running them, as S3 does under load: for testing that the SDK's
+    /// retries ride over it. With a `seed` the same requests (in the same
+    /// order) are faulted on every run. Starts [`Emulator::s3_faults`]'
+    /// counts again; a fraction outside 0..1 is refused.
+    pub async fn set_s3_faults(&self, fraction: f64, seed: Option<u64>) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "s3_slowdown": fraction, "seed": seed });
+        let response = control_client()?
+            .post(self.faults_url())
+            .json(&body)
+            .send()
+            .await
+            .context("setting the emulator's S3 faults")?;
+        let status = response.status();
+        if !status.is_success() {
+            let answer = response.text().await.unwrap_or_default();
+            bail!("the emulator refused S3 faults of {fraction}: {status} {answer}");
+        }
+        Ok(())
+    }
+
+    /// The S3 fault fraction in force and what it has done since it was set.
+    pub async fn s3_faults(&self) -> anyhow::Result<FaultCounts> {
+        control_client()?
+            .get(self.faults_url())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .context("reading the emulator's S3 faults")?
+            .json()
+            .await
+            .context("reading the emulator's S3 faults")
+    }
+
+    fn faults_url(&self) -> String {
+        format!("{}/_slipway/faults", self.endpoint)
+    }
+
     pub async fn stop(mut self) {
         drop(self.stdin.take());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait()).await;
@@ -129,8 +180,19 @@ impl Emulator {
     }
 }
 
+/// A client for the emulator's own endpoints (`/_slipway/…`): on loopback,
+/// so never through a proxy.
+fn control_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .context("an HTTP client for the emulator")
+}
+
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(slipway_core::objects::retry_config())
         .region("us-east-1")
         .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
