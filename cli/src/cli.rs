@@ -74,12 +74,19 @@ pub enum Command {
         /// Start it and return
         #[arg(long)]
         no_follow: bool,
+        /// When another deploy or cycle holds the environment, wait in its
+        /// queue instead of being refused
+        #[arg(long)]
+        wait: bool,
     },
     /// Roll back to the previous good release (or RELEASE) and follow it
     Rollback {
         release: Option<String>,
         #[arg(long)]
         no_follow: bool,
+        /// As for deploy
+        #[arg(long)]
+        wait: bool,
     },
     /// Cancel the running deploy
     Cancel,
@@ -301,6 +308,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             strategy,
             no_rollback,
             no_follow,
+            wait,
         } => {
             let body = StartRequest {
                 release: release.as_deref().map(ReleaseId::parse).transpose()?,
@@ -309,12 +317,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                     .map(str::parse::<Strategy>)
                     .transpose()?,
                 auto_rollback: no_rollback.then_some(false),
+                queue: wait.then_some(true),
             };
             deploy::start_and_follow(&ctx, "/deploys", &body, !no_follow).await
         }
-        Command::Rollback { release, no_follow } => {
+        Command::Rollback {
+            release,
+            no_follow,
+            wait,
+        } => {
             let body = RollbackRequest {
                 release: release.as_deref().map(ReleaseId::parse).transpose()?,
+                queue: wait.then_some(true),
             };
             deploy::start_and_follow(&ctx, "/rollback", &body, !no_follow).await
         }

@@ -91,6 +91,7 @@ pub fn emulator() -> &'static Emulator {
 /// SDK config pointed at the emulator, with dummy credentials.
 pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(slipway_core::objects::retry_config())
         .region("us-east-1")
         .endpoint_url(&emulator().endpoint)
         .credentials_provider(Credentials::new(

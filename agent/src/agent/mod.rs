@@ -112,7 +112,7 @@ impl Agent {
 
     async fn aws(&self) -> &SdkConfig {
         self.aws
-            .get_or_init(|| aws_config::load_defaults(aws_config::BehaviorVersion::latest()))
+            .get_or_init(slipway_core::objects::load_aws_config)
             .await
     }
 

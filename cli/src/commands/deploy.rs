@@ -44,6 +44,14 @@ pub async fn start_and_follow(
 ) -> anyhow::Result<bool> {
     let started = start_deploy(ctx, route, body).await?;
     let record = &started.deploy;
+    if let Some(position) = record.queue_position.filter(|_| record.waiting)
+        && !ctx.json
+    {
+        println!(
+            "deploy {} waits its turn: number {position} in the environment's queue",
+            record.id
+        );
+    }
     if !follow_it {
         if !ctx.json(&started) {
             println!(
@@ -122,11 +130,26 @@ fn batch_lines(seen: &mut Seen, name: &str, batch: &Batch) {
 }
 
 /// Follows a deploy until it finishes; prints its progress when `print`.
+/// How many 5xx answers in a row following a deploy rides over.
+const FOLLOW_RETRIES: u64 = 5;
+
 pub async fn follow(ctx: &Ctx, url: &str, print: bool) -> anyhow::Result<DeployRecord> {
     let started = Instant::now();
     let mut seen = Seen::default();
+    // A poll answered 5xx (API Gateway or Lambda throttling, a cold start
+    // that failed) is tried again: the deploy goes on regardless.
+    let mut errors = 0;
     loop {
-        let record: DeployRecord = ctx.client.get(url).await?;
+        let record: DeployRecord = match ctx.client.get(url).await {
+            Ok(record) => record,
+            Err(e) if e.status().is_some_and(|s| s >= 500) && errors < FOLLOW_RETRIES => {
+                errors += 1;
+                tokio::time::sleep(Duration::from_secs(errors)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        errors = 0;
         if print {
             invocation_lines(&mut seen, "release phase", &record.release_phase);
             for batch in &record.batches {
@@ -193,7 +216,10 @@ pub async fn list(ctx: &Ctx, limit: usize) -> anyhow::Result<bool> {
         .map(|d| {
             vec![
                 d.id.to_string(),
-                word(&d.status),
+                match d.queue_position.filter(|_| d.waiting) {
+                    Some(position) => format!("waiting (#{position})"),
+                    None => word(&d.status),
+                },
                 format!("{} → {}", opt(d.from), d.to),
                 d.strategy.to_string(),
                 d.user.clone(),

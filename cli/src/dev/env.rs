@@ -17,14 +17,36 @@ pub async fn create_stack(
     bucket: &str,
     desired: u32,
 ) -> anyhow::Result<()> {
+    create_stack_sized(
+        config,
+        template,
+        env,
+        bucket,
+        0,
+        desired.max(1) * 3,
+        desired,
+    )
+    .await
+}
+
+/// [`create_stack`] with the group's sizes as given.
+pub async fn create_stack_sized(
+    config: &SdkConfig,
+    template: &str,
+    env: &EnvRef,
+    bucket: &str,
+    min: u32,
+    max: u32,
+    desired: u32,
+) -> anyhow::Result<()> {
     let plane = ControlPlane {
         bucket: bucket.to_owned(),
         role_arn: None,
         boundary_arn: None,
     };
     let settings = StackSettings {
-        min: Some(0),
-        max: Some(desired.max(1) * 3),
+        min: Some(min),
+        max: Some(max),
         desired: Some(desired),
         ..StackSettings::default()
     };

@@ -12,4 +12,5 @@ mod envs;
 mod lambda;
 mod logs;
 mod production_path;
+mod reliability;
 mod support;

@@ -147,53 +147,27 @@ async fn a_deploy_on_ship_dev_is_a_run_command_of_the_real_document_on_each_inst
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_one_at_a_time_deploy_of_four_instances_fails_no_request_through_the_load_balancer() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
-
     let work = tempfile::tempdir().unwrap();
     let platform = platform(work.path()).await;
     let env = EnvRef::parse("hello", "lb").unwrap();
     let (_, address) = serving_r1(&platform, &env, 4).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let looping = {
-        let (stop, address) = (stop.clone(), address.clone());
-        tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut answers: Vec<Result<(u16, String), String>> = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                let answer = match client.get(&address).send().await {
-                    Ok(r) => Ok((r.status().as_u16(), r.text().await.unwrap_or_default())),
-                    Err(e) => Err(e.to_string()),
-                };
-                answers.push(answer);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            answers
-        })
-    };
+    let requests = RequestLoop::start(&address);
     ship_ok(&platform, &env, &["config", "set", "GREETING=Again"]);
     ship_ok(&platform, &env, &["deploy"]);
-    stop.store(true, Ordering::SeqCst);
-    let answers = looping.await.unwrap();
+    let answers = requests.stop().await;
     platform
         .stop()
         .await
         .expect("the templates allow every call the platform made");
 
-    let failed: Vec<_> = answers
-        .iter()
-        .filter(|a| !matches!(a, Ok((200, _))))
-        .collect();
-    assert!(answers.len() > 50, "only {} requests", answers.len());
     assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        answers.len(),
-        &failed[..failed.len().min(5)]
+        answers.all.len() > 50,
+        "only {} requests",
+        answers.all.len()
     );
+    answers.assert_none_failed("a one-at-a-time deploy");
+    let answers = answers.all;
     let last = answers.last().unwrap().as_ref().unwrap();
     assert!(last.1.contains("r2"), "{}", last.1);
 }

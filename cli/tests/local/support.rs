@@ -73,6 +73,140 @@ pub async fn booted_environment(
     }
 }
 
+/// `env` created with the group's sizes as given, its instances booted.
+pub async fn booted_sized(
+    platform: &Platform,
+    env: &slipway_core::names::EnvRef,
+    min: u32,
+    max: u32,
+    desired: u32,
+) {
+    ship::dev::env::create_stack_sized(
+        &platform.config,
+        ship::commands::envs::TEMPLATE,
+        env,
+        &platform.bucket,
+        min,
+        max,
+        desired,
+    )
+    .await
+    .unwrap();
+    let booted = std::time::Instant::now();
+    while platform.fleet.instances.lock().unwrap().len() < desired as usize {
+        assert!(
+            booted.elapsed() < Duration::from_secs(30),
+            "the local fleet boots"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Requests through the load balancer's local address, one every 20 ms,
+/// until stopped: each answer's status and body, or the error.
+pub struct RequestLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Result<(u16, String), String>>>,
+}
+
+/// What a request loop saw.
+#[derive(Debug)]
+pub struct Answers {
+    pub all: Vec<Result<(u16, String), String>>,
+}
+
+impl Answers {
+    pub fn failed(&self) -> Vec<&Result<(u16, String), String>> {
+        self.all
+            .iter()
+            .filter(|a| !matches!(a, Ok((200, _))))
+            .collect()
+    }
+
+    /// Asserts that many requests were made and none failed.
+    pub fn assert_none_failed(&self, what: &str) {
+        let failed = self.failed();
+        assert!(
+            self.all.len() > 20,
+            "{what}: only {} requests",
+            self.all.len()
+        );
+        assert!(
+            failed.is_empty(),
+            "{what}: {} of {} requests failed: {:?}",
+            failed.len(),
+            self.all.len(),
+            &failed[..failed.len().min(5)]
+        );
+    }
+}
+
+impl RequestLoop {
+    pub fn start(address: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, address) = (stop.clone(), address.to_owned());
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let mut answers = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                let answer = match client.get(&address).send().await {
+                    Ok(r) => Ok((r.status().as_u16(), r.text().await.unwrap_or_default())),
+                    Err(e) => Err(e.to_string()),
+                };
+                answers.push(answer);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answers
+        });
+        Self { stop, task }
+    }
+
+    pub async fn stop(self) -> Answers {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        Answers {
+            all: self.task.await.unwrap(),
+        }
+    }
+}
+
+/// The load balancer's local address for `env`.
+pub async fn load_balancer(platform: &Platform, env: &slipway_core::names::EnvRef) -> String {
+    let formation = platform.fleet.aws.formation(env).await.unwrap();
+    format!("http://{}/", formation.load_balancers[0].dns_name)
+}
+
+/// Waits until every InService instance of `env` is healthy and the load
+/// balancer answers 200.
+pub async fn serving(platform: &Platform, env: &slipway_core::names::EnvRef) -> String {
+    use slipway_control::fleet::Fleet;
+    let ids = platform.fleet.aws.in_service(env).await.unwrap();
+    let unhealthy = platform
+        .fleet
+        .aws
+        .wait_healthy(env, &ids, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(unhealthy.is_empty(), "never healthy: {unhealthy:?}");
+    let address = load_balancer(platform, env).await;
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(&address).await
+            && r.status() == 200
+        {
+            return address;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{address} never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The environment variables that point `ship` at `platform`.
 pub fn credentials(platform: &Platform) -> [(&'static str, String); 3] {
     [

@@ -151,19 +151,22 @@ async fn auto_deploy(
         user: uploader.to_owned(),
         ..StartDeploy::default()
     };
-    let (record, held) = match deploys.start(env, request, chrono::Utc::now()).await {
-        Ok(started) => started,
+    let record = match deploys
+        .begin(env, request, None, chrono::Utc::now(), launcher)
+        .await
+    {
+        Ok(begun) => begun.record,
         Err(e @ DeployError::Locked(_)) => {
             tracing::warn!(env = %env, %release, error = %e, "auto-deploy skipped");
             return Some(format!("not started: {e}"));
+        }
+        Err(DeployError::NotLaunched(_)) => {
+            return Some("not started: the rollout could not be launched".into());
         }
         Err(e) => {
             tracing::error!(env = %env, %release, error = %chain(&e), "auto-deploy failed");
             return Some("not started: the deploy could not be queued".into());
         }
-    };
-    let Ok(record) = deploys.launch(env, record, &held, launcher).await else {
-        return Some("not started: the rollout could not be launched".into());
     };
     tracing::info!(env = %env, deploy = %record.id, %release, "auto-deploy started");
     Some(record.id.to_string())

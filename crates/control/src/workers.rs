@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::cycle::{CycleError, CycleOptions, CycleRecord, Cycles, run_queued_cycle};
 use crate::fleet::{Fleet, GroupControl};
 use crate::jobs::Launcher;
+use crate::reconcile::{FailedInvocations, Reconciled, Reconciler};
 use crate::rollout::{DeployError, DeployRecord, Deploys, Options, run_queued};
 use crate::runner::Runners;
 use slipway_core::ids::{JobId, JobKind};
@@ -34,6 +35,10 @@ pub enum WorkerError {
     Cycle(#[from] CycleError),
     #[error("this worker runs {expected} jobs, not {got}")]
     WrongKind { expected: JobKind, got: JobKind },
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconcile::ReconcileError),
+    #[error("no launcher to start fresh workers with")]
+    NoLauncher,
 }
 
 /// Runs one launched job to its end, or until it hands over.
@@ -45,6 +50,33 @@ pub trait Worker: Send + Sync + 'static {
         job: JobId,
         time_left: Option<Duration>,
     ) -> BoxFuture<'_, Result<JobDone, WorkerError>>;
+
+    /// One round of the reconciler over this worker's kind of jobs.
+    fn reconcile(&self) -> BoxFuture<'_, Result<Vec<Reconciled>, WorkerError>>;
+}
+
+/// How often a worker beats: AWS's pace, or eight polls (the local
+/// platform's).
+fn heartbeat(poll: Option<Duration>) -> Duration {
+    poll.map_or(crate::jobs::HEARTBEAT, |p| p * 8)
+}
+
+fn reconciler<F: Fleet + Clone>(
+    deploys: Deploys,
+    fleet: &F,
+    next: &Option<Arc<dyn Launcher>>,
+    kind: JobKind,
+    poll: Option<Duration>,
+    failures: &Option<Arc<dyn FailedInvocations>>,
+) -> Result<Reconciler<F>, WorkerError> {
+    Ok(Reconciler {
+        deploys,
+        fleet: fleet.clone(),
+        launcher: next.clone().ok_or(WorkerError::NoLauncher)?,
+        kind,
+        heartbeat: heartbeat(poll),
+        failures: failures.clone(),
+    })
 }
 
 fn wrong_kind(expected: JobKind, job: &JobId) -> WorkerError {
@@ -70,9 +102,11 @@ pub struct DeployWorker<F, M> {
     pub bucket: String,
     /// Starts the worker that takes over when this one's time runs out.
     pub next: Option<Arc<dyn Launcher>>,
-    /// How often a running batch looks for a cancel request, if not the
-    /// engine's default.
-    pub cancel_poll: Option<Duration>,
+    /// How often a running batch looks at commands, the group and cancel
+    /// requests, if not the engine's default (the local platform's pace).
+    pub poll: Option<Duration>,
+    /// Where Lambda puts the invocations it gave up on.
+    pub failures: Option<Arc<dyn FailedInvocations>>,
 }
 
 impl<F: Fleet + Send + Sync + 'static, M: Runners> DeployWorker<F, M> {
@@ -87,8 +121,8 @@ impl<F: Fleet + Send + Sync + 'static, M: Runners> DeployWorker<F, M> {
         let manifest = self.deploys.store.release(env, record.to).await?;
         let mut options = Options::from_settings(&settings, manifest.procfile.release().is_some())
             .within(time_left);
-        if let Some(poll) = self.cancel_poll {
-            options.cancel_poll = poll;
+        if let Some(poll) = self.poll {
+            options = options.polling(poll);
         }
         let runner = self.runners.for_deploy(env, id);
         let url = |r| release_url(&self.bucket, env, r);
@@ -106,7 +140,7 @@ impl<F: Fleet + Send + Sync + 'static, M: Runners> DeployWorker<F, M> {
     }
 }
 
-impl<F: Fleet + Send + Sync + 'static, M: Runners> Worker for DeployWorker<F, M> {
+impl<F: Fleet + Clone + Send + Sync + 'static, M: Runners> Worker for DeployWorker<F, M> {
     fn kind(&self) -> JobKind {
         JobKind::Deploy
     }
@@ -126,6 +160,20 @@ impl<F: Fleet + Send + Sync + 'static, M: Runners> Worker for DeployWorker<F, M>
             Ok(done(id, &record.status))
         })
     }
+
+    fn reconcile(&self) -> BoxFuture<'_, Result<Vec<Reconciled>, WorkerError>> {
+        Box::pin(async move {
+            let reconciler = reconciler(
+                self.deploys.clone(),
+                &self.fleet,
+                &self.next,
+                JobKind::Deploy,
+                self.poll,
+                &self.failures,
+            )?;
+            Ok(reconciler.run(chrono::Utc::now()).await?)
+        })
+    }
 }
 
 /// The health-gated cycle of every instance.
@@ -136,6 +184,8 @@ pub struct CycleWorker<F> {
     /// How often a step looks at the group, when not the settings' pace
     /// (the local platform's instances come up within seconds).
     pub poll: Option<Duration>,
+    /// Where Lambda puts the invocations it gave up on.
+    pub failures: Option<Arc<dyn FailedInvocations>>,
 }
 
 impl<F: Fleet + GroupControl + Send + Sync + 'static> CycleWorker<F> {
@@ -164,7 +214,7 @@ impl<F: Fleet + GroupControl + Send + Sync + 'static> CycleWorker<F> {
     }
 }
 
-impl<F: Fleet + GroupControl + Send + Sync + 'static> Worker for CycleWorker<F> {
+impl<F: Fleet + GroupControl + Clone + Send + Sync + 'static> Worker for CycleWorker<F> {
     fn kind(&self) -> JobKind {
         JobKind::Cycle
     }
@@ -182,6 +232,20 @@ impl<F: Fleet + GroupControl + Send + Sync + 'static> Worker for CycleWorker<F> 
             let record = self.run_cycle(&env, id, time_left).await?;
             tracing::info!(cycle = %id, status = ?record.status, "the cycle worker stopped");
             Ok(done(id, &record.status))
+        })
+    }
+
+    fn reconcile(&self) -> BoxFuture<'_, Result<Vec<Reconciled>, WorkerError>> {
+        Box::pin(async move {
+            let reconciler = reconciler(
+                Deploys::new(self.cycles.store.clone()),
+                &self.fleet,
+                &self.next,
+                JobKind::Cycle,
+                self.poll,
+                &self.failures,
+            )?;
+            Ok(reconciler.run(chrono::Utc::now()).await?)
         })
     }
 }

@@ -59,7 +59,49 @@ pub struct EnvSettings {
     /// the instances forward the app's lines to, besides CloudWatch Logs.
     /// Whoever has it can write there: shown only as `host:…`.
     pub syslog: Option<String>,
+    /// How a batch changes instances: out of service then back (standby),
+    /// or new instances first (surge); `auto` surges where standby would
+    /// break the group's minimum size or the minimum healthy share.
+    pub surge: SurgeMode,
+    /// What the reconciler does with a deploy whose worker died: go on
+    /// from the last finished step, or roll back.
+    pub on_worker_lost: OnWorkerLost,
+    /// A deploy or cycle asked for while another holds the environment
+    /// waits its turn (first in, first out) instead of being refused.
+    pub queue: bool,
+    /// With `queue`, a newly queued deploy replaces the deploys still
+    /// waiting (only the latest release matters).
+    pub latest_wins: bool,
 }
+
+/// How a deploy's batches replace instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SurgeMode {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// What becomes of a deploy whose worker is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnWorkerLost {
+    #[default]
+    Continue,
+    RollBack,
+}
+
+/// The longest a worker runs: Lambda's limit, the deploy and cycle
+/// functions' `Timeout` in `infra/template.yaml` (a test keeps them equal).
+pub const WORKER_LIMIT_SECS: u64 = 900;
+/// What a worker keeps aside from its limit beyond one whole batch: to
+/// save the record and hand over.
+pub const WORKER_MARGIN_SECS: u64 = 60;
+/// What the agent may take besides build and health: fetching, extracting,
+/// starting.
+pub const AGENT_OVERHEAD_SECS: u64 = 120;
 
 impl Default for EnvSettings {
     fn default() -> Self {
@@ -67,17 +109,21 @@ impl Default for EnvSettings {
             port: 8000,
             health_path: "/health".into(),
             health_timeout_secs: 60,
-            build_timeout_secs: 600,
+            build_timeout_secs: 540,
             stop_grace_secs: 10,
             processes: BTreeMap::new(),
             releases_kept: 5,
             strategy: Strategy::OneAtATime,
             min_healthy_percent: 50,
             auto_rollback: true,
-            lb_health_timeout_secs: 300,
+            lb_health_timeout_secs: 120,
             auto_deploy: false,
             notify_url: None,
             syslog: None,
+            surge: SurgeMode::Auto,
+            on_worker_lost: OnWorkerLost::Continue,
+            queue: false,
+            latest_wins: false,
         }
     }
 }
@@ -159,6 +205,15 @@ impl EnvSettings {
             crate::syslog::SyslogDestination::parse(destination)
                 .map_err(|e| EnvSettingsError::Invalid(e.to_string()))?;
         }
+        let batch = self.batch_secs();
+        if batch + WORKER_MARGIN_SECS > WORKER_LIMIT_SECS {
+            return bad(format!(
+                "one batch may take {batch} s (build_timeout_secs + health_timeout_secs + {AGENT_OVERHEAD_SECS} on the instance, then lb_health_timeout_secs), which with {WORKER_MARGIN_SECS} s to spare must fit in a worker's {WORKER_LIMIT_SECS} s: lower one of them"
+            ));
+        }
+        if self.latest_wins && !self.queue {
+            return bad("latest_wins needs queue".into());
+        }
         if self.releases_kept < 2 {
             return bad("releases_kept must be at least 2 (current and previous)".into());
         }
@@ -186,6 +241,16 @@ impl EnvSettings {
                 .map(crate::syslog::SyslogDestination::redacted),
             ..self.clone()
         }
+    }
+
+    /// The longest the agent may take on one instance.
+    pub fn agent_secs(&self) -> u64 {
+        self.build_timeout_secs + self.health_timeout_secs + AGENT_OVERHEAD_SECS
+    }
+
+    /// The longest one batch may take: the agent, then the load balancer.
+    pub fn batch_secs(&self) -> u64 {
+        self.agent_secs() + self.lb_health_timeout_secs
     }
 
     /// How many processes of `process_type` run on one instance.
@@ -250,6 +315,13 @@ mod tests {
             (r#"{"health_path": "/a b"}"#, "health_path"),
             (r#"{"health_timeout_secs": 0}"#, "health_timeout_secs"),
             (r#"{"releases_kept": 1}"#, "releases_kept"),
+            (r#"{"build_timeout_secs": 700}"#, "must fit in a worker"),
+            (
+                r#"{"lb_health_timeout_secs": 700, "build_timeout_secs": 60}"#,
+                "lower one of them",
+            ),
+            (r#"{"latest_wins": true}"#, "latest_wins needs queue"),
+            (r#"{"surge": "sometimes"}"#, "not valid"),
             (r#"{"processes": {"web": 2}}"#, "web runs once"),
             (r#"{"processes": {"worker": 1000}}"#, "processes.worker"),
             (r#"{"strategy": "fast"}"#, "strategy"),

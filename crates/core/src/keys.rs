@@ -92,6 +92,17 @@ pub fn deploy_key(env: &EnvRef, id: &DeployId) -> String {
     format!("{}{id}.json", deploys_prefix(env))
 }
 
+/// `<app>/<env>/queue/`: one empty `<deploy id>` object per deploy waiting
+/// for the environment, first in first out (ids sort by creation).
+pub fn queue_prefix(env: &EnvRef) -> String {
+    format!("{}queue/", env.prefix())
+}
+
+/// `<app>/<env>/queue/<id>`.
+pub fn queue_key(env: &EnvRef, id: &DeployId) -> String {
+    format!("{}{id}", queue_prefix(env))
+}
+
 /// `<app>/<env>/deploys/<id>/cancel`: asks a running deploy to stop.
 pub fn deploy_cancel_key(env: &EnvRef, id: &DeployId) -> String {
     format!("{}{id}/cancel", deploys_prefix(env))

@@ -384,6 +384,28 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'.')
     .remove(b'~');
 
+/// How every Slipway binary's AWS clients retry: the SDK's standard mode
+/// (exponential back-off with full jitter, a retry quota that successes
+/// refill) for S3's `503 SlowDown`, throttling, 5xx and timeouts, with
+/// more attempts than its default three, so a burst of throttling delays a
+/// step and does not fail it (at a 20% error rate, eight attempts fail
+/// one call in 400,000). A call that keeps failing fails its step.
+pub fn retry_config() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(8)
+        .with_initial_backoff(std::time::Duration::from_millis(200))
+        .with_max_backoff(std::time::Duration::from_secs(10))
+}
+
+/// The AWS configuration every Slipway binary loads: the environment's
+/// (region, credentials, `AWS_ENDPOINT_URL`), with [`retry_config`].
+pub async fn load_aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(retry_config())
+        .load()
+        .await
+}
+
 /// The S3 client every Slipway binary uses. When an endpoint is
 /// overridden (the emulator), S3 uses path-style addressing because the
 /// emulator has no per-bucket hostnames.

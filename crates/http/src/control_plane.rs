@@ -23,6 +23,7 @@ use crate::auth::{USERS_MAX_AGE, UserSource, UsersError};
 use crate::chat::{Chat, ChatSettings};
 use slipway_control::aws::fleet::AwsFleet;
 use slipway_control::aws::lambda::{DEPLOY_FUNCTION_VAR, LambdaLauncher};
+use slipway_control::aws::sqs::{FAILURE_QUEUE_VAR, FailureQueue};
 use slipway_control::aws::ssm::{Polling, SsmRunners};
 use slipway_control::cycle::Cycles;
 use slipway_control::fleet::ControlFleet;
@@ -88,8 +89,14 @@ impl Function {
                 "SLIPWAY_USERS_PARAM",
                 "RUST_LOG",
                 DEPLOY_DOCUMENT_VAR,
+                FAILURE_QUEUE_VAR,
             ],
-            Function::Cycle => &["SLIPWAY_BUCKET", "SLIPWAY_USERS_PARAM", "RUST_LOG"],
+            Function::Cycle => &[
+                "SLIPWAY_BUCKET",
+                "SLIPWAY_USERS_PARAM",
+                "RUST_LOG",
+                FAILURE_QUEUE_VAR,
+            ],
             Function::Formation => &[
                 "SLIPWAY_BUCKET",
                 "SLIPWAY_USERS_PARAM",
@@ -463,18 +470,32 @@ pub fn deploy_worker_on_aws(
         },
         bucket,
         next: plane.deploys.clone(),
-        cancel_poll: plane.poll,
+        poll: plane.poll,
+        failures: failure_queue(aws),
     }
+}
+
+/// The function's on-failure queue (`SLIPWAY_FAILURE_QUEUE`, checked
+/// present at start), which its reconciler drains.
+fn failure_queue(
+    aws: &SdkConfig,
+) -> Option<Arc<dyn slipway_control::reconcile::FailedInvocations>> {
+    let url = std::env::var(FAILURE_QUEUE_VAR).ok()?;
+    Some(Arc::new(FailureQueue::new(aws, url)))
 }
 
 /// The cycle function's worker, handing over to a fresh invocation of this
 /// function.
-pub fn cycle_worker_on_aws(plane: &ControlPlane<AwsFleet>) -> CycleWorker<AwsFleet> {
+pub fn cycle_worker_on_aws(
+    aws: &SdkConfig,
+    plane: &ControlPlane<AwsFleet>,
+) -> CycleWorker<AwsFleet> {
     CycleWorker {
         cycles: Cycles::new(plane.store.clone()),
         fleet: plane.fleet.clone(),
         next: plane.cycles.clone(),
         poll: plane.poll,
+        failures: failure_queue(aws),
     }
 }
 

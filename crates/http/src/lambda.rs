@@ -99,13 +99,18 @@ pub fn time_left(context: &lambda_runtime::Context) -> Option<std::time::Duratio
 
 /// The handler of a function that launches itself: its own `run-deploy`
 /// (or `run-cycle`) events go to the worker, with the time the invocation
-/// has left; everything else is HTTP.
+/// has left; the schedule's `reconcile` event to the reconciler;
+/// everything else is HTTP.
 pub async fn worker_handler(
     router: Router,
     worker: std::sync::Arc<dyn slipway_control::workers::Worker>,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
     let LambdaEvent { payload, context } = event;
+    if slipway_control::reconcile::is_reconcile_event(&payload) {
+        let done = worker.reconcile().await?;
+        return Ok(json!({ "reconciled": done }));
+    }
     match slipway_control::jobs::RunJob::parse(worker.kind(), &payload) {
         Some(Ok((env, job))) => {
             let done = worker.run(env, job, time_left(&context)).await?;

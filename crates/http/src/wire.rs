@@ -122,6 +122,10 @@ pub struct StartRequest {
     pub strategy: Option<Strategy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_rollback: Option<bool>,
+    /// Wait in the environment's queue when another job holds it (else
+    /// the settings' `queue` decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<bool>,
 }
 
 /// `POST …/rollback`: to `release`, or the previous good one.
@@ -130,6 +134,9 @@ pub struct StartRequest {
 pub struct RollbackRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ReleaseId>,
+    /// As for a deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<bool>,
 }
 
 /// 202 to a deploy or rollback: it is queued and its worker launched.

@@ -215,6 +215,7 @@ impl Platform {
         let config = emulator.sdk_config().await;
         let template = stack::read(BUCKET, &options.slack_users)?;
         let queues = stack::bucket_with_notifications(&config, BUCKET, &template).await?;
+        stack::queues(&config, &template).await?;
 
         let password = uuid::Uuid::new_v4().simple().to_string();
         let users = format!("{USER}:{}\n", slipway_http::auth::hash_password(&password));
@@ -290,6 +291,23 @@ impl Platform {
                 tracing::error!(error = %e, "the API Gateway stopped");
             }
         }));
+        // EventBridge schedules (the reconcilers' every minute), at the
+        // platform's time scale.
+        for function in &template.functions {
+            for schedule in &function.schedules {
+                let (lambda, name) = (lambda.clone(), function.name.clone());
+                let every = schedule.every.mul_f64(options.time_scale);
+                let input = axum::body::Bytes::from(schedule.input.to_string());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if let Err(e) = lambda.invoke_event(&name, input.clone()) {
+                            tracing::warn!(function = %name, error = %e, "could not invoke a scheduled event");
+                        }
+                    }
+                }));
+            }
+        }
         for (queue, function) in queues {
             tasks.push(tokio::spawn(poll_events(
                 aws_sdk_sqs::Client::new(&config),
@@ -362,6 +380,11 @@ impl Platform {
 
     pub fn endpoint(&self) -> &str {
         &self.emulator.endpoint
+    }
+
+    /// The emulator, for what tests do to it (fault injection).
+    pub fn emulator(&self) -> &Emulator {
+        &self.emulator
     }
 
     /// Stops everything it started (the fleet's processes, the tasks, the

@@ -160,6 +160,36 @@ pub async fn bucket_with_notifications(
     Ok(queues)
 }
 
+/// The template's queues (`AWS::SQS::Queue`), named as the template
+/// resolves them (the functions' on-failure destinations).
+pub async fn queues(config: &SdkConfig, template: &ControlPlaneTemplate) -> anyhow::Result<()> {
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let resources = template
+        .template
+        .get("Resources")
+        .and_then(|r| r.as_object())
+        .cloned()
+        .unwrap_or_default();
+    for (id, resource) in resources {
+        if resource.get("Type").and_then(|t| t.as_str()) != Some("AWS::SQS::Queue") {
+            continue;
+        }
+        let name = template
+            .resolver
+            .attributes
+            .get(&(id.clone(), "QueueName".to_owned()))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("the queue {id} has no name"))?;
+        sqs.create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .with_context(|| format!("creating the queue {name}"))?;
+    }
+    Ok(())
+}
+
 /// A SecureString parameter, as the operator creates it before the stack.
 pub async fn secure_parameter(config: &SdkConfig, name: &str, value: &str) -> anyhow::Result<()> {
     slipway_control::aws::ssm_client(config)

@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     slipway_http::telemetry::init();
     let aws = slipway_control::aws::load_config().await;
     let plane = ControlPlane::on_aws(&aws, Function::Cycle).await?;
-    let worker = Arc::new(cycle_worker_on_aws(&plane));
+    let worker = Arc::new(cycle_worker_on_aws(&aws, &plane));
     let router = plane.router(&[Function::Cycle]);
     lambda_runtime::run(service_fn(move |event| {
         slipway_http::lambda::worker_handler(router.clone(), worker.clone(), event)

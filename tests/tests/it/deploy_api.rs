@@ -430,6 +430,15 @@ impl slipway_control::workers::Worker for SeenWorker {
             })
         })
     }
+    fn reconcile(
+        &self,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<Vec<slipway_control::reconcile::Reconciled>, slipway_control::workers::WorkerError>,
+    > {
+        *self.0.lock().unwrap() = Some("reconcile".into());
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 #[tokio::test]
@@ -451,6 +460,17 @@ async fn the_worker_handler_sends_its_own_events_to_the_worker_and_the_rest_to_t
         worker.0.lock().unwrap().as_deref(),
         Some("hello/prod d1-abc")
     );
+
+    // The schedule's event goes to the reconciler.
+    let out = slipway_http::lambda::worker_handler(
+        router.clone(),
+        worker.clone(),
+        lambda_runtime::LambdaEvent::new(json!({"slipway": "reconcile"}), Default::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({"reconciled": []}));
+    assert_eq!(worker.0.lock().unwrap().as_deref(), Some("reconcile"));
 
     // A cycle's event is not this worker's: it is an HTTP request like any
     // other payload, and without API Gateway's shape it fails to parse.

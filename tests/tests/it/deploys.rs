@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use slipway_control::fleet::{Fleet, FleetError, InstanceId};
+use slipway_control::fleet::{Fleet, FleetError, InstanceId, Member, Sizes};
 use slipway_control::rollout::{DeployError, Deploys, Options, StartDeploy, run_queued};
 use slipway_control::runner::{AgentCommand, Invocation, RunStatus, Runner, RunnerError};
 use slipway_control::store::UploadOutcome;
@@ -46,6 +46,16 @@ fn start(user: &str) -> StartDeploy {
     }
 }
 
+/// The engine's options for these tests: a minute for everything, polls
+/// every 20 ms.
+fn options(release_phase: bool) -> Options {
+    let mut options = Options::from_settings(&Default::default(), release_phase)
+        .polling(Duration::from_millis(20));
+    options.agent_timeout = Duration::from_secs(60);
+    options.health_timeout = Duration::from_secs(60);
+    options
+}
+
 struct Healthy(Vec<InstanceId>);
 
 impl Fleet for Healthy {
@@ -66,6 +76,36 @@ impl Fleet for Healthy {
     ) -> Result<Vec<InstanceId>, FleetError> {
         Ok(Vec::new())
     }
+    async fn capacity(&self, _: &EnvRef) -> Result<Sizes, FleetError> {
+        Ok(Sizes {
+            min: 0,
+            max: 10,
+            desired: self.0.len() as i32,
+        })
+    }
+    async fn group_members(&self, _: &EnvRef) -> Result<Vec<Member>, FleetError> {
+        Ok(self
+            .0
+            .iter()
+            .map(|i| Member {
+                id: i.clone(),
+                lifecycle: "InService".into(),
+                release: None,
+            })
+            .collect())
+    }
+    async fn suspend(&self, _: &EnvRef, p: &[&str]) -> Result<Vec<String>, FleetError> {
+        Ok(p.iter().map(|p| (*p).to_owned()).collect())
+    }
+    async fn resume(&self, _: &EnvRef, _: &[String]) -> Result<(), FleetError> {
+        Ok(())
+    }
+    async fn set_capacity(&self, _: &EnvRef, _: i32, _: i32) -> Result<(), FleetError> {
+        unreachable!("these deploys never surge")
+    }
+    async fn retire(&self, _: &EnvRef, _: &[InstanceId]) -> Result<(), FleetError> {
+        unreachable!("these deploys never surge")
+    }
 }
 
 struct Agents {
@@ -79,6 +119,7 @@ impl Runner for Agents {
         _: &AgentCommand,
         _: Duration,
         _: slipway_control::runner::Cancel<'_>,
+        _: &slipway_control::runner::Gone,
     ) -> Result<Vec<Invocation>, RunnerError> {
         Ok(targets
             .iter()
@@ -104,13 +145,7 @@ async fn run(d: &Deploys, id: &DeployId, fail: bool) -> slipway_control::rollout
         InstanceId::parse("i-2").unwrap(),
     ]);
     let url = |id: ReleaseId| format!("s3://bucket/hello/prod/releases/{id}");
-    let options = Options {
-        release_phase: false,
-        agent_timeout: Duration::from_secs(60),
-        health_timeout: Duration::from_secs(60),
-        cancel_poll: Duration::from_millis(20),
-        budget: Duration::MAX,
-    };
+    let options = options(false);
     let done = run_queued(
         d,
         &env(),
@@ -286,6 +321,7 @@ impl Runner for Stuck {
         _: &AgentCommand,
         _: Duration,
         cancel: slipway_control::runner::Cancel<'_>,
+        _: &slipway_control::runner::Gone,
     ) -> Result<Vec<Invocation>, RunnerError> {
         cancel.await;
         Ok(targets
@@ -310,13 +346,7 @@ async fn a_cancel_through_the_store_stops_the_running_batch() {
     let (record, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
     let fleet = Healthy(vec![InstanceId::parse("i-1").unwrap()]);
     let url = |id: ReleaseId| format!("s3://bucket/hello/prod/releases/{id}");
-    let options = Options {
-        release_phase: false,
-        agent_timeout: Duration::from_secs(60),
-        health_timeout: Duration::from_secs(60),
-        cancel_poll: Duration::from_millis(20),
-        budget: Duration::MAX,
-    };
+    let options = options(false);
     let canceller = {
         let (d, id) = (d.clone(), record.id.clone());
         tokio::spawn(async move {
@@ -369,13 +399,8 @@ async fn a_deploy_longer_than_one_worker_is_handed_over_through_the_store_and_fi
         InstanceId::parse("i-3").unwrap(),
     ]);
     let url = |id: ReleaseId| format!("s3://bucket/hello/prod/releases/{id}");
-    let options = Options {
-        release_phase: false,
-        agent_timeout: Duration::from_secs(60),
-        health_timeout: Duration::from_secs(60),
-        cancel_poll: Duration::from_millis(20),
-        budget: Duration::ZERO,
-    };
+    let mut options = options(false);
+    options.budget = Duration::ZERO;
     let relay = std::sync::Arc::new(Relay::default());
 
     let mut done = None;
@@ -469,4 +494,63 @@ async fn a_deploy_one_worker_claimed_is_not_claimed_by_a_second_delivery_of_its_
         panic!("a second worker claimed a deploy the first runs");
     };
     assert_eq!(seen.workers, 1);
+}
+
+#[tokio::test]
+async fn the_reconciler_hands_a_deploy_whose_worker_went_silent_to_a_fresh_one_and_leaves_live_ones_alone()
+ {
+    use slipway_control::reconcile::Reconciler;
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let (mut record, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    let relay = std::sync::Arc::new(Relay::default());
+    let reconciler = Reconciler {
+        deploys: d.clone(),
+        fleet: Healthy(vec![InstanceId::parse("i-1").unwrap()]),
+        launcher: relay.clone(),
+        kind: slipway_core::ids::JobKind::Deploy,
+        heartbeat: Duration::from_secs(30),
+        failures: None,
+    };
+    // A worker that beat a moment ago is alive.
+    record.status = DeployStatus::Running;
+    record.workers = 1;
+    record.heartbeat_at = Some(Utc::now());
+    record.plan = vec![vec![InstanceId::parse("i-1").unwrap()]];
+    let key = slipway_core::keys::deploy_key(&env(), &record.id);
+    let put = |r: &slipway_control::rollout::DeployRecord| {
+        let objects = d.objects.clone();
+        let (key, body) = (key.clone(), serde_json::to_vec(r).unwrap());
+        async move {
+            objects
+                .put(
+                    &key,
+                    body,
+                    "application/json",
+                    slipway_core::objects::Write::Always,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    put(&record).await;
+    assert!(reconciler.run(Utc::now()).await.unwrap().is_empty());
+    assert_eq!(relay.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Silent for five heartbeats: dead.
+    record.heartbeat_at = Some(Utc::now() - chrono::Duration::seconds(150));
+    put(&record).await;
+    let done = reconciler.run(Utc::now()).await.unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(
+        done[0].action.contains("launched a fresh worker"),
+        "{done:?}"
+    );
+    assert_eq!(relay.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let after = d.get(&env(), &record.id).await.unwrap();
+    assert!(after.handed_off, "the fresh worker can claim it");
+    assert!(after.notes.iter().any(|n| n.starts_with("the reconciler:")));
+    // Its heartbeat is fresh again: the next round leaves it to the new worker.
+    assert!(reconciler.run(Utc::now()).await.unwrap().is_empty());
 }

@@ -146,6 +146,7 @@ async fn a_deploy_runs_the_real_document_and_agent_on_each_instance_with_its_exi
             },
             Duration::from_secs(120),
             futures::future::pending().boxed(),
+            &Default::default(),
         )
         .await
         .unwrap();
@@ -267,11 +268,13 @@ async fn a_node_that_lost_its_connection_is_delayed_then_runs_when_back_or_times
     };
     // 30 s to deliver (SSM's least), 1.5 s in the emulator's time.
     let both = [late.clone(), lost.clone()];
+    let gone = Default::default();
     let run = runner.run(
         &both,
         &command,
         Duration::from_secs(30),
         futures::future::pending().boxed(),
+        &gone,
     );
     let watch = async {
         let started = std::time::Instant::now();

@@ -462,6 +462,80 @@ impl Fleet for AwsFleet {
             .map_err(aws_err("ExitStandby"))
     }
 
+    async fn capacity(&self, env: &EnvRef) -> Result<crate::fleet::Sizes, FleetError> {
+        crate::fleet::GroupControl::sizes(self, env).await
+    }
+
+    async fn group_members(&self, env: &EnvRef) -> Result<Vec<crate::fleet::Member>, FleetError> {
+        crate::fleet::GroupControl::members(self, env).await
+    }
+
+    async fn suspend(&self, env: &EnvRef, processes: &[&str]) -> Result<Vec<String>, FleetError> {
+        let group = self.group(env).await?;
+        let already: Vec<&str> = group
+            .suspended_processes()
+            .iter()
+            .filter_map(|p| p.process_name())
+            .collect();
+        let wanted: Vec<String> = processes
+            .iter()
+            .filter(|p| !already.contains(p))
+            .map(|p| (*p).to_owned())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(wanted);
+        }
+        self.autoscaling
+            .suspend_processes()
+            .auto_scaling_group_name(group.auto_scaling_group_name().unwrap_or_default())
+            .set_scaling_processes(Some(wanted.clone()))
+            .send()
+            .await
+            .map_err(aws_err("SuspendProcesses"))?;
+        Ok(wanted)
+    }
+
+    async fn resume(&self, env: &EnvRef, processes: &[String]) -> Result<(), FleetError> {
+        if processes.is_empty() {
+            return Ok(());
+        }
+        let group = self.group_ref(env).await?;
+        self.autoscaling
+            .resume_processes()
+            .auto_scaling_group_name(group.name)
+            .set_scaling_processes(Some(processes.to_vec()))
+            .send()
+            .await
+            .map(drop)
+            .map_err(aws_err("ResumeProcesses"))
+    }
+
+    async fn set_capacity(&self, env: &EnvRef, desired: i32, max: i32) -> Result<(), FleetError> {
+        let group = self.group_ref(env).await?;
+        self.autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(group.name)
+            .max_size(max)
+            .desired_capacity(desired)
+            .send()
+            .await
+            .map(drop)
+            .map_err(aws_err("UpdateAutoScalingGroup"))
+    }
+
+    async fn retire(&self, _env: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
+        for id in ids {
+            self.autoscaling
+                .terminate_instance_in_auto_scaling_group()
+                .instance_id(id.as_str())
+                .should_decrement_desired_capacity(true)
+                .send()
+                .await
+                .map_err(aws_err("TerminateInstanceInAutoScalingGroup"))?;
+        }
+        Ok(())
+    }
+
     async fn wait_healthy(
         &self,
         env: &EnvRef,

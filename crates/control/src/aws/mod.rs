@@ -10,12 +10,13 @@
 pub mod fleet;
 mod group;
 pub mod lambda;
+pub mod sqs;
 pub mod ssm;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 
 pub async fn load_config() -> SdkConfig {
-    aws_config::load_defaults(BehaviorVersion::latest()).await
+    slipway_core::objects::load_aws_config().await
 }
 
 pub fn ssm_client(config: &SdkConfig) -> aws_sdk_ssm::Client {

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::{CommandInvocation, CommandInvocationStatus};
 
-use crate::runner::{AgentCommand, Cancel, Invocation, RunStatus, Runner, RunnerError, Runners};
+use crate::runner::{
+    AgentCommand, Cancel, Gone, Invocation, RunStatus, Runner, RunnerError, Runners,
+};
 use slipway_core::names::InstanceId;
 use slipway_core::objects::S3Objects;
 
@@ -192,6 +194,7 @@ impl SsmRunner {
         command_id: &str,
         targets: &[InstanceId],
         timeout: Duration,
+        gone: &Gone,
     ) -> Result<Vec<Invocation>, RunnerError> {
         let started = Instant::now();
         // The agent's own timeout, plus time for delivery and reporting.
@@ -213,6 +216,26 @@ impl SsmRunner {
                     }
                 }
             }
+            let vanished: Vec<InstanceId> = {
+                let gone = gone.lock().unwrap_or_else(|e| e.into_inner());
+                targets
+                    .iter()
+                    .filter(|t| !done.contains_key(*t) && gone.contains(*t))
+                    .cloned()
+                    .collect()
+            };
+            if !vanished.is_empty() {
+                self.cancel(command_id, &vanished).await;
+                for instance in vanished {
+                    let ended = unfinished(
+                        instance,
+                        RunStatus::Vanished,
+                        started,
+                        "it left the group while the command ran",
+                    );
+                    done.insert(ended.instance.clone(), ended);
+                }
+            }
             if done.len() == targets.len() {
                 break;
             }
@@ -224,24 +247,31 @@ impl SsmRunner {
                     .collect();
                 self.cancel(command_id, &pending).await;
                 for instance in pending {
-                    done.insert(
-                        instance.clone(),
-                        Invocation {
-                            instance,
-                            status: RunStatus::TimedOut,
-                            exit_code: None,
-                            duration_ms: started.elapsed().as_millis() as u64,
-                            output_tail: "no result before the deadline; the command was cancelled"
-                                .into(),
-                            output_key: None,
-                        },
+                    let ended = unfinished(
+                        instance,
+                        RunStatus::TimedOut,
+                        started,
+                        "no result before the deadline; the command was cancelled",
                     );
+                    done.insert(ended.instance.clone(), ended);
                 }
                 break;
             }
             wait = self.polling.next(wait, started.elapsed());
         }
         Ok(targets.iter().filter_map(|t| done.remove(t)).collect())
+    }
+}
+
+/// The result of an invocation the runner stopped waiting for.
+fn unfinished(instance: InstanceId, status: RunStatus, started: Instant, why: &str) -> Invocation {
+    Invocation {
+        instance,
+        status,
+        exit_code: None,
+        duration_ms: started.elapsed().as_millis() as u64,
+        output_tail: why.into(),
+        output_key: None,
     }
 }
 
@@ -338,10 +368,11 @@ impl SsmRunner {
         &self,
         sent: &[(String, &[InstanceId])],
         timeout: Duration,
+        gone: &Gone,
     ) -> Result<Vec<Invocation>, RunnerError> {
         let mut results = Vec::new();
         for (command_id, chunk) in sent {
-            results.extend(self.follow(command_id, chunk, timeout).await?);
+            results.extend(self.follow(command_id, chunk, timeout, gone).await?);
         }
         Ok(results)
     }
@@ -354,13 +385,14 @@ impl Runner for SsmRunner {
         command: &AgentCommand,
         timeout: Duration,
         cancel: Cancel<'_>,
+        gone: &Gone,
     ) -> Result<Vec<Invocation>, RunnerError> {
         let mut sent = Vec::new();
         for chunk in targets.chunks(MAX_TARGETS) {
             sent.push((self.send(chunk, command, timeout).await?, chunk));
         }
         let finished = tokio::select! {
-            results = self.follow_all(&sent, timeout) => Some(results),
+            results = self.follow_all(&sent, timeout, gone) => Some(results),
             () = cancel => None,
         };
         if let Some(results) = finished {
@@ -369,7 +401,7 @@ impl Runner for SsmRunner {
         for (command_id, chunk) in &sent {
             self.cancel(command_id, chunk).await;
         }
-        self.follow_all(&sent, AFTER_CANCEL).await
+        self.follow_all(&sent, AFTER_CANCEL, gone).await
     }
 }
 

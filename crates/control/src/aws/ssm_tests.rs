@@ -129,7 +129,13 @@ async fn every_terminal_status_is_mapped_after_polling_through_in_progress() {
     .with_polling(fast());
 
     let results = runner
-        .run(&targets, &deploy(), Duration::from_secs(600), never())
+        .run(
+            &targets,
+            &deploy(),
+            Duration::from_secs(600),
+            never(),
+            &Gone::default(),
+        )
         .await
         .unwrap();
 
@@ -179,7 +185,13 @@ async fn a_throttled_poll_waits_and_tries_again() {
     let runner = SsmRunner::new(client, "Slipway-Deploy", output(), "p/").with_polling(fast());
 
     let results = runner
-        .run(&targets, &deploy(), Duration::from_secs(600), never())
+        .run(
+            &targets,
+            &deploy(),
+            Duration::from_secs(600),
+            never(),
+            &Gone::default(),
+        )
         .await
         .unwrap();
 
@@ -210,7 +222,13 @@ async fn a_hundred_and_twenty_instances_go_in_three_commands_of_at_most_fifty() 
     let runner = SsmRunner::new(client, "Slipway-Deploy", output(), "p/").with_polling(fast());
 
     let results = runner
-        .run(&targets, &deploy(), Duration::from_secs(600), never())
+        .run(
+            &targets,
+            &deploy(),
+            Duration::from_secs(600),
+            never(),
+            &Gone::default(),
+        )
         .await
         .unwrap();
 
@@ -246,7 +264,13 @@ async fn an_instance_that_never_finishes_is_cancelled_and_reported_timed_out() {
     let runner = SsmRunner::new(client, "Slipway-Deploy", output(), "p/").with_polling(fast());
 
     let results = runner
-        .run(&targets, &deploy(), Duration::from_millis(50), never())
+        .run(
+            &targets,
+            &deploy(),
+            Duration::from_millis(50),
+            never(),
+            &Gone::default(),
+        )
         .await
         .unwrap();
 
@@ -294,6 +318,7 @@ async fn a_cancelled_deploy_cancels_the_running_command_and_reports_how_it_ended
             &deploy(),
             Duration::from_secs(600),
             Box::pin(tokio::time::sleep(Duration::from_millis(30))),
+            &Gone::default(),
         )
         .await
         .unwrap();
@@ -364,7 +389,13 @@ async fn a_truncated_inline_output_is_read_whole_from_the_bucket_for_its_last_li
     let runner = SsmRunner::new(client, "Slipway-Deploy", output, "p/").with_polling(fast());
 
     let results = runner
-        .run(&targets, &deploy(), Duration::from_secs(600), never())
+        .run(
+            &targets,
+            &deploy(),
+            Duration::from_secs(600),
+            never(),
+            &Gone::default(),
+        )
         .await
         .unwrap();
 

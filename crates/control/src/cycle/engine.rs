@@ -18,7 +18,7 @@ use chrono::Utc;
 
 use super::CycleStatus;
 use super::{CycleRecord, StepStatus};
-use crate::fleet::{Fleet, GroupControl, InstanceId, Member};
+use crate::fleet::{Fleet, GroupControl, InstanceId, JOB_SUSPENDED_PROCESSES, Member};
 use crate::jobs::JobLog;
 use slipway_core::names::EnvRef;
 
@@ -92,6 +92,14 @@ impl<F: Fleet + GroupControl, L: JobLog<CycleRecord>> CycleEngine<'_, F, L> {
         };
         let started = Instant::now();
         record.status = CycleStatus::Running;
+        if record.suspended.is_empty() && record.workers <= 1 {
+            match self.fleet.suspend(&env, &JOB_SUSPENDED_PROCESSES).await {
+                Ok(suspended) => record.suspended = suspended,
+                Err(e) => record.notes.push(format!(
+                    "could not suspend the group's scaling processes: {e}"
+                )),
+            }
+        }
         self.save(&record).await;
         let mut failure = None;
         // A worker always tries one step, so every worker makes progress.
@@ -144,6 +152,15 @@ impl<F: Fleet + GroupControl, L: JobLog<CycleRecord>> CycleEngine<'_, F, L> {
             record.cause = Some(cause);
         } else if record.status == CycleStatus::Running {
             record.status = CycleStatus::Succeeded;
+        }
+        if !record.suspended.is_empty() {
+            match self.fleet.resume(&env, &record.suspended).await {
+                Ok(()) => record.suspended.clear(),
+                Err(e) => record.notes.push(format!(
+                    "could not resume the group's processes {:?}: {e}",
+                    record.suspended
+                )),
+            }
         }
         record.finished_at = Some(Utc::now());
         self.save(&record).await;
@@ -229,6 +246,7 @@ impl<F: Fleet + GroupControl, L: JobLog<CycleRecord>> CycleEngine<'_, F, L> {
         let terminated_at = step.started_at.unwrap_or_else(Utc::now);
         let timeout = self.options.replace_timeout;
         let mut seen: Option<Member> = None;
+        let mut last_beat = Instant::now();
         loop {
             let members = self.fleet.members(env).await.map_err(|e| e.to_string())?;
             if seen.is_none() {
@@ -278,6 +296,11 @@ impl<F: Fleet + GroupControl, L: JobLog<CycleRecord>> CycleEngine<'_, F, L> {
             }
             if started.elapsed() >= self.options.budget {
                 return Ok(Wait::HandOff);
+            }
+            if last_beat.elapsed() >= crate::jobs::HEARTBEAT.min(self.options.poll * 8) {
+                // The worker is alive: the record says so.
+                self.save(record).await;
+                last_beat = Instant::now();
             }
             tokio::time::sleep(self.options.poll).await;
         }

@@ -29,6 +29,8 @@ struct FakeGroup {
     /// service yet).
     most_missing: AtomicUsize,
     size: usize,
+    /// The group's suspended processes (one suspended by someone else).
+    suspended: Mutex<Vec<String>>,
 }
 
 impl FakeGroup {
@@ -51,6 +53,7 @@ impl FakeGroup {
             unhealthy: false,
             most_missing: AtomicUsize::new(0),
             size: n,
+            suspended: Mutex::new(vec!["AZRebalance".into()]),
         }
     }
 
@@ -74,6 +77,35 @@ impl Fleet for FakeGroup {
     }
     async fn exit_standby(&self, _: &EnvRef, _: &[InstanceId]) -> Result<(), FleetError> {
         unreachable!("cycling never uses standby")
+    }
+    async fn capacity(&self, _: &EnvRef) -> Result<Sizes, FleetError> {
+        unreachable!("cycling never surges")
+    }
+    async fn group_members(&self, env: &EnvRef) -> Result<Vec<Member>, FleetError> {
+        GroupControl::members(self, env).await
+    }
+    async fn suspend(&self, _: &EnvRef, processes: &[&str]) -> Result<Vec<String>, FleetError> {
+        let mut suspended = self.suspended.lock().unwrap();
+        let new: Vec<String> = processes
+            .iter()
+            .map(|p| (*p).to_owned())
+            .filter(|p| !suspended.contains(p))
+            .collect();
+        suspended.extend(new.iter().cloned());
+        Ok(new)
+    }
+    async fn resume(&self, _: &EnvRef, processes: &[String]) -> Result<(), FleetError> {
+        self.suspended
+            .lock()
+            .unwrap()
+            .retain(|p| !processes.contains(p));
+        Ok(())
+    }
+    async fn set_capacity(&self, _: &EnvRef, _: i32, _: i32) -> Result<(), FleetError> {
+        unreachable!("cycling never surges")
+    }
+    async fn retire(&self, _: &EnvRef, _: &[InstanceId]) -> Result<(), FleetError> {
+        unreachable!("cycling never surges")
     }
     async fn wait_healthy(
         &self,
@@ -170,6 +202,8 @@ fn record(n: usize, release: Option<&str>) -> CycleRecord {
         notes: Vec::new(),
         workers: 1,
         handed_off: false,
+        heartbeat_at: None,
+        suspended: Vec::new(),
         created_at: Utc::now(),
         finished_at: None,
     }
@@ -222,6 +256,25 @@ async fn cycling_all_replaces_every_instance_one_at_a_time_with_the_current_rele
     );
     assert!(log.released.load(Ordering::SeqCst));
     assert!(done.finished_at.is_some());
+}
+
+#[tokio::test]
+async fn a_cycle_suspends_the_scaling_processes_while_it_runs_and_resumes_only_those_it_suspended()
+{
+    let group = FakeGroup::new(2, Some("r2"));
+    let log = FakeLog::default();
+
+    let done = run(&group, &log, record(2, Some("r2")), options()).await;
+
+    assert_eq!(done.status, CycleStatus::Succeeded, "{:?}", done.cause);
+    let first = &log.saves.lock().unwrap()[0];
+    assert_eq!(
+        first.suspended,
+        ["AlarmNotification", "ScheduledActions"],
+        "AZRebalance was suspended by someone else already"
+    );
+    assert!(done.suspended.is_empty());
+    assert_eq!(*group.suspended.lock().unwrap(), ["AZRebalance"]);
 }
 
 #[tokio::test]

@@ -119,6 +119,12 @@ pub struct CycleRecord {
     /// Set when a worker hands the rest to a fresh one.
     #[serde(default)]
     pub handed_off: bool,
+    /// When the running worker last said it is alive.
+    #[serde(default)]
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// The group's processes this cycle suspended, to resume at its end.
+    #[serde(default)]
+    pub suspended: Vec<String>,
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
@@ -144,6 +150,14 @@ impl crate::jobs::JobRecord for CycleRecord {
         self.status = CycleStatus::Running;
         self.handed_off = false;
         self.workers += 1;
+    }
+
+    fn heartbeat_at(&self) -> DateTime<Utc> {
+        self.heartbeat_at.unwrap_or(self.created_at)
+    }
+
+    fn beat(&mut self, now: DateTime<Utc>) {
+        self.heartbeat_at = Some(now);
     }
 }
 

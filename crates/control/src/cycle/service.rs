@@ -221,6 +221,8 @@ impl Cycles {
             notes: vec!["the group launches a replacement, which boots the current release".into()],
             workers: 0,
             handed_off: false,
+            heartbeat_at: None,
+            suspended: Vec::new(),
             created_at: now,
             finished_at: Some(Utc::now().max(now)),
         };
@@ -266,6 +268,8 @@ impl Cycles {
             notes,
             workers: 0,
             handed_off: false,
+            heartbeat_at: None,
+            suspended: Vec::new(),
             created_at: now,
             finished_at: None,
         };
@@ -447,8 +451,13 @@ pub struct S3CycleLog {
 
 impl JobLog<CycleRecord> for S3CycleLog {
     async fn save(&self, record: &CycleRecord) -> Result<(), JobError> {
+        // Every save of a running worker is a heartbeat.
+        let mut beating = record.clone();
+        if !record.is_finished() {
+            beating.heartbeat_at = Some(Utc::now());
+        }
         self.cycles
-            .save(&self.env, record, Write::Always)
+            .save(&self.env, &beating, Write::Always)
             .await
             .map(drop)
             .map_err(JobError::Objects)

@@ -66,7 +66,56 @@ pub trait Fleet: Sync {
         ids: &[InstanceId],
         timeout: Duration,
     ) -> impl Future<Output = Result<Vec<InstanceId>, FleetError>> + Send;
+
+    /// The group's sizes now.
+    fn capacity(&self, env: &EnvRef) -> impl Future<Output = Result<Sizes, FleetError>> + Send;
+
+    /// Every instance of the group with its lifecycle and release tag.
+    fn group_members(
+        &self,
+        env: &EnvRef,
+    ) -> impl Future<Output = Result<Vec<Member>, FleetError>> + Send;
+
+    /// Suspends those of `processes` the group does not already have
+    /// suspended; answers the ones this call suspended (only those are a
+    /// job's to resume).
+    fn suspend(
+        &self,
+        env: &EnvRef,
+        processes: &[&str],
+    ) -> impl Future<Output = Result<Vec<String>, FleetError>> + Send;
+
+    /// Resumes `processes`.
+    fn resume(
+        &self,
+        env: &EnvRef,
+        processes: &[String],
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Sets the desired capacity and the maximum (a surge batch raises
+    /// both, and puts the maximum back after).
+    fn set_capacity(
+        &self,
+        env: &EnvRef,
+        desired: i32,
+        max: i32,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+
+    /// Terminates `ids`, lowering the desired capacity by one for each, so
+    /// nothing replaces them (they drain from the load balancer first).
+    fn retire(
+        &self,
+        env: &EnvRef,
+        ids: &[InstanceId],
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
 }
+
+/// The group's processes a job suspends while it holds the environment,
+/// so nothing else moves instances meanwhile: zone rebalancing, alarm
+/// (target-tracking) scaling and scheduled scaling. Launch, Terminate and
+/// health replacement stay on: a group must still heal.
+pub const JOB_SUSPENDED_PROCESSES: [&str; 3] =
+    ["AZRebalance", "AlarmNotification", "ScheduledActions"];
 
 /// One instance of the group as cycling sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -83,6 +83,12 @@ pub trait JobLog<R>: Sync {
     fn hand_off(&self, record: &R) -> impl Future<Output = Result<(), JobError>> + Send;
 }
 
+/// How often a running job says its worker is alive, on AWS.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
+/// A job whose worker has been silent for this many heartbeats is
+/// presumed dead: the reconciler finishes it.
+pub const HEARTBEATS_MISSED: u32 = 4;
+
 /// What a job record says about who runs it.
 pub trait JobRecord: Serialize + DeserializeOwned {
     /// Queued, or handed over by a worker that ran out of time.
@@ -90,6 +96,10 @@ pub trait JobRecord: Serialize + DeserializeOwned {
     fn is_finished(&self) -> bool;
     /// A worker takes it up: counts itself, and marks it running.
     fn take_up(&mut self);
+    /// When its worker last said it is alive (its creation for a job no
+    /// worker took up yet).
+    fn heartbeat_at(&self) -> DateTime<Utc>;
+    fn beat(&mut self, now: DateTime<Utc>);
 }
 
 /// The outcome of a worker's claim on a job.
@@ -152,6 +162,7 @@ pub async fn claim<R: JobRecord>(
         return Ok(Claim::NotOurs(record));
     }
     record.take_up();
+    record.beat(Utc::now());
     let body = serde_json::to_vec_pretty(&record).expect("a record always serialises");
     match objects
         .put(
@@ -242,6 +253,11 @@ impl S3Job {
                 .await,
             Ok(Some(_))
         )
+    }
+
+    /// The launcher of this function's workers, if it has one.
+    pub fn launcher(&self) -> Option<&Arc<dyn Launcher>> {
+        self.launcher.as_ref()
     }
 
     /// Starts a fresh worker that continues this job; the lock stays held.

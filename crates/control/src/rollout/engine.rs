@@ -18,9 +18,9 @@ use chrono::Utc;
 
 use super::plan;
 use super::record::{Batch, BatchStatus, DeployRecord};
-use crate::fleet::{Fleet, InstanceId};
+use crate::fleet::{Fleet, InstanceId, JOB_SUSPENDED_PROCESSES};
 use crate::jobs::{JobError, JobLog};
-use crate::runner::{AgentCommand, Cancel, RunStatus, Runner};
+use crate::runner::{AgentCommand, Cancel, Gone, RunStatus, Runner};
 use slipway_core::deploys::DeployStatus;
 use slipway_core::names::{EnvRef, ReleaseId};
 
@@ -43,12 +43,26 @@ pub struct Options {
     pub agent_timeout: Duration,
     /// How long the load balancer has to call a batch healthy.
     pub health_timeout: Duration,
+    /// How long a surge batch's new instances have to launch and boot.
+    pub boot_timeout: Duration,
     /// How often a running batch looks for a cancel request.
     pub cancel_poll: Duration,
+    /// How often a surge batch looks at the group while it waits.
+    pub poll: Duration,
+    /// How often a running batch says the worker is alive (and renews
+    /// the lock).
+    pub heartbeat: Duration,
     /// After this long a worker starts no further batch and hands the
     /// rest to a fresh one (a Lambda invocation ends at 15 minutes).
     pub budget: Duration,
+    /// After this long a surge batch's wait hands over (it resumes in the
+    /// next worker from what the record says).
+    pub wait_limit: Duration,
+    /// Whether batches surge (see [`SurgeMode`]).
+    pub surge: SurgeMode,
 }
+
+pub use slipway_core::env_settings::SurgeMode;
 
 impl Options {
     /// The environment's timeouts for a deploy; `release_phase` when the
@@ -57,27 +71,43 @@ impl Options {
         settings: &slipway_core::env_settings::EnvSettings,
         release_phase: bool,
     ) -> Self {
+        let agent_timeout = Duration::from_secs(settings.agent_secs());
         Self {
             release_phase,
             // Build and health on the instance, plus fetching and starting.
-            agent_timeout: Duration::from_secs(
-                settings.build_timeout_secs + settings.health_timeout_secs + 120,
-            ),
+            agent_timeout,
             health_timeout: Duration::from_secs(settings.lb_health_timeout_secs),
+            // Launching an instance, then its agent's boot.
+            boot_timeout: Duration::from_secs(300) + agent_timeout,
             cancel_poll: Duration::from_secs(5),
+            poll: Duration::from_secs(5),
+            heartbeat: crate::jobs::HEARTBEAT,
             budget: Duration::MAX,
+            wait_limit: Duration::MAX,
+            surge: settings.surge,
         }
     }
 
     /// A worker with `time_left` stops starting batches when a whole one
     /// (agent and load balancer) might not fit any more.
     pub fn within(mut self, time_left: Option<Duration>) -> Self {
+        let margin = Duration::from_secs(slipway_core::env_settings::WORKER_MARGIN_SECS);
         self.budget = crate::jobs::budget(
             time_left,
             self.agent_timeout + self.health_timeout,
             Duration::ZERO,
             Duration::ZERO,
         );
+        self.wait_limit = crate::jobs::budget(time_left, Duration::ZERO, margin, Duration::ZERO);
+        self
+    }
+
+    /// Polls, heartbeats and cancel checks every `poll` and `poll` × 8
+    /// (the local platform, whose instances answer within a second).
+    pub fn polling(mut self, poll: Duration) -> Self {
+        self.cancel_poll = poll;
+        self.poll = poll;
+        self.heartbeat = poll * 8;
         self
     }
 }
@@ -95,20 +125,35 @@ pub struct Engine<'a, F, R, L> {
 
 /// Instances whose agent moved them to the target (a failed agent has
 /// already gone back by itself).
-fn moved(record: &DeployRecord) -> Vec<InstanceId> {
+pub(super) fn moved(record: &DeployRecord) -> Vec<InstanceId> {
     record
         .batches
         .iter()
         .flat_map(|b| {
+            let launched = b
+                .surge
+                .iter()
+                .filter(|_| b.status == BatchStatus::Succeeded)
+                .flat_map(|s| s.launched.iter().cloned());
+            // A batch still running when the deploy ends lost its worker
+            // mid-way: any of its instances may have moved.
+            let interrupted = b
+                .instances
+                .iter()
+                .filter(|_| b.status == BatchStatus::Running && b.surge.is_none())
+                .cloned();
             b.results
                 .iter()
                 .filter(|r| r.succeeded())
                 .map(|r| r.instance.clone())
+                .chain(launched)
+                .chain(interrupted)
+                .collect::<Vec<_>>()
         })
         .collect()
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Ok,
     Failed(String),
     /// This worker's time is up; a fresh one continues.
@@ -118,7 +163,7 @@ enum Outcome {
 impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
     /// Fires when someone asks to cancel the deploy: the runner then
     /// cancels the batch's command.
-    fn cancel_watch<'b>(&'b self, record: &DeployRecord) -> Cancel<'b> {
+    pub(super) fn cancel_watch<'b>(&'b self, record: &DeployRecord) -> Cancel<'b> {
         let record = record.clone();
         Box::pin(async move {
             loop {
@@ -130,7 +175,7 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         })
     }
 
-    async fn save(&self, record: &DeployRecord) {
+    pub(super) async fn save(&self, record: &DeployRecord) {
         if let Err(e) = self.log.save(record).await {
             tracing::warn!(deploy = %record.id, error = %e, "could not save the deploy record");
         }
@@ -149,7 +194,12 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         record.handed_off = false;
         record.status = DeployStatus::Running;
         self.save(&record).await;
-        let mut outcome = self.deploy(&env, &mut record, resuming).await;
+        let mut outcome = if record.roll_back_requested {
+            Outcome::Failed("its worker was lost; rolled back as the settings say".into())
+        } else {
+            self.suspend(&env, &mut record).await;
+            self.deploy(&env, &mut record, resuming).await
+        };
         if let Outcome::HandOff = outcome {
             record.handed_off = true;
             self.save(&record).await;
@@ -185,10 +235,39 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
                 }
             }
         }
+        self.resume(&env, &mut record).await;
         record.finished_at = Some(Utc::now());
         self.save(&record).await;
         self.log.release_lock().await;
         record
+    }
+
+    /// Suspends the group's processes that would move instances during
+    /// the deploy (once: a resumed deploy already did).
+    async fn suspend(&self, env: &EnvRef, record: &mut DeployRecord) {
+        if !record.plan.is_empty() {
+            return;
+        }
+        match self.fleet.suspend(env, &JOB_SUSPENDED_PROCESSES).await {
+            Ok(suspended) => record.suspended = suspended,
+            Err(e) => record.notes.push(format!(
+                "could not suspend the group's scaling processes: {e}"
+            )),
+        }
+    }
+
+    /// Resumes what [`suspend`](Self::suspend) suspended.
+    async fn resume(&self, env: &EnvRef, record: &mut DeployRecord) {
+        if record.suspended.is_empty() {
+            return;
+        }
+        match self.fleet.resume(env, &record.suspended).await {
+            Ok(()) => record.suspended.clear(),
+            Err(e) => record.notes.push(format!(
+                "could not resume the group's processes {:?}: {e}",
+                record.suspended
+            )),
+        }
     }
 
     async fn deploy(&self, env: &EnvRef, record: &mut DeployRecord, resuming: bool) -> Outcome {
@@ -202,7 +281,12 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             }
         };
         let known: BTreeSet<InstanceId> = batches.iter().flatten().cloned().collect();
-        let mut ran = false;
+        // The release phase may take a batch's time: after it, a worker
+        // with too little left hands over before the first batch.
+        let mut ran = !resuming && self.options.release_phase;
+        if ran {
+            self.save(record).await;
+        }
         for (number, planned) in batches.into_iter().enumerate() {
             let done = record
                 .batches
@@ -236,8 +320,7 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             Ok(i) => i,
             Err(e) => return Err(e.to_string()),
         };
-        let batches = plan(&instances, record.strategy, record.min_healthy_percent)
-            .map_err(|e| e.to_string())?;
+        let batches = self.plan_batches(env, record, &instances).await?;
         if self.options.release_phase
             && let Some(first) = instances.first()
         {
@@ -251,6 +334,7 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
                     &command,
                     self.options.agent_timeout,
                     self.cancel_watch(record),
+                    &Gone::default(),
                 )
                 .await
             {
@@ -269,6 +353,66 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         }
         record.plan = batches.clone();
         Ok(batches)
+    }
+
+    /// The batches, and whether they surge: asked for, or (`auto`) where
+    /// taking a batch out would break the group's minimum size or the
+    /// minimum healthy share. A surge batch never takes an instance out
+    /// before its replacement serves.
+    async fn plan_batches(
+        &self,
+        env: &EnvRef,
+        record: &mut DeployRecord,
+        instances: &[InstanceId],
+    ) -> Result<Vec<Vec<InstanceId>>, String> {
+        let standby = plan(instances, record.strategy, record.min_healthy_percent);
+        let batch = plan::batch_size(record.strategy, instances.len()) as i32;
+        let sizes = self.fleet.capacity(env).await.map_err(|e| e.to_string())?;
+        let below_min = sizes.desired - batch < sizes.min;
+        record.surge = match self.options.surge {
+            SurgeMode::Always => true,
+            SurgeMode::Never => false,
+            SurgeMode::Auto => below_min || standby.is_err(),
+        };
+        if record.surge {
+            return plan(instances, record.strategy, 0).map_err(|e| e.to_string());
+        }
+        if below_min && !instances.is_empty() {
+            return Err(format!(
+                "taking {batch} instance(s) out would leave the group below its minimum size ({} of desired {}); surge instead (settings: surge) or lower the minimum",
+                sizes.min, sizes.desired
+            ));
+        }
+        standby.map_err(|e| e.to_string())
+    }
+
+    /// Runs `work` while saving the record (and renewing the lock) every
+    /// heartbeat, so the reconciler knows this worker is alive during a
+    /// long batch. The last beat ends before `work`'s result is used.
+    pub(super) async fn beating<T>(
+        &self,
+        record: &DeployRecord,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let done = tokio::sync::Notify::new();
+        let beat = async {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.options.heartbeat) => {}
+                    _ = done.notified() => return,
+                }
+                self.save(record).await;
+                if let Err(e) = self.log.renew_lock().await {
+                    tracing::warn!(deploy = %record.id, error = %e, "could not renew the lock");
+                }
+            }
+        };
+        let work = async {
+            let out = work.await;
+            done.notify_one();
+            out
+        };
+        tokio::join!(work, beat).0
     }
 
     /// Batch `number` (0-based) of the plan; `Some` when the deploy ends.
@@ -315,8 +459,13 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         if batch.is_empty() {
             return None;
         }
-        let url = (self.release_url)(record.to);
-        let done = self.batch(env, number + 1, batch, url, record, false).await;
+        let done = match self
+            .batch(env, number + 1, batch, record.to, record, false)
+            .await
+        {
+            Some(done) => done,
+            None => return Some(Outcome::HandOff),
+        };
         if done.status == BatchStatus::Failed {
             let cancelled = done
                 .results
@@ -337,16 +486,24 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         None
     }
 
-    /// One batch: standby, agent, back in service, load-balancer health.
+    /// One batch: standby, agent, back in service, load-balancer health;
+    /// or, for a surge deploy, new instances first. `None` when this
+    /// worker's time ran out while a surge batch waited.
     async fn batch(
         &self,
         env: &EnvRef,
         number: usize,
         instances: Vec<InstanceId>,
-        url: String,
+        release: ReleaseId,
         record: &mut DeployRecord,
         rollback: bool,
-    ) -> Batch {
+    ) -> Option<Batch> {
+        let existing = if rollback {
+            record.rollback.clone()
+        } else {
+            record.batches.iter().find(|b| b.number == number).cloned()
+        }
+        .filter(|b| b.status == BatchStatus::Running && b.instances == instances);
         let mut batch = Batch {
             number,
             instances: instances.clone(),
@@ -355,68 +512,48 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             unhealthy: Vec::new(),
             started_at: Utc::now(),
             finished_at: None,
+            surge: None,
         };
-        self.put_batch(record, &batch, rollback).await;
-        let mut failed = None;
-        if let Err(e) = self.fleet.enter_standby(env, &instances).await {
-            failed = Some(e.to_string());
-        } else {
-            let command = AgentCommand::Deploy { release_url: url };
-            match self
-                .runner
-                .run(
-                    &instances,
-                    &command,
-                    self.options.agent_timeout,
-                    if rollback {
-                        // A rollback is never cancelled half-way.
-                        crate::runner::never()
-                    } else {
-                        self.cancel_watch(record)
-                    },
-                )
-                .await
-            {
-                Ok(results) => {
-                    if results.len() != instances.len() || results.iter().any(|r| !r.succeeded()) {
-                        failed = Some("the agent failed".into());
-                    }
-                    batch.results = results;
-                }
-                Err(e) => failed = Some(e.to_string()),
+        if record.surge {
+            // A surge batch resumed by a fresh worker keeps what it raised.
+            if let Some(existing) = existing {
+                batch = existing;
             }
-            // Back in service whatever happened: a failed agent leaves the
-            // previous release serving.
-            if let Err(e) = self.fleet.exit_standby(env, &instances).await {
-                failed.get_or_insert(e.to_string());
-            }
-            // After a failed agent there is nothing to wait for: the agent
-            // already checked that the previous release serves (or says it
-            // does not), and the deploy stops here.
-            let health = if failed.is_some() {
-                Ok(Vec::new())
-            } else {
-                self.fleet
-                    .wait_healthy(env, &instances, self.options.health_timeout)
-                    .await
-            };
-            match health {
-                Ok(unhealthy) => {
-                    if !unhealthy.is_empty() {
-                        failed.get_or_insert("instances did not become healthy".into());
-                    }
-                    batch.unhealthy = unhealthy;
-                }
-                Err(e) => {
-                    failed.get_or_insert(e.to_string());
-                }
-            }
+            self.put_batch(record, &batch, rollback).await;
+            let failed = self
+                .surge_batch(env, &mut batch, release, record, rollback)
+                .await?;
+            return Some(self.finish_batch(record, batch, failed, rollback).await);
         }
+        self.put_batch(record, &batch, rollback).await;
+        let url = (self.release_url)(release);
+        let failed = self
+            .beating(
+                record,
+                self.standby_batch(env, &mut batch, url, rollback, record),
+            )
+            .await;
+        Some(self.finish_batch(record, batch, failed, rollback).await)
+    }
+
+    async fn finish_batch(
+        &self,
+        record: &mut DeployRecord,
+        mut batch: Batch,
+        failed: Option<String>,
+        rollback: bool,
+    ) -> Batch {
         batch.status = if failed.is_some() {
             BatchStatus::Failed
         } else {
             BatchStatus::Succeeded
         };
+        if let Some(why) = failed {
+            let note = format!("batch {}: {why}", batch.number);
+            if !record.notes.contains(&note) {
+                record.notes.push(note);
+            }
+        }
         batch.finished_at = Some(Utc::now());
         self.put_batch(record, &batch, rollback).await;
         batch
@@ -467,8 +604,12 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         };
         let moved: Vec<InstanceId> = moved.into_iter().filter(|i| present.contains(i)).collect();
         if !moved.is_empty() {
-            let url = (self.release_url)(previous);
-            let batch = self.batch(env, 1, moved, url, record, true).await;
+            let Some(batch) = self.batch(env, 1, moved, previous, record, true).await else {
+                record.notes.push(format!(
+                    "rolling back to {previous} ran out of time; the reconciler finishes it"
+                ));
+                return;
+            };
             if batch.status == BatchStatus::Failed {
                 record.notes.push(format!(
                     "rolling back to {previous} failed on some instances"

@@ -21,9 +21,21 @@ fn r(n: u64) -> ReleaseId {
 #[derive(Default)]
 struct FakeFleet {
     instances: Mutex<Vec<InstanceId>>,
-    /// Reported unhealthy once (the new release is bad; the old one is fine).
+    /// Reported unhealthy until they next leave service (the new release
+    /// is bad; the old one, put back, is fine).
     unhealthy: Mutex<BTreeSet<InstanceId>>,
+    /// Those reported unhealthy so far.
+    reported: Mutex<BTreeSet<InstanceId>>,
     standby: Mutex<Vec<String>>,
+    /// Suspend and resume calls.
+    processes: Mutex<Vec<String>>,
+    /// The group's minimum size (a surge needs one above it).
+    min: i32,
+    /// What instances a raised desired capacity launches boot: their
+    /// release tag.
+    boots: Option<String>,
+    /// Instances launched by a raised capacity.
+    launched: Mutex<Vec<InstanceId>>,
     /// After this many standby calls, add or remove an instance.
     change_after: Option<(usize, Change)>,
 }
@@ -39,6 +51,13 @@ impl Fleet for FakeFleet {
         Ok(self.instances.lock().unwrap().clone())
     }
     async fn enter_standby(&self, _: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
+        {
+            let reported = self.reported.lock().unwrap();
+            self.unhealthy
+                .lock()
+                .unwrap()
+                .retain(|i| !(ids.contains(i) && reported.contains(i)));
+        }
         let mut log = self.standby.lock().unwrap();
         log.push(format!("in {ids:?}"));
         if let Some((after, change)) = &self.change_after
@@ -56,21 +75,85 @@ impl Fleet for FakeFleet {
         self.standby.lock().unwrap().push(format!("out {ids:?}"));
         Ok(())
     }
+    async fn capacity(&self, _: &EnvRef) -> Result<crate::fleet::Sizes, FleetError> {
+        let n = self.instances.lock().unwrap().len() + self.launched.lock().unwrap().len();
+        Ok(crate::fleet::Sizes {
+            min: self.min,
+            max: 100,
+            desired: n as i32,
+        })
+    }
+    async fn group_members(&self, _: &EnvRef) -> Result<Vec<crate::fleet::Member>, FleetError> {
+        let member = |i: &InstanceId, release: Option<String>| crate::fleet::Member {
+            id: i.clone(),
+            lifecycle: "InService".into(),
+            release,
+        };
+        let mut all: Vec<_> = self
+            .instances
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|i| member(i, None))
+            .collect();
+        all.extend(
+            self.launched
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|i| member(i, self.boots.clone())),
+        );
+        Ok(all)
+    }
+    async fn suspend(&self, _: &EnvRef, processes: &[&str]) -> Result<Vec<String>, FleetError> {
+        self.processes
+            .lock()
+            .unwrap()
+            .push(format!("suspend {processes:?}"));
+        Ok(processes.iter().map(|p| (*p).to_owned()).collect())
+    }
+    async fn resume(&self, _: &EnvRef, processes: &[String]) -> Result<(), FleetError> {
+        self.processes
+            .lock()
+            .unwrap()
+            .push(format!("resume {processes:?}"));
+        Ok(())
+    }
+    async fn set_capacity(&self, _: &EnvRef, desired: i32, max: i32) -> Result<(), FleetError> {
+        self.processes
+            .lock()
+            .unwrap()
+            .push(format!("capacity {desired}/{max}"));
+        let serving = self.instances.lock().unwrap().len();
+        let mut launched = self.launched.lock().unwrap();
+        while serving + launched.len() < desired as usize {
+            let next = 100 + launched.len();
+            launched.push(id(next));
+        }
+        Ok(())
+    }
+    async fn retire(&self, _: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
+        self.processes
+            .lock()
+            .unwrap()
+            .push(format!("retire {ids:?}"));
+        self.instances.lock().unwrap().retain(|i| !ids.contains(i));
+        self.launched.lock().unwrap().retain(|i| !ids.contains(i));
+        Ok(())
+    }
     async fn wait_healthy(
         &self,
         _: &EnvRef,
         ids: &[InstanceId],
         _: Duration,
     ) -> Result<Vec<InstanceId>, FleetError> {
-        let mut unhealthy = self.unhealthy.lock().unwrap();
+        let unhealthy = self.unhealthy.lock().unwrap();
         let bad: Vec<InstanceId> = ids
             .iter()
             .filter(|i| unhealthy.contains(*i))
             .cloned()
             .collect();
-        for i in &bad {
-            unhealthy.remove(i);
-        }
+        self.reported.lock().unwrap().extend(bad.iter().cloned());
         Ok(bad)
     }
 }
@@ -92,6 +175,7 @@ impl Runner for FakeRunner {
         command: &AgentCommand,
         _: Duration,
         cancel: crate::runner::Cancel<'_>,
+        _: &crate::runner::Gone,
     ) -> Result<Vec<Invocation>, RunnerError> {
         let call = {
             let mut calls = self.calls.lock().unwrap();
@@ -211,6 +295,12 @@ fn record(strategy: &str, auto_rollback: bool) -> DeployRecord {
         plan: Vec::new(),
         workers: 1,
         handed_off: false,
+        heartbeat_at: None,
+        suspended: Vec::new(),
+        surge: false,
+        roll_back_requested: false,
+        waiting: false,
+        queue_position: None,
     }
 }
 
@@ -236,6 +326,27 @@ async fn run_within(
     release_phase: bool,
     budget: Duration,
 ) -> DeployRecord {
+    run_with(
+        fleet,
+        runner,
+        log,
+        record,
+        release_phase,
+        budget,
+        SurgeMode::Auto,
+    )
+    .await
+}
+
+async fn run_with(
+    fleet: &FakeFleet,
+    runner: &FakeRunner,
+    log: &FakeLog,
+    record: DeployRecord,
+    release_phase: bool,
+    budget: Duration,
+    surge: SurgeMode,
+) -> DeployRecord {
     let engine = Engine {
         fleet,
         runner,
@@ -244,9 +355,11 @@ async fn run_within(
         options: Options {
             release_phase,
             agent_timeout: Duration::from_secs(60),
-            health_timeout: Duration::from_secs(60),
-            cancel_poll: Duration::from_millis(1),
+            health_timeout: Duration::from_millis(300),
             budget,
+            surge,
+            ..Options::from_settings(&Default::default(), release_phase)
+                .polling(Duration::from_millis(1))
         },
     };
     engine.run(record).await
@@ -276,8 +389,8 @@ async fn a_worker_out_of_time_hands_over_between_batches_and_the_next_continues_
     }
 
     assert_eq!(record.status, DeployStatus::Succeeded, "{:?}", record.cause);
-    assert_eq!(workers, 4, "one batch each");
-    assert_eq!(*log.hand_offs.lock().unwrap(), 3);
+    assert_eq!(workers, 5, "the release phase, then one batch each");
+    assert_eq!(*log.hand_offs.lock().unwrap(), 4);
     assert_eq!(record.plan.len(), 4);
     let ran = deployed(&runner);
     assert_eq!(
@@ -347,6 +460,16 @@ async fn a_deploy_visits_every_batch_and_succeeds() {
         4,
         "in and out of standby for each batch: {standby:?}"
     );
+    let processes = fleet.processes.lock().unwrap().clone();
+    assert_eq!(
+        processes,
+        [
+            r#"suspend ["AZRebalance", "AlarmNotification", "ScheduledActions"]"#,
+            r#"resume ["AZRebalance", "AlarmNotification", "ScheduledActions"]"#
+        ],
+        "scaling stays still while the deploy runs"
+    );
+    assert!(done.suspended.is_empty());
 }
 
 #[tokio::test]
@@ -545,10 +668,81 @@ async fn a_failed_release_phase_or_a_refused_plan_moves_no_instance() {
     assert_eq!(deployed(&runner).len(), 1, "only the release phase ran");
     assert_eq!(*log.current.lock().unwrap(), Some(r(6)));
 
+    // Standby only (surge off): a plan that breaks the minimum healthy
+    // share is refused.
     let (fleet, runner, log) = (self::fleet(4), FakeRunner::default(), FakeLog::default());
-    let done = run(&fleet, &runner, &log, record("all-at-once", true), false).await;
+    let done = run_with(
+        &fleet,
+        &runner,
+        &log,
+        record("all-at-once", true),
+        false,
+        Duration::MAX,
+        SurgeMode::Never,
+    )
+    .await;
     assert_eq!(done.status, DeployStatus::Failed);
     assert!(done.cause.unwrap().contains("minimum healthy"));
     assert!(deployed(&runner).is_empty());
+    assert_eq!(*log.current.lock().unwrap(), Some(r(6)));
+}
+
+#[tokio::test]
+async fn a_group_at_its_minimum_surges_new_instances_first_and_retires_the_old_once_they_serve() {
+    let fleet = FakeFleet {
+        min: 1,
+        boots: Some("r7".into()),
+        ..fleet(1)
+    };
+    let (runner, log) = (FakeRunner::default(), FakeLog::default());
+
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+
+    assert_eq!(done.status, DeployStatus::Succeeded, "{:?}", done.cause);
+    assert!(done.surge);
+    assert!(deployed(&runner).is_empty(), "no instance left service");
+    let surge = done.batches[0].surge.as_ref().unwrap();
+    assert_eq!(surge.launched, [id(100)]);
+    assert_eq!((surge.desired_before, surge.raised_to), (1, 2));
+    assert_eq!(*fleet.instances.lock().unwrap(), Vec::<InstanceId>::new());
+    assert!(fleet.standby.lock().unwrap().is_empty(), "no standby");
+    let processes = fleet.processes.lock().unwrap().clone();
+    assert!(
+        processes.contains(&"capacity 2/100".to_owned())
+            && processes.contains(&format!("retire {:?}", [id(1)])),
+        "{processes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_surge_whose_new_instance_comes_up_on_another_release_fails_and_takes_it_away() {
+    let fleet = FakeFleet {
+        min: 1,
+        // The agent fell back to the previous release.
+        boots: Some("r6".into()),
+        ..fleet(1)
+    };
+    let (runner, log) = (FakeRunner::default(), FakeLog::default());
+
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+
+    // Nothing moved: putting `current` back is the whole rollback.
+    assert_eq!(done.status, DeployStatus::RolledBack);
+    assert!(
+        done.notes
+            .iter()
+            .any(|n| n.contains("came up with r6 instead of r7")),
+        "{:?}",
+        done.notes
+    );
+    assert_eq!(
+        *fleet.instances.lock().unwrap(),
+        [id(1)],
+        "the old one serves on"
+    );
+    assert!(
+        fleet.launched.lock().unwrap().is_empty(),
+        "the new one is gone"
+    );
     assert_eq!(*log.current.lock().unwrap(), Some(r(6)));
 }

@@ -5,10 +5,14 @@
 pub mod engine;
 pub mod notify;
 pub mod plan;
+pub mod queue;
 pub mod record;
 pub mod service;
+mod standby;
+mod surge;
 
 pub use engine::{DeployLog, Engine, Options};
 pub use plan::{PlanError, Strategy, plan};
 pub use record::{Batch, BatchStatus, DeployRecord};
 pub use service::{DeployError, Deploys, S3DeployLog, StartDeploy, run_queued};
+pub use surge::undo as undo_surge;

@@ -34,6 +34,26 @@ pub struct Batch {
     pub started_at: DateTime<Utc>,
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// A surge batch: the capacity it raised, and the instances launched
+    /// for it (which replace `instances`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surge: Option<Surge>,
+}
+
+/// What a surge batch did to the group, so that a worker taking over (or
+/// the reconciler) neither raises it twice nor leaves it raised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Surge {
+    pub desired_before: i32,
+    pub max_before: i32,
+    /// The desired capacity it asked for.
+    pub raised_to: i32,
+    /// Every member of the group before it raised it: the new ones are the
+    /// others.
+    pub known: Vec<InstanceId>,
+    /// The new instances that came up with the target, healthy.
+    #[serde(default)]
+    pub launched: Vec<InstanceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +94,27 @@ pub struct DeployRecord {
     /// Set when a worker hands the rest to a fresh one.
     #[serde(default)]
     pub handed_off: bool,
+    /// When the running worker last said it is alive (every save, and
+    /// every heartbeat while a batch runs): long silence means it died.
+    #[serde(default)]
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// The group's processes this deploy suspended, to resume at its end.
+    #[serde(default)]
+    pub suspended: Vec<String>,
+    /// Batches bring new instances up first instead of taking old ones
+    /// out (decided when the plan is made).
+    #[serde(default)]
+    pub surge: bool,
+    /// The reconciler found the worker gone and asks the next one to roll
+    /// back rather than go on.
+    #[serde(default)]
+    pub roll_back_requested: bool,
+    /// Queued behind the job that holds the environment, in its queue.
+    #[serde(default)]
+    pub waiting: bool,
+    /// Its place in the queue (1: next), as read with it; never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
 }
 
 impl DeployRecord {

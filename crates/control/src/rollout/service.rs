@@ -74,7 +74,7 @@ impl From<JobError> for DeployError {
 
 impl crate::jobs::JobRecord for DeployRecord {
     fn resumable(&self) -> bool {
-        self.status == DeployStatus::Queued
+        (self.status == DeployStatus::Queued && !self.waiting)
             || (self.status == DeployStatus::Running && self.handed_off)
     }
 
@@ -89,6 +89,14 @@ impl crate::jobs::JobRecord for DeployRecord {
         self.status = DeployStatus::Running;
         self.handed_off = false;
         self.workers += 1;
+    }
+
+    fn heartbeat_at(&self) -> DateTime<Utc> {
+        self.heartbeat_at.unwrap_or(self.created_at)
+    }
+
+    fn beat(&mut self, now: DateTime<Utc>) {
+        self.heartbeat_at = Some(now);
     }
 }
 
@@ -252,6 +260,27 @@ impl Deploys {
         now: DateTime<Utc>,
     ) -> Result<(DeployRecord, Held), DeployError> {
         let settings = self.settings(env).await?;
+        let record = self.new_record(env, req, &settings, now).await?;
+        let held = lock::acquire(
+            &self.objects,
+            env,
+            Lock::new(record.id.clone(), &record.user, now),
+            now,
+        )
+        .await?;
+        self.save_record(env, &record, &held).await?;
+        Ok((record, held))
+    }
+
+    /// A new deploy's record (not written yet): the target resolved, the
+    /// strategy and rollback from the request or the settings.
+    pub(super) async fn new_record(
+        &self,
+        env: &EnvRef,
+        req: StartDeploy,
+        settings: &EnvSettings,
+        now: DateTime<Utc>,
+    ) -> Result<DeployRecord, DeployError> {
         let from = self.store.current(env).await?;
         let to = match (req.release, req.rollback) {
             (Some(id), _) => {
@@ -276,16 +305,8 @@ impl Deploys {
                 .await?
                 .ok_or(DeployError::NothingToRollBackTo)?,
         };
-        let id = DeployId::new(now);
-        let held = lock::acquire(
-            &self.objects,
-            env,
-            Lock::new(id.clone(), &req.user, now),
-            now,
-        )
-        .await?;
-        let record = DeployRecord {
-            id,
+        Ok(DeployRecord {
+            id: DeployId::new(now),
             app: env.app.clone(),
             env: env.env.clone(),
             user: req.user,
@@ -305,17 +326,38 @@ impl Deploys {
             plan: Vec::new(),
             workers: 0,
             handed_off: false,
-        };
-        let saved = self.save(env, &record).await;
-        if let Err(e) = saved {
-            let _ = lock::release(&self.objects, env, &held).await;
+            heartbeat_at: None,
+            suspended: Vec::new(),
+            surge: false,
+            roll_back_requested: false,
+            waiting: false,
+            queue_position: None,
+        })
+    }
+
+    /// Writes the record of a deploy that holds the lock; if it cannot be
+    /// written, the lock is released.
+    pub(super) async fn save_record(
+        &self,
+        env: &EnvRef,
+        record: &DeployRecord,
+        held: &Held,
+    ) -> Result<(), DeployError> {
+        if let Err(e) = self.put(env, record).await {
+            let _ = lock::release(&self.objects, env, held).await;
             return Err(e.into());
         }
-        Ok((record, held))
+        Ok(())
+    }
+
+    pub(super) async fn put(&self, env: &EnvRef, record: &DeployRecord) -> Result<(), ObjectError> {
+        self.save(env, record).await
     }
 
     async fn save(&self, env: &EnvRef, record: &DeployRecord) -> Result<(), ObjectError> {
-        let body = serde_json::to_vec_pretty(record).expect("a record always serialises");
+        let mut stored = record.clone();
+        stored.queue_position = None;
+        let body = serde_json::to_vec_pretty(&stored).expect("a record always serialises");
         self.objects
             .put(
                 &record_key(env, &record.id),
@@ -346,19 +388,23 @@ impl Deploys {
         Ok(slipway_core::deploys::last_succeeded(&summaries, except))
     }
 
+    /// The record, with its place in the queue if it waits.
     pub async fn get(&self, env: &EnvRef, id: &DeployId) -> Result<DeployRecord, DeployError> {
-        Ok(crate::jobs::record(&self.objects, env, &id.clone().into())
+        let record = crate::jobs::record(&self.objects, env, &id.clone().into())
             .await?
             .ok_or_else(|| DeployError::NotFound(id.clone()))?
-            .0)
+            .0;
+        Ok(self.with_positions(env, vec![record]).await?.remove(0))
     }
 
-    /// Records newest first, at most `limit`.
+    /// Records newest first, at most `limit`, with their places in the
+    /// queue.
     pub async fn list(&self, env: &EnvRef, limit: usize) -> Result<Vec<DeployRecord>, DeployError> {
-        Ok(self
+        let records = self
             .objects
             .newest_records(&deploys_prefix(env), limit)
-            .await?)
+            .await?;
+        self.with_positions(env, records).await
     }
 
     /// A queued deploy that could not be launched: record why and free the
@@ -405,6 +451,12 @@ impl Deploys {
     /// Asks a running deploy to stop: the running batch's command is
     /// cancelled, no further batch starts.
     pub async fn cancel(&self, env: &EnvRef, id: &DeployId) -> Result<DeployRecord, DeployError> {
+        if let Some(cancelled) = self
+            .drop_waiting(env, id, "cancelled while it waited its turn")
+            .await?
+        {
+            return Ok(cancelled);
+        }
         crate::jobs::cancel(&self.objects, env, &id.clone().into())
             .await?
             .ok_or_else(|| DeployError::NotFound(id.clone()))
@@ -485,7 +537,12 @@ pub struct S3DeployLog {
 
 impl crate::jobs::JobLog<DeployRecord> for S3DeployLog {
     async fn save(&self, record: &DeployRecord) -> Result<(), JobError> {
-        self.deploys.save(&self.env, record).await?;
+        // Every save of a running worker is a heartbeat.
+        let mut beating = record.clone();
+        if !record.is_finished() {
+            beating.heartbeat_at = Some(Utc::now());
+        }
+        self.deploys.save(&self.env, &beating).await?;
         let mut last = self.last.lock().await;
         self.notifier.record_changed(last.as_ref(), record).await;
         *last = Some(record.clone());
@@ -497,7 +554,13 @@ impl crate::jobs::JobLog<DeployRecord> for S3DeployLog {
     }
 
     async fn release_lock(&self) {
-        self.job.release_lock().await
+        self.job.release_lock().await;
+        // The environment is free: the next deploy in its queue goes.
+        if let Some(launcher) = self.job.launcher()
+            && let Err(e) = self.deploys.promote(&self.env, launcher.as_ref()).await
+        {
+            tracing::warn!(env = %self.env, error = %e, "could not promote a queued deploy");
+        }
     }
 
     async fn cancel_requested(&self, _: &DeployRecord) -> bool {

@@ -28,6 +28,9 @@ pub enum RunStatus {
     Cancelled,
     Undeliverable,
     DeliveryTimedOut,
+    /// It left the group while the command ran (terminated, scaled in):
+    /// nothing to wait for, and not a failure of the release.
+    Vanished,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +74,11 @@ pub enum RunnerError {
 /// Resolves when the run should stop: the deploy was cancelled.
 pub type Cancel<'a> = futures::future::BoxFuture<'a, ()>;
 
+/// Instances that left the group while a run waits for them: the runner
+/// stops waiting for each one it finds here at its next poll (cancelling
+/// its command) and reports it [`RunStatus::Vanished`].
+pub type Gone = std::sync::Mutex<std::collections::BTreeSet<InstanceId>>;
+
 /// A [`Cancel`] that never fires.
 pub fn never<'a>() -> Cancel<'a> {
     Box::pin(std::future::pending())
@@ -86,5 +94,6 @@ pub trait Runner: Sync {
         command: &AgentCommand,
         timeout: Duration,
         cancel: Cancel<'_>,
+        gone: &Gone,
     ) -> impl Future<Output = Result<Vec<Invocation>, RunnerError>> + Send;
 }

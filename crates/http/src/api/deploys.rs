@@ -121,7 +121,7 @@ async fn start(
         rollback: false,
         user,
     };
-    begin(&state, &env, request, &headers).await
+    begin(&state, &env, request, req.queue, &headers).await
 }
 
 async fn rollback(
@@ -137,7 +137,7 @@ async fn rollback(
         user,
         ..StartDeploy::default()
     };
-    begin(&state, &env, request, &headers).await
+    begin(&state, &env, request, req.queue, &headers).await
 }
 
 /// `<app>/<env>/deploys/idempotency/<sha256 of user and key>`: the deploy
@@ -165,6 +165,7 @@ async fn begin(
     state: &AppState,
     env: &EnvRef,
     request: StartDeploy,
+    queue: Option<bool>,
     headers: &HeaderMap,
 ) -> Result<(StatusCode, Json<DeployAccepted>), ApiError> {
     let launcher = state
@@ -181,17 +182,21 @@ async fn begin(
         let record = deploys.get(env, &id).await?;
         return Ok(accepted(env, record));
     }
-    let (record, held) = deploys.start(env, request, chrono::Utc::now()).await?;
+    let begun = deploys
+        .begin(env, request, queue, chrono::Utc::now(), launcher.as_ref())
+        .await?;
     if let Some(key) = &idempotency {
         let _ = deploys
             .objects
-            .put(key, record.id.to_string(), "text/plain", Write::IfAbsent)
+            .put(
+                key,
+                begun.record.id.to_string(),
+                "text/plain",
+                Write::IfAbsent,
+            )
             .await;
     }
-    let record = deploys
-        .launch(env, record, &held, launcher.as_ref())
-        .await?;
-    Ok(accepted(env, record))
+    Ok(accepted(env, begun.record))
 }
 
 fn accepted(env: &EnvRef, record: DeployRecord) -> (StatusCode, Json<DeployAccepted>) {

@@ -201,20 +201,27 @@ impl<F: GroupControl + FormationSource> Chat<F> {
         request: StartDeploy,
         command: &SlashCommand,
     ) -> Result<String, String> {
-        let (record, held) = self
+        let begun = self
             .deploys
-            .start(env, request, Utc::now())
+            .begin(env, request, None, Utc::now(), self.launcher.as_ref())
             .await
-            .map_err(plain)?;
+            .map_err(|e| match e {
+                slipway_control::rollout::DeployError::NotLaunched(_) => {
+                    "the rollout could not be started".to_owned()
+                }
+                e => plain(e),
+            })?;
+        let record = begun.record;
         if let Some(url) = command.response_url(&self.settings.response_prefixes) {
             let _ = self.deploys.set_response_url(env, &record.id, url).await;
         }
-        let record = self
-            .deploys
-            .launch(env, record, &held, self.launcher.as_ref())
-            .await
-            .map_err(|_| "the rollout could not be started".to_owned())?;
         let from = record.from.map_or("nothing".to_owned(), |f| f.to_string());
+        if let Some(position) = begun.position.or(record.queue_position) {
+            return Ok(format!(
+                "Queued {} for {env} ({from} → {}), deploy {}: number {position} in the queue. Progress follows here once it starts.",
+                record.to, record.to, record.id
+            ));
+        }
         Ok(format!(
             "Deploying {} to {env} ({from} → {}, {}), deploy {}. Progress follows here.",
             record.to, record.to, record.strategy, record.id
@@ -260,6 +267,10 @@ impl<F: GroupControl + FormationSource> Chat<F> {
                 last.to,
                 last.user
             ));
+        }
+        let waiting = self.deploys.waiting(env).await.map_err(plain)?;
+        for (n, id) in waiting.iter().enumerate() {
+            lines.push(format!("queued #{}: deploy {id}", n + 1));
         }
         Ok(lines.join("\n"))
     }

@@ -60,6 +60,7 @@ fn spec(timeout: Duration, retries: u32) -> FunctionSpec {
         json_logs: false,
         routes: vec![],
         s3: vec![],
+        schedules: vec![],
         policies: vec![],
         on_failure: None,
         retries,

@@ -26,6 +26,29 @@ pub struct S3Notification {
     pub rules: Vec<(String, String)>,
 }
 
+/// A `Schedule` event: EventBridge invokes the function asynchronously
+/// with `input` at a fixed rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub every: Duration,
+    pub input: Value,
+}
+
+/// `rate(N minute|minutes|hour|hours|day|days)`, as EventBridge writes
+/// it.
+pub fn parse_rate(expression: &str) -> Option<Duration> {
+    let inner = expression.strip_prefix("rate(")?.strip_suffix(')')?;
+    let (n, unit) = inner.trim().split_once(' ')?;
+    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
+    let unit_secs = match (n, unit) {
+        (1, "minute") | (2.., "minutes") => 60,
+        (1, "hour") | (2.., "hours") => 3600,
+        (1, "day") | (2.., "days") => 86400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n * unit_secs))
+}
+
 /// Where an asynchronous invocation goes once Lambda gives up on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -50,6 +73,7 @@ pub struct FunctionSpec {
     pub json_logs: bool,
     pub routes: Vec<Route>,
     pub s3: Vec<S3Notification>,
+    pub schedules: Vec<Schedule>,
     /// Its role's policies: `(name, policy document)`, SAM's policy
     /// templates expanded, its inline statements, the managed policies.
     pub policies: Vec<(String, Value)>,
@@ -119,6 +143,20 @@ impl ControlPlaneTemplate {
                     Value::String(values.bucket.clone())
                 }
                 "AWS::Serverless::HttpApi" => Value::String(values.api_id.clone()),
+                "AWS::SQS::Queue" => {
+                    let name = format!("{}-{id}", values.stack);
+                    resolver.attributes.insert(
+                        (id.clone(), "Arn".into()),
+                        Value::String(arn("sqs", name.clone())),
+                    );
+                    resolver.attributes.insert(
+                        (id.clone(), "QueueName".into()),
+                        Value::String(name.clone()),
+                    );
+                    Value::String(format!(
+                        "https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}"
+                    ))
+                }
                 "AWS::Logs::LogGroup" => {
                     let name = format!("/aws/{}/{id}", values.stack);
                     resolver.attributes.insert(
@@ -253,6 +291,7 @@ fn function(
         .unwrap_or(false);
     let mut routes = Vec::new();
     let mut s3 = Vec::new();
+    let mut schedules = Vec::new();
     for (event, spec) in props
         .get("Events")
         .and_then(Value::as_object)
@@ -299,6 +338,20 @@ fn function(
                     })
                     .unwrap_or_default(),
             }),
+            "Schedule" => {
+                let rate = p.get("Schedule").map(scalar).unwrap_or_default();
+                let every = parse_rate(&rate).ok_or_else(|| {
+                    invalid(format!(
+                        "{ev_at}: the local platform runs rate(…) schedules, not {rate:?}"
+                    ))
+                })?;
+                let input = match p.get("Input") {
+                    None => json!({}),
+                    Some(raw) => serde_json::from_str(&scalar(raw))
+                        .map_err(|_| invalid(format!("{ev_at}.Input is not JSON")))?,
+                };
+                schedules.push(Schedule { every, input });
+            }
             other => {
                 return Err(invalid(format!(
                     "{ev_at}: the local platform has no {other} events"
@@ -343,6 +396,7 @@ fn function(
         json_logs,
         routes,
         s3,
+        schedules,
         policies,
         on_failure,
         retries,

@@ -13,8 +13,8 @@ mod resolve;
 use serde_json::{Map, Value, json};
 
 pub use functions::{
-    ControlPlaneTemplate, Destination, FunctionSpec, Route, S3Notification, StackValues,
-    function_arn, instance_role,
+    ControlPlaneTemplate, Destination, FunctionSpec, Route, S3Notification, Schedule, StackValues,
+    function_arn, instance_role, parse_rate,
 };
 pub use resolve::Resolver;
 

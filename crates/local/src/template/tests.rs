@@ -63,6 +63,46 @@ fn environment_variables_merge_the_globals_and_resolve_their_references() {
 }
 
 #[test]
+fn the_workers_run_as_long_as_the_settings_assume_with_a_reconciler_and_a_failure_queue_each() {
+    let t = ControlPlaneTemplate::read(TEMPLATE, &values()).unwrap();
+    for id in ["DeployFunction", "CycleFunction"] {
+        let f = t.function(id).unwrap();
+        assert_eq!(
+            f.timeout.as_secs(),
+            slipway_core::env_settings::WORKER_LIMIT_SECS,
+            "{id}: the settings' one-batch check assumes this limit"
+        );
+        assert_eq!(
+            f.schedules,
+            [Schedule {
+                every: std::time::Duration::from_secs(60),
+                input: json!({"slipway": "reconcile"}),
+            }],
+            "{id}"
+        );
+        let queue = f.on_failure.as_ref().expect("an on-failure destination");
+        assert_eq!(queue.kind, "SQS");
+        let name = queue.arn.rsplit(':').next().unwrap();
+        assert!(
+            f.environment["SLIPWAY_FAILURE_QUEUE"].ends_with(&format!("/{name}")),
+            "{id} drains the queue its failures go to"
+        );
+    }
+    assert_eq!(
+        parse_rate("rate(5 minutes)"),
+        Some(std::time::Duration::from_secs(300))
+    );
+    for bad in [
+        "rate(1 minutes)",
+        "rate(0 minutes)",
+        "cron(0 * * * ? *)",
+        "rate(2 minute)",
+    ] {
+        assert_eq!(parse_rate(bad), None, "{bad}");
+    }
+}
+
+#[test]
 fn routes_and_upload_notifications_come_from_the_events() {
     let t = ControlPlaneTemplate::read(TEMPLATE, &values()).unwrap();
     let release = t.function("ReleaseFunction").unwrap();

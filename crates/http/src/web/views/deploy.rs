@@ -74,7 +74,11 @@ pub fn deploy(env: &EnvRef, d: &DeployRecord, now: DateTime<Utc>) -> Markup {
         h1 { "Deploy " span.mono { (d.id) } }
         div #live hx-get=[live.then_some(&url)] hx-trigger=[live.then_some(POLL)]
             hx-select=[live.then_some("#live")] hx-swap=[live.then_some("outerHTML")] {
-            p #deploy-status role="status" { (status(d.status)) @if let Some(c) = &d.cause { " — " (c) } }
+            p #deploy-status role="status" {
+                (status(d.status))
+                @if let Some(n) = d.queue_position.filter(|_| d.waiting) { " — waiting its turn, number " (n) " in the queue" }
+                @if let Some(c) = &d.cause { " — " (c) }
+            }
             dl.facts {
                 dt { "Release" } dd { (release_text(d.from)) " → " (d.to) }
                 dt { "Strategy" } dd { (d.strategy) ", keeping " (d.min_healthy_percent) "% healthy" }

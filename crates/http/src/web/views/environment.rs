@@ -231,7 +231,7 @@ fn history(env: &EnvRef, deploys: &[DeployRecord], now: DateTime<Utc>) -> Markup
                             tr {
                                 th scope="row" { a.mono href=(deploy_url(env, &d.id)) { (d.id) } }
                                 td { (release_text(d.from)) " → " (d.to) }
-                                td { (status(d.status)) }
+                                td { (status(d.status)) @if let Some(n) = d.queue_position.filter(|_| d.waiting) { " (number " (n) " in the queue)" } }
                                 td { (d.user) }
                                 td { (time(d.created_at, now)) }
                                 td { (took(d, now)) }
