@@ -554,3 +554,125 @@ async fn the_reconciler_hands_a_deploy_whose_worker_went_silent_to_a_fresh_one_a
     // Its heartbeat is fresh again: the next round leaves it to the new worker.
     assert!(reconciler.run(Utc::now()).await.unwrap().is_empty());
 }
+
+/// An on-failure queue holding what a test put there.
+#[derive(Default)]
+struct FailedQueue {
+    messages: std::sync::Mutex<Vec<(String, serde_json::Value)>>,
+    deleted: std::sync::Mutex<Vec<String>>,
+}
+
+impl slipway_control::reconcile::FailedInvocations for FailedQueue {
+    fn receive(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<(String, serde_json::Value)>, String>> {
+        let taken = std::mem::take(&mut *self.messages.lock().unwrap());
+        Box::pin(async move { Ok(taken) })
+    }
+    fn delete(&self, handle: String) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        self.deleted.lock().unwrap().push(handle);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_deploy_lambda_gave_up_on_is_taken_from_the_on_failure_queue_and_handed_to_a_fresh_worker()
+ {
+    use slipway_control::reconcile::Reconciler;
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let (record, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    let queue = std::sync::Arc::new(FailedQueue::default());
+    let event = slipway_control::jobs::RunJob::new(&env(), &record.id.clone().into());
+    queue.messages.lock().unwrap().extend([
+        ("m1".to_owned(), serde_json::to_value(&event).unwrap()),
+        // Not a job's event: deleted, never acted on.
+        ("m2".to_owned(), serde_json::json!({"version": "2.0"})),
+    ]);
+    let relay = std::sync::Arc::new(Relay::default());
+    let reconciler = Reconciler {
+        deploys: d.clone(),
+        fleet: Healthy(vec![InstanceId::parse("i-1").unwrap()]),
+        launcher: relay.clone(),
+        kind: slipway_core::ids::JobKind::Deploy,
+        heartbeat: Duration::from_secs(30),
+        failures: Some(queue.clone()),
+    };
+
+    // Queued a moment ago, so not silent for long: it is the queue that
+    // says its worker is gone.
+    let done = reconciler.run(Utc::now()).await.unwrap();
+
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].job, record.id.to_string());
+    assert_eq!(relay.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(*queue.deleted.lock().unwrap(), ["m1", "m2"]);
+    assert!(reconciler.run(Utc::now()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn with_on_worker_lost_roll_back_the_reconciled_deploy_puts_the_previous_release_back() {
+    use slipway_control::reconcile::Reconciler;
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let (first, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    run(&d, &first.id, false).await;
+    release(&world, 2).await;
+    let mut patch = serde_json::Map::new();
+    patch.insert("on_worker_lost".into(), serde_json::json!("roll_back"));
+    d.change_settings(&env(), patch).await.unwrap();
+    let (mut record, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    // Its worker moved `current`, planned, began batch 1 and died.
+    world.store.set_current(&env(), record.to).await.unwrap();
+    record.status = DeployStatus::Running;
+    record.workers = 1;
+    record.plan = vec![
+        vec![InstanceId::parse("i-1").unwrap()],
+        vec![InstanceId::parse("i-2").unwrap()],
+    ];
+    record.batches = vec![slipway_control::rollout::Batch {
+        number: 1,
+        instances: vec![InstanceId::parse("i-1").unwrap()],
+        status: slipway_control::rollout::BatchStatus::Running,
+        results: Vec::new(),
+        unhealthy: Vec::new(),
+        started_at: Utc::now(),
+        finished_at: None,
+        surge: None,
+    }];
+    record.heartbeat_at = Some(Utc::now() - chrono::Duration::minutes(5));
+    d.objects
+        .put(
+            &slipway_core::keys::deploy_key(&env(), &record.id),
+            serde_json::to_vec(&record).unwrap(),
+            "application/json",
+            slipway_core::objects::Write::Always,
+        )
+        .await
+        .unwrap();
+    let reconciler = Reconciler {
+        deploys: d.clone(),
+        fleet: Healthy(vec![
+            InstanceId::parse("i-1").unwrap(),
+            InstanceId::parse("i-2").unwrap(),
+        ]),
+        launcher: std::sync::Arc::new(Relay::default()),
+        kind: slipway_core::ids::JobKind::Deploy,
+        heartbeat: Duration::from_secs(30),
+        failures: None,
+    };
+    let done = reconciler.run(Utc::now()).await.unwrap();
+    assert!(done[0].action.contains("roll back"), "{done:?}");
+
+    // The fresh worker the reconciler launched.
+    let finished = run(&d, &record.id, false).await;
+    assert_eq!(finished.status, DeployStatus::RolledBack, "{finished:?}");
+    assert_eq!(
+        finished.rollback.as_ref().unwrap().instances,
+        [InstanceId::parse("i-1").unwrap()],
+        "the batch cut short may have moved: it gets the previous release"
+    );
+    assert_eq!(world.store.current(&env()).await.unwrap(), Some(first.to));
+}
