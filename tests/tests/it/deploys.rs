@@ -676,3 +676,67 @@ async fn with_on_worker_lost_roll_back_the_reconciled_deploy_puts_the_previous_r
     );
     assert_eq!(world.store.current(&env()).await.unwrap(), Some(first.to));
 }
+
+#[tokio::test]
+async fn queued_deploys_wait_in_order_the_latest_replaces_the_waiting_and_a_waiting_one_can_be_cancelled()
+ {
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let mut patch = serde_json::Map::new();
+    patch.insert("queue".into(), serde_json::json!(true));
+    patch.insert("latest_wins".into(), serde_json::json!(true));
+    d.change_settings(&env(), patch).await.unwrap();
+    let relay = Relay::default();
+    let begin = |who: &'static str| {
+        let (d, relay) = (&d, &relay);
+        async move {
+            d.begin(&env(), start(who), None, Utc::now(), relay)
+                .await
+                .unwrap()
+        }
+    };
+
+    let running = begin("alice").await;
+    assert_eq!(running.position, None, "the first takes the environment");
+    let second = begin("bob").await;
+    assert_eq!(second.position, Some(1));
+    assert!(second.record.waiting);
+    let third = begin("carol").await;
+    assert_eq!(third.position, Some(1), "the latest replaces the waiting");
+    let replaced = d.get(&env(), &second.record.id).await.unwrap();
+    assert_eq!(replaced.status, DeployStatus::Cancelled);
+    assert!(
+        replaced.cause.unwrap().contains(third.record.id.as_str()),
+        "says what replaced it"
+    );
+
+    // Cancelled while it waits: out of the queue at once.
+    let cancelled = d.cancel(&env(), &third.record.id).await.unwrap();
+    assert_eq!(cancelled.status, DeployStatus::Cancelled);
+    assert!(d.waiting(&env()).await.unwrap().is_empty());
+
+    let fourth = begin("dave").await;
+    assert_eq!(fourth.position, Some(1));
+    assert_eq!(relay.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Nothing is promoted while the first holds the environment…
+    assert_eq!(d.promote(&env(), &relay).await.unwrap(), None);
+    // …and the moment it is free, the head takes it and is launched.
+    d.objects
+        .delete(&slipway_core::keys::lock_key(&env()))
+        .await
+        .unwrap();
+    assert_eq!(
+        d.promote(&env(), &relay).await.unwrap(),
+        Some(fourth.record.id.clone())
+    );
+    assert_eq!(relay.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let promoted = d.get(&env(), &fourth.record.id).await.unwrap();
+    assert!(!promoted.waiting && promoted.queue_position.is_none());
+    let held = slipway_control::jobs::lock::read(&d.objects, &env())
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(held.job.to_string(), fourth.record.id.to_string());
+}
