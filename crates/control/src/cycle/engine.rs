@@ -92,7 +92,9 @@ impl<F: Fleet + GroupControl, L: JobLog<CycleRecord>> CycleEngine<'_, F, L> {
         };
         let started = Instant::now();
         record.status = CycleStatus::Running;
-        if record.suspended.is_empty() && record.workers <= 1 {
+        // Unless a worker before this one did and they still are (the
+        // reconciler resumes them when it finds a worker dead).
+        if record.suspended.is_empty() {
             match self.fleet.suspend(&env, &JOB_SUSPENDED_PROCESSES).await {
                 Ok(suspended) => record.suspended = suspended,
                 Err(e) => record.notes.push(format!(

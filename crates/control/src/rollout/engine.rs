@@ -153,7 +153,7 @@ pub(super) fn moved(record: &DeployRecord) -> Vec<InstanceId> {
         .collect()
 }
 
-pub(super) enum Outcome {
+enum Outcome {
     Ok,
     Failed(String),
     /// This worker's time is up; a fresh one continues.
@@ -243,9 +243,10 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
     }
 
     /// Suspends the group's processes that would move instances during
-    /// the deploy (once: a resumed deploy already did).
+    /// the deploy, unless a worker before this one did and they still are
+    /// (the reconciler resumes them when it finds a worker dead).
     async fn suspend(&self, env: &EnvRef, record: &mut DeployRecord) {
-        if !record.plan.is_empty() {
+        if !record.suspended.is_empty() {
             return;
         }
         match self.fleet.suspend(env, &JOB_SUSPENDED_PROCESSES).await {
