@@ -40,6 +40,7 @@ pub async fn platform_with(work: &Path, adjust: impl FnOnce(&mut PlatformOptions
         // The functions' deadlines as the template sets them.
         function_time_scale: 1.0,
         function_time_scales: Default::default(),
+        schedules: true,
     };
     adjust(&mut options);
     Platform::start(options)

@@ -71,6 +71,9 @@ pub struct PlatformOptions {
     pub function_time_scale: f64,
     /// Functions (by logical id) with a share of their own.
     pub function_time_scales: BTreeMap<String, f64>,
+    /// Run the template's `Schedule` events (the reconcilers). A test that
+    /// counts a function's asynchronous deliveries turns them off.
+    pub schedules: bool,
 }
 
 impl PlatformOptions {
@@ -93,6 +96,7 @@ impl PlatformOptions {
             time_scale: 1.0,
             function_time_scale: 1.0,
             function_time_scales: BTreeMap::new(),
+            schedules: true,
         }
     }
 }
@@ -293,7 +297,8 @@ impl Platform {
         }));
         // EventBridge schedules (the reconcilers' every minute), at the
         // platform's time scale.
-        for function in &template.functions {
+        let scheduled = template.functions.iter().filter(|_| options.schedules);
+        for function in scheduled {
             for schedule in &function.schedules {
                 let (lambda, name) = (lambda.clone(), function.name.clone());
                 let every = schedule.every.mul_f64(options.time_scale);
