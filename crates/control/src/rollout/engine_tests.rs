@@ -38,6 +38,8 @@ struct FakeFleet {
     launched: Mutex<Vec<InstanceId>>,
     /// After this many standby calls, add or remove an instance.
     change_after: Option<(usize, Change)>,
+    /// Leaves the group the moment it comes back out of Standby.
+    vanishes_on_exit: Option<InstanceId>,
 }
 
 #[derive(Clone)]
@@ -73,6 +75,11 @@ impl Fleet for FakeFleet {
     }
     async fn exit_standby(&self, _: &EnvRef, ids: &[InstanceId]) -> Result<(), FleetError> {
         self.standby.lock().unwrap().push(format!("out {ids:?}"));
+        if let Some(gone) = &self.vanishes_on_exit
+            && ids.contains(gone)
+        {
+            self.instances.lock().unwrap().retain(|i| i != gone);
+        }
         Ok(())
     }
     async fn capacity(&self, _: &EnvRef) -> Result<crate::fleet::Sizes, FleetError> {
@@ -148,9 +155,12 @@ impl Fleet for FakeFleet {
         _: Duration,
     ) -> Result<Vec<InstanceId>, FleetError> {
         let unhealthy = self.unhealthy.lock().unwrap();
+        let members = self.instances.lock().unwrap();
+        let launched = self.launched.lock().unwrap();
+        // One that left the group is no target of the load balancer's.
         let bad: Vec<InstanceId> = ids
             .iter()
-            .filter(|i| unhealthy.contains(*i))
+            .filter(|i| unhealthy.contains(*i) || !(members.contains(*i) || launched.contains(*i)))
             .cloned()
             .collect();
         self.reported.lock().unwrap().extend(bad.iter().cloned());
@@ -627,6 +637,26 @@ async fn instances_that_join_or_vanish_mid_deploy_are_noted_and_handled() {
             .any(|n| n.contains("i-0002 left the group")),
         "{:?}",
         done.notes
+    );
+}
+
+#[tokio::test]
+async fn an_instance_that_leaves_after_its_batch_came_back_in_service_adds_no_capacity() {
+    let fleet = FakeFleet {
+        vanishes_on_exit: Some(id(2)),
+        ..fleet(3)
+    };
+    let (runner, log) = (FakeRunner::default(), FakeLog::default());
+
+    let done = run(&fleet, &runner, &log, record("one-at-a-time", true), false).await;
+
+    assert_eq!(done.status, DeployStatus::Succeeded, "{:?}", done.cause);
+    let second = &done.batches[1];
+    assert_eq!(second.results[0].status, RunStatus::Vanished, "{second:?}");
+    let processes = fleet.processes.lock().unwrap().clone();
+    assert!(
+        !processes.iter().any(|p| p.starts_with("capacity")),
+        "ExitStandby gave its capacity back, and the group replaces it: {processes:?}"
     );
 }
 

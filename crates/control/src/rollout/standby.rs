@@ -7,7 +7,9 @@
 //! is noticed within one poll, its command cancelled and its result
 //! `vanished`, not a failure of the release; the rest of the batch goes on,
 //! and the desired capacity it took with it (standby had lowered it) goes
-//! back up, so the group launches a replacement, which boots `current`.
+//! back up, so the group launches a replacement, which boots `current`. One
+//! that leaves after it came back in service took nothing: the group
+//! replaces it by itself.
 
 use std::time::Duration;
 
@@ -102,6 +104,10 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             .into_iter()
             .filter(|i| !vanished.contains(i))
             .collect();
+        // These left while in Standby, with the capacity standby had taken
+        // off; one that leaves after ExitStandby gave it back is replaced
+        // by the group itself.
+        let left_in_standby = vanished.clone();
         // Back in service whatever happened: a failed agent leaves the
         // previous release serving.
         if !instances.is_empty()
@@ -131,7 +137,9 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             {
                 r.status = RunStatus::Vanished;
             }
-            self.replace_vanished(env, &vanished).await;
+            if !left_in_standby.is_empty() {
+                self.replace_vanished(env, &left_in_standby).await;
+            }
         }
         failed
     }
