@@ -105,6 +105,10 @@ pub enum Command {
         /// Every instance, one at a time, health-gated
         #[arg(long, conflicts_with = "instance")]
         all: bool,
+        /// With --all: when another deploy or cycle holds the environment,
+        /// wait in its queue instead of being refused
+        #[arg(long, requires = "all")]
+        wait: bool,
     },
     /// Set the number of instances (and the group's bounds)
     Scale {
@@ -336,7 +340,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         Command::Deploys { limit } => deploy::list(&ctx, limit).await,
         Command::Ps => fleet::ps(&ctx).await,
         Command::Logs(args) => logs::logs(&ctx, args).await,
-        Command::Cycle { instance, all } => fleet::cycle(&ctx, instance, all).await,
+        Command::Cycle {
+            instance,
+            all,
+            wait,
+        } => fleet::cycle(&ctx, instance, all, wait).await,
         Command::Scale { desired, min, max } => fleet::scale(&ctx, desired, min, max).await,
         Command::Config { action, reveal } => settings::config(&ctx, action, reveal).await,
         Command::Promote { to, release } => settings::promote(&ctx, &to, release).await,
@@ -386,7 +394,7 @@ async fn env_command(
                         env,
                         json,
                     };
-                    fleet::cycle(&ctx, None, true).await
+                    fleet::cycle(&ctx, None, true, false).await
                 }
                 Err(_) => {
                     println!(

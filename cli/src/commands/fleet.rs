@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::bail;
 use slipway_control::cycle::{CycleRecord, CycleStatus, StepStatus};
-use slipway_http::wire::{CycleAccepted, CycleAnswer, Environment, ScaleAnswer, ScaleRequest};
+use slipway_http::wire::{
+    CycleAccepted, CycleAnswer, CycleRequest, Environment, ScaleAnswer, ScaleRequest,
+};
 
 use super::Ctx;
 use crate::output::{age_opt, opt, table};
@@ -77,7 +79,12 @@ pub async fn ps(ctx: &Ctx) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-pub async fn cycle(ctx: &Ctx, instance: Option<String>, all: bool) -> anyhow::Result<bool> {
+pub async fn cycle(
+    ctx: &Ctx,
+    instance: Option<String>,
+    all: bool,
+    wait: bool,
+) -> anyhow::Result<bool> {
     match (instance, all) {
         (Some(id), false) => {
             let answer: CycleAnswer = ctx
@@ -92,13 +99,36 @@ pub async fn cycle(ctx: &Ctx, instance: Option<String>, all: bool) -> anyhow::Re
             Ok(true)
         }
         (None, true) => {
-            let started: CycleAccepted = ctx.client.post_empty(&ctx.path("/cycle")).await?;
+            let request = CycleRequest {
+                queue: wait.then_some(true),
+            };
+            let started: CycleAccepted = ctx.client.post(&ctx.path("/cycle"), &request).await?;
             if !ctx.json {
-                println!("cycle {}: every instance, one at a time", started.id);
+                match started
+                    .cycle
+                    .queue_position
+                    .filter(|_| started.cycle.waiting)
+                {
+                    Some(position) => println!(
+                        "cycle {} waits its turn: number {position} in the environment's queue",
+                        started.id
+                    ),
+                    None => println!("cycle {}: every instance, one at a time", started.id),
+                }
             }
             let mut printed = 0;
+            let mut waited = started.cycle.waiting;
             loop {
                 let record: CycleRecord = ctx.client.get(&started.url).await?;
+                if waited && !record.waiting {
+                    waited = false;
+                    if !ctx.json && record.finished_at.is_none() {
+                        println!(
+                            "cycle {}: its turn came, every instance, one at a time",
+                            record.id
+                        );
+                    }
+                }
                 let done: Vec<_> = record
                     .steps
                     .iter()

@@ -3,7 +3,8 @@
 //! `AwsFleet`, the real document, the local load balancer): a one-instance
 //! group that must surge, a worker killed mid-batch and finished by the
 //! reconciler, S3 answering `503 SlowDown` to a fifth of its calls, the
-//! group scaling out mid-deploy, releases that fail. Each runs a request
+//! group scaling out mid-deploy, releases that fail, deploys and a cycle
+//! asked for at once, waiting their turn. Each runs a request
 //! loop through the load balancer and checks that no request failed, that
 //! the fleet ends on one release with nothing in Standby, and that the
 //! group's sizes and processes are as before (or as the scale-out left
@@ -426,6 +427,116 @@ async fn two_deploys_at_once_run_in_order_with_queueing_and_the_second_is_refuse
     );
     answers.assert_none_failed("two queued deploys");
     assert_left_whole(&platform, &env, before, &second.to.to_string()).await;
+    platform
+        .stop()
+        .await
+        .expect("the templates allow every call the platform made");
+}
+
+/// `ship_in` in a blocking task, for a command that waits (`--wait`).
+fn ship_spawned(
+    platform: &slipway_local::Platform,
+    env: &EnvRef,
+    args: &[&str],
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let creds = credentials(platform);
+    let mut all: Vec<String> = vec![
+        "-a".into(),
+        env.app.to_string(),
+        "-e".into(),
+        env.env.to_string(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let creds: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        ship(&repo().join("examples/hello"), &all, &creds)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cycle_asked_for_during_a_deploy_waits_its_turn_and_a_deploy_queued_behind_it_runs_after()
+{
+    let work = tempfile::tempdir().unwrap();
+    let platform = platform(work.path()).await;
+    let (env, address, before) = serving_r1(&platform, "cyclequeue", 2).await;
+    let cycles = slipway_control::cycle::Cycles::new(platform.store.clone());
+
+    let requests = RequestLoop::start(&address);
+    let started = Instant::now();
+    ship_ok(&platform, &env, &["config", "set", "GREETING=Second"]);
+    ship_ok(&platform, &env, &["deploy", "--no-follow"]);
+    let first = latest_deploy(&platform, &env).await;
+    // Without --wait the cycle is refused, naming the deploy.
+    let refused = ship_in(&platform, &env, &["cycle", "--all"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains(first.id.as_str()),
+        "{}",
+        stderr(&refused)
+    );
+    // With it, the cycle waits behind the deploy (the deploy function
+    // starts it in the cycle function as the deploy ends)…
+    let cycle = ship_spawned(&platform, &env, &["cycle", "--all", "--wait"]);
+    let waiting = loop {
+        if let Some(c) = cycles.list(&env, 1).await.unwrap().pop() {
+            break c;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // …and a deploy asked for after it waits behind it (the cycle
+    // function starts that one as the cycle ends).
+    ship_ok(&platform, &env, &["config", "set", "GREETING=Third"]);
+    let queued = ship_ok(&platform, &env, &["deploy", "--wait", "--no-follow"]);
+    let shown = String::from_utf8_lossy(&queued.stdout).into_owned();
+    assert!(shown.contains("in the environment's queue"), "{shown}");
+    let cycled = cycle.await.unwrap();
+    let said = String::from_utf8_lossy(&cycled.stdout).into_owned();
+    assert!(cycled.status.success(), "{said}{}", stderr(&cycled));
+    assert!(
+        said.contains("number 1 in the environment's queue"),
+        "{said}"
+    );
+    let last = finished(&platform, &env, Duration::from_secs(180)).await;
+    let took = started.elapsed();
+    let answers = requests.stop().await;
+    report("a cycle queued between two deploys", &answers, took);
+
+    let deploys = Deploys::new(platform.store.clone());
+    let first = deploys.get(&env, &first.id).await.unwrap();
+    let cycle = cycles.get(&env, &waiting.id).await.unwrap();
+    assert!(waiting.waiting, "{waiting:?}");
+    assert_eq!(first.status, DeployStatus::Succeeded, "{first:?}");
+    assert_eq!(
+        cycle.status,
+        slipway_control::cycle::CycleStatus::Succeeded,
+        "{cycle:?}"
+    );
+    assert_eq!(last.status, DeployStatus::Succeeded, "{last:?}");
+    assert_ne!(last.id, first.id);
+    // Planned when its turn came: its replacements booted what the first
+    // deploy made current, not what was current when it was asked for.
+    assert_eq!(
+        cycle.release.as_deref(),
+        Some(first.to.to_string().as_str())
+    );
+    let cycle_started = cycle
+        .steps
+        .iter()
+        .filter_map(|s| s.started_at)
+        .min()
+        .unwrap();
+    assert!(
+        cycle_started >= first.finished_at.unwrap(),
+        "the cycle ran after the first deploy"
+    );
+    assert!(
+        last.batches[0].started_at >= cycle.finished_at.unwrap(),
+        "the last deploy ran after the cycle"
+    );
+    answers.assert_none_failed("a cycle queued between two deploys");
+    assert_left_whole(&platform, &env, before, &last.to.to_string()).await;
     platform
         .stop()
         .await

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod logs;
 pub mod metrics;
+pub mod queue;
 pub mod reconcile;
 pub mod rollout;
 pub mod runner;

@@ -24,7 +24,8 @@
 //!   last finished batch (a deploy) or step (a cycle).
 //!
 //! A lock left by a finished job is released. A job still queued whose
-//! worker never started is launched again.
+//! worker never started is launched again. A free environment's queue
+//! starts its head, of either kind.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,11 +168,10 @@ impl<F: Fleet> Reconciler<F> {
         now: DateTime<Utc>,
     ) -> Result<Option<Reconciled>, ReconcileError> {
         let Some((held, lock_etag)) = lock::read(self.objects(), env).await? else {
-            // Free: a deploy waiting in its queue goes (after a cycle, or a
-            // worker that died before promoting it).
-            if self.kind == JobKind::Deploy
-                && let Ok(Some(id)) = self.deploys.promote(env, self.launcher.as_ref()).await
-            {
+            // Free: the job next in its queue goes (a worker died before
+            // promoting it, or the one that finished could not start its
+            // kind).
+            if let Ok(Some(id)) = self.deploys.promote(env, self.launcher.as_ref()).await {
                 return Ok(Some(Reconciled {
                     env: env.to_string(),
                     job: id.to_string(),

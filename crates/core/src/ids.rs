@@ -128,6 +128,12 @@ impl JobId {
         }
     }
 
+    /// What orders jobs by creation whatever their kind: the id without
+    /// its kind letter (the time to the millisecond, then the suffix).
+    pub fn created_order(&self) -> &str {
+        &self.as_str()[1..]
+    }
+
     /// `deploy` or `cycle`.
     pub fn kind(&self) -> JobKind {
         match self {
@@ -148,6 +154,22 @@ impl JobId {
             Self::Cycle(id) => Some(id),
             Self::Deploy(_) => None,
         }
+    }
+}
+
+/// Jobs sort by when they were made, a deploy and a cycle alike (the
+/// queue of an environment is first come, first served across kinds).
+impl Ord for JobId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.created_order()
+            .cmp(other.created_order())
+            .then_with(|| self.as_str().cmp(other.as_str()))
+    }
+}
+
+impl PartialOrd for JobId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -201,6 +223,17 @@ impl fmt::Display for JobKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jobs_of_both_kinds_sort_by_when_they_were_made() {
+        let t = Utc::now();
+        let first = JobId::Cycle(CycleId::new(t));
+        let second = JobId::Deploy(DeployId::new(t + chrono::Duration::milliseconds(1)));
+        let third = JobId::Cycle(CycleId::new(t + chrono::Duration::milliseconds(2)));
+        let mut jobs = vec![third.clone(), second.clone(), first.clone()];
+        jobs.sort();
+        assert_eq!(jobs, vec![first, second, third]);
+    }
 
     #[test]
     fn a_new_id_parses_as_its_own_kind_and_no_other() {

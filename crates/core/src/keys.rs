@@ -92,14 +92,15 @@ pub fn deploy_key(env: &EnvRef, id: &DeployId) -> String {
     format!("{}{id}.json", deploys_prefix(env))
 }
 
-/// `<app>/<env>/queue/`: one empty `<deploy id>` object per deploy waiting
-/// for the environment, first in first out (ids sort by creation).
+/// `<app>/<env>/queue/`: one empty `<job id>` object per deploy or cycle
+/// waiting for the environment, first in first out (ids sort by creation,
+/// see `JobId`'s order).
 pub fn queue_prefix(env: &EnvRef) -> String {
     format!("{}queue/", env.prefix())
 }
 
 /// `<app>/<env>/queue/<id>`.
-pub fn queue_key(env: &EnvRef, id: &DeployId) -> String {
+pub fn queue_key(env: &EnvRef, id: &JobId) -> String {
     format!("{}{id}", queue_prefix(env))
 }
 

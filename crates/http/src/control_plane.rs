@@ -22,12 +22,14 @@ use crate::api::{self, AppState, FleetState};
 use crate::auth::{USERS_MAX_AGE, UserSource, UsersError};
 use crate::chat::{Chat, ChatSettings};
 use slipway_control::aws::fleet::AwsFleet;
-use slipway_control::aws::lambda::{DEPLOY_FUNCTION_VAR, LambdaLauncher};
+use slipway_control::aws::lambda::{
+    CYCLE_FUNCTION_VAR, DEPLOY_FUNCTION_VAR, LambdaLauncher, launcher_from_env,
+};
 use slipway_control::aws::sqs::{FAILURE_QUEUE_VAR, FailureQueue};
 use slipway_control::aws::ssm::{Polling, SsmRunners};
 use slipway_control::cycle::Cycles;
 use slipway_control::fleet::ControlFleet;
-use slipway_control::jobs::Launcher;
+use slipway_control::jobs::{Launcher, Launchers};
 use slipway_control::logs::Logs;
 use slipway_control::metrics::Metrics;
 use slipway_control::rollout::Deploys;
@@ -90,12 +92,14 @@ impl Function {
                 "RUST_LOG",
                 DEPLOY_DOCUMENT_VAR,
                 FAILURE_QUEUE_VAR,
+                CYCLE_FUNCTION_VAR,
             ],
             Function::Cycle => &[
                 "SLIPWAY_BUCKET",
                 "SLIPWAY_USERS_PARAM",
                 "RUST_LOG",
                 FAILURE_QUEUE_VAR,
+                DEPLOY_FUNCTION_VAR,
             ],
             Function::Formation => &[
                 "SLIPWAY_BUCKET",
@@ -207,6 +211,18 @@ pub struct ControlPlane<F> {
 }
 
 impl<F> ControlPlane<F> {
+    /// The function's launchers as one, if it has any: each job goes to
+    /// the function that runs its kind.
+    pub fn launchers(&self) -> Option<Arc<dyn Launcher>> {
+        if self.deploys.is_none() && self.cycles.is_none() {
+            return None;
+        }
+        Some(Arc::new(Launchers {
+            deploys: self.deploys.clone(),
+            cycles: self.cycles.clone(),
+        }))
+    }
+
     /// The deploy service over this store, posting webhooks as this
     /// control plane allows.
     pub fn deploys_service(&self) -> Deploys {
@@ -247,17 +263,17 @@ impl<F: ControlFleet> ControlPlane<F> {
                 Router::new(),
             ),
             Function::Deploy => (
-                api::deploys::routes().with_state(self.app(&self.deploys)),
+                api::deploys::routes().with_state(self.app(&self.launchers())),
                 Router::new(),
             ),
             Function::Cycle => (
-                api::cycle::routes().with_state(self.fleet_state(&self.cycles, None)),
+                api::cycle::routes().with_state(self.fleet_state(&self.launchers(), None)),
                 Router::new(),
             ),
             Function::Formation => (
                 api::formation::routes()
                     .merge(crate::web::routes())
-                    .with_state(self.fleet_state(&self.deploys, self.metrics.clone()))
+                    .with_state(self.fleet_state(&self.launchers(), self.metrics.clone()))
                     .merge(
                         api::logs::routes()
                             .merge(crate::web::log_routes())
@@ -404,17 +420,23 @@ impl ControlPlane<AwsFleet> {
                 .await?,
             ),
         };
+        // Each function starts its own kind of job; the deploy and cycle
+        // functions also start the other kind, when one waiting in the
+        // queue is next as their job ends.
         let deploys = match function {
             Function::Deploy => Some(own_launcher(aws, JobKind::Deploy)?),
-            Function::Release | Function::Formation | Function::Chat => Some(
-                slipway_control::aws::lambda::deploy_launcher_from_env(aws)
+            Function::Release | Function::Formation | Function::Chat | Function::Cycle => Some(
+                launcher_from_env(aws, DEPLOY_FUNCTION_VAR, JobKind::Deploy)
                     .ok_or(StartError::Missing(DEPLOY_FUNCTION_VAR))?,
             ),
-            Function::Cycle => None,
         };
         let cycles = match function {
             Function::Cycle => Some(own_launcher(aws, JobKind::Cycle)?),
-            _ => None,
+            Function::Deploy => Some(
+                launcher_from_env(aws, CYCLE_FUNCTION_VAR, JobKind::Cycle)
+                    .ok_or(StartError::Missing(CYCLE_FUNCTION_VAR))?,
+            ),
+            Function::Release | Function::Formation | Function::Chat => None,
         };
         let chat = match function {
             Function::Chat => {
@@ -469,7 +491,7 @@ pub fn deploy_worker_on_aws(
             polling: ssm_polling(plane.poll),
         },
         bucket,
-        next: plane.deploys.clone(),
+        next: plane.launchers(),
         poll: plane.poll,
         failures: failure_queue(aws),
     }
@@ -493,7 +515,7 @@ pub fn cycle_worker_on_aws(
     CycleWorker {
         cycles: Cycles::new(plane.store.clone()),
         fleet: plane.fleet.clone(),
-        next: plane.cycles.clone(),
+        next: plane.launchers(),
         poll: plane.poll,
         failures: failure_queue(aws),
     }

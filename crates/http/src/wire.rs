@@ -169,7 +169,18 @@ pub struct CycleAnswer {
     pub cycle: CycleRecord,
 }
 
-/// 202 to `POST …/cycle`: the cycle of every instance is queued.
+/// `POST …/cycle`: the cycle of every instance (an empty body is `{}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CycleRequest {
+    /// Wait in the environment's queue when another job holds it (else
+    /// the settings' `queue` decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<bool>,
+}
+
+/// 202 to `POST …/cycle`: the cycle of every instance is started, or waits
+/// its turn (`cycle.waiting`, `cycle.queue_position`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CycleAccepted {
     pub id: CycleId,

@@ -728,7 +728,7 @@ async fn queued_deploys_wait_in_order_the_latest_replaces_the_waiting_and_a_wait
         .unwrap();
     assert_eq!(
         d.promote(&env(), &relay).await.unwrap(),
-        Some(fourth.record.id.clone())
+        Some(fourth.record.id.clone().into())
     );
     assert_eq!(relay.0.load(std::sync::atomic::Ordering::SeqCst), 2);
     let promoted = d.get(&env(), &fourth.record.id).await.unwrap();
@@ -739,4 +739,142 @@ async fn queued_deploys_wait_in_order_the_latest_replaces_the_waiting_and_a_wait
         .unwrap()
         .0;
     assert_eq!(held.job.to_string(), fourth.record.id.to_string());
+}
+
+/// Launches the kinds of job it is given, no other, and remembers what.
+struct Kinds {
+    kinds: Vec<slipway_core::ids::JobKind>,
+    launched: std::sync::Mutex<Vec<slipway_core::ids::JobId>>,
+}
+
+impl Kinds {
+    fn of(kinds: &[slipway_core::ids::JobKind]) -> Self {
+        Self {
+            kinds: kinds.to_vec(),
+            launched: Default::default(),
+        }
+    }
+
+    fn last(&self) -> Option<slipway_core::ids::JobId> {
+        self.launched.lock().unwrap().last().cloned()
+    }
+}
+
+impl slipway_control::jobs::Launcher for Kinds {
+    fn launch(
+        &self,
+        _: EnvRef,
+        job: slipway_core::ids::JobId,
+    ) -> futures::future::BoxFuture<'_, Result<(), slipway_control::jobs::LaunchError>> {
+        assert!(self.launches(job.kind()), "launched a {} job", job.kind());
+        self.launched.lock().unwrap().push(job);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn launches(&self, kind: slipway_core::ids::JobKind) -> bool {
+        self.kinds.contains(&kind)
+    }
+}
+
+/// A group of two instances in service, for planning cycles.
+struct TwoInstances;
+
+impl slipway_control::fleet::GroupControl for TwoInstances {
+    async fn members(&self, _: &EnvRef) -> Result<Vec<Member>, FleetError> {
+        Ok(["i-1", "i-2"]
+            .into_iter()
+            .map(|id| Member {
+                id: InstanceId::parse(id).unwrap(),
+                lifecycle: "InService".into(),
+                release: Some("r1".into()),
+            })
+            .collect())
+    }
+    async fn terminate(&self, _: &EnvRef, _: &InstanceId) -> Result<(), FleetError> {
+        unreachable!("planning a cycle terminates nothing")
+    }
+    async fn sizes(&self, _: &EnvRef) -> Result<Sizes, FleetError> {
+        unreachable!("planning a cycle reads no sizes")
+    }
+    async fn resize(&self, _: &EnvRef, _: Sizes) -> Result<(), FleetError> {
+        unreachable!("planning a cycle resizes nothing")
+    }
+    async fn destroy(&self, _: &EnvRef) -> Result<slipway_control::fleet::Destroyed, FleetError> {
+        unreachable!("planning a cycle destroys nothing")
+    }
+}
+
+#[tokio::test]
+async fn a_cycle_waits_in_the_deploys_queue_in_its_turn_and_only_a_function_that_starts_cycles_starts_it()
+ {
+    use slipway_core::ids::{JobId, JobKind};
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let mut patch = serde_json::Map::new();
+    patch.insert("queue".into(), serde_json::json!(true));
+    d.change_settings(&env(), patch).await.unwrap();
+    let cycles = slipway_control::cycle::Cycles::new(world.store.clone());
+    let both = Kinds::of(&[JobKind::Deploy, JobKind::Cycle]);
+    let deploys_only = Kinds::of(&[JobKind::Deploy]);
+
+    let running = d
+        .begin(&env(), start("alice"), None, Utc::now(), &both)
+        .await
+        .unwrap();
+    assert_eq!(running.position, None);
+    let cycle = cycles
+        .begin_all(&TwoInstances, &env(), "bob", None, Utc::now(), &both)
+        .await
+        .unwrap();
+    assert!(cycle.waiting, "{cycle:?}");
+    assert_eq!(cycle.queue_position, Some(1));
+    assert_eq!(cycle.steps.len(), 2);
+    let deploy = d
+        .begin(&env(), start("carol"), None, Utc::now(), &deploys_only)
+        .await
+        .unwrap();
+    assert_eq!(deploy.position, Some(2), "behind the cycle asked for first");
+    let listed = cycles.list(&env(), 10).await.unwrap();
+    assert_eq!(listed[0].queue_position, Some(1));
+
+    // The deploy ends: a function that starts only deploys leaves the
+    // cycle at the head (and the environment free) for one that can.
+    d.objects
+        .delete(&slipway_core::keys::lock_key(&env()))
+        .await
+        .unwrap();
+    assert_eq!(d.promote(&env(), &deploys_only).await.unwrap(), None);
+    assert!(
+        slipway_control::jobs::lock::read(&d.objects, &env())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let head = JobId::Cycle(cycle.id.clone());
+    assert_eq!(d.promote(&env(), &both).await.unwrap(), Some(head.clone()));
+    assert_eq!(both.last(), Some(head));
+    let promoted = cycles.get(&env(), &cycle.id).await.unwrap();
+    assert!(!promoted.waiting && promoted.queue_position.is_none());
+    assert_eq!(
+        d.position(&env(), &deploy.record.id).await.unwrap(),
+        Some(1),
+        "the deploy is next"
+    );
+
+    // A cycle cancelled while it waits leaves the queue at once.
+    let second = cycles
+        .begin_all(&TwoInstances, &env(), "dave", Some(true), Utc::now(), &both)
+        .await
+        .unwrap();
+    assert_eq!(second.queue_position, Some(2));
+    let cancelled = cycles.cancel(&env(), &second.id).await.unwrap();
+    assert_eq!(
+        cancelled.status,
+        slipway_control::cycle::CycleStatus::Cancelled
+    );
+    assert_eq!(
+        d.waiting(&env()).await.unwrap(),
+        vec![JobId::Deploy(deploy.record.id.clone())]
+    );
 }

@@ -31,23 +31,33 @@ impl LambdaLauncher {
 }
 
 /// The environment variable naming the deploy function, for the functions
-/// that start deploys without running them (release, chat, formation).
+/// that start deploys without running them (release, chat, formation, and
+/// cycle for a deploy next in the queue).
 pub const DEPLOY_FUNCTION_VAR: &str = "SLIPWAY_DEPLOY_FUNCTION";
+/// The environment variable naming the cycle function, for the deploy
+/// function (a cycle next in the queue as a deploy ends).
+pub const CYCLE_FUNCTION_VAR: &str = "SLIPWAY_CYCLE_FUNCTION";
 
-/// A launcher of deploys in the function `SLIPWAY_DEPLOY_FUNCTION` names;
+/// A launcher of `kind` jobs in the function the variable `var` names;
 /// `None` when it is unset or empty.
-pub fn deploy_launcher_from_env(aws: &aws_config::SdkConfig) -> Option<Arc<dyn Launcher>> {
-    let function = std::env::var(DEPLOY_FUNCTION_VAR)
-        .ok()
-        .filter(|f| !f.is_empty())?;
+pub fn launcher_from_env(
+    aws: &aws_config::SdkConfig,
+    var: &str,
+    kind: JobKind,
+) -> Option<Arc<dyn Launcher>> {
+    let function = std::env::var(var).ok().filter(|f| !f.is_empty())?;
     Some(Arc::new(LambdaLauncher::new(
         crate::aws::lambda_client(aws),
         function,
-        JobKind::Deploy,
+        kind,
     )))
 }
 
 impl Launcher for LambdaLauncher {
+    fn launches(&self, kind: JobKind) -> bool {
+        kind == self.kind
+    }
+
     fn launch(&self, env: EnvRef, job: JobId) -> BoxFuture<'_, Result<(), LaunchError>> {
         Box::pin(async move {
             if job.kind() != self.kind {

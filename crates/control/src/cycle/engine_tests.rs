@@ -204,6 +204,8 @@ fn record(n: usize, release: Option<&str>) -> CycleRecord {
         handed_off: false,
         heartbeat_at: None,
         suspended: Vec::new(),
+        waiting: false,
+        queue_position: None,
         created_at: Utc::now(),
         finished_at: None,
     }

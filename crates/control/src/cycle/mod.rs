@@ -125,6 +125,12 @@ pub struct CycleRecord {
     /// The group's processes this cycle suspended, to resume at its end.
     #[serde(default)]
     pub suspended: Vec<String>,
+    /// Queued behind the job that holds the environment, in its queue.
+    #[serde(default)]
+    pub waiting: bool,
+    /// Its place in the queue (1: next), as read with it; never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
@@ -138,7 +144,7 @@ impl CycleRecord {
 
 impl crate::jobs::JobRecord for CycleRecord {
     fn resumable(&self) -> bool {
-        self.status == CycleStatus::Queued
+        (self.status == CycleStatus::Queued && !self.waiting)
             || (self.status == CycleStatus::Running && self.handed_off)
     }
 
@@ -158,6 +164,29 @@ impl crate::jobs::JobRecord for CycleRecord {
 
     fn beat(&mut self, now: DateTime<Utc>) {
         self.heartbeat_at = Some(now);
+    }
+
+    fn user(&self) -> &str {
+        &self.user
+    }
+
+    fn waiting(&self) -> bool {
+        self.waiting
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        self.waiting = waiting;
+    }
+
+    fn end_unrun(&mut self, failed: bool, cause: &str, now: DateTime<Utc>) {
+        self.waiting = false;
+        self.status = if failed {
+            CycleStatus::Failed
+        } else {
+            CycleStatus::Cancelled
+        };
+        self.cause = Some(cause.to_owned());
+        self.finished_at = Some(now);
     }
 }
 

@@ -49,6 +49,8 @@ pub enum CycleError {
     Lock(LockError),
     #[error("the cycle could not be started: {0}")]
     NotLaunched(#[from] crate::jobs::LaunchError),
+    #[error("the environment's settings: {0}")]
+    Settings(String),
 }
 
 impl From<FleetError> for CycleError {
@@ -223,6 +225,8 @@ impl Cycles {
             handed_off: false,
             heartbeat_at: None,
             suspended: Vec::new(),
+            waiting: false,
+            queue_position: None,
             created_at: now,
             finished_at: Some(Utc::now().max(now)),
         };
@@ -230,15 +234,13 @@ impl Cycles {
         Ok(record)
     }
 
-    /// Locks the environment and queues the cycle of every instance in
-    /// service; the caller launches its worker.
-    pub async fn start_all<G: GroupControl>(
+    /// The steps of a cycle of every instance in service now, and the
+    /// release their replacements must boot (`current` now).
+    async fn plan<G: GroupControl>(
         &self,
         fleet: &G,
         env: &EnvRef,
-        user: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(CycleRecord, Held), CycleError> {
+    ) -> Result<(Vec<CycleStep>, Option<String>), CycleError> {
         let members = fleet.members(env).await?;
         let steps: Vec<CycleStep> = members
             .into_iter()
@@ -249,14 +251,30 @@ impl Cycles {
             return Err(CycleError::NoInstances(env.qualified()));
         }
         let release = self.store.current(env).await?.map(|r| r.to_string());
+        Ok((steps, release))
+    }
+
+    /// Starts the cycle of every instance in service and launches its
+    /// worker; or, when another job holds the environment and queueing is
+    /// on (`queue` asks, or the settings say so), queues it. Its place in
+    /// the queue when it waits.
+    pub async fn begin_all<G: GroupControl>(
+        &self,
+        fleet: &G,
+        env: &EnvRef,
+        user: &str,
+        queue: Option<bool>,
+        now: DateTime<Utc>,
+        launcher: &dyn Launcher,
+    ) -> Result<CycleRecord, CycleError> {
+        let settings = crate::rollout::Deploys::new(self.store.clone())
+            .settings(env)
+            .await
+            .map_err(|e| CycleError::Settings(e.to_string()))?;
+        let (steps, release) = self.plan(fleet, env).await?;
         let id = CycleId::new(now);
-        let held = lock::acquire(&self.objects, env, Lock::new(id.clone(), user, now), now).await?;
-        let mut notes = Vec::new();
-        if steps.len() == 1 {
-            notes.push("a group of one instance is unavailable while it is replaced".into());
-        }
-        let record = CycleRecord {
-            id,
+        let mut record = CycleRecord {
+            id: id.clone(),
             app: env.app.clone(),
             env: env.env.clone(),
             user: user.to_owned(),
@@ -265,19 +283,62 @@ impl Cycles {
             release,
             steps,
             cause: None,
-            notes,
+            notes: Vec::new(),
             workers: 0,
             handed_off: false,
             heartbeat_at: None,
             suspended: Vec::new(),
+            waiting: false,
+            queue_position: None,
             created_at: now,
             finished_at: None,
         };
-        if let Err(e) = self.save(env, &record, Write::IfAbsent).await {
-            let _ = lock::release(&self.objects, env, &held).await;
-            return Err(e.into());
+        match lock::acquire(&self.objects, env, Lock::new(id.clone(), user, now), now).await {
+            Ok(held) => {
+                if let Err(e) = self.save(env, &record, Write::IfAbsent).await {
+                    let _ = lock::release(&self.objects, env, &held).await;
+                    return Err(e.into());
+                }
+                self.launch(env, record, &held, launcher).await
+            }
+            Err(LockError::Held(holder)) if queue.unwrap_or(settings.queue) => {
+                record.waiting = true;
+                self.save(env, &record, Write::IfAbsent).await?;
+                crate::queue::enqueue(&self.objects, env, &id.clone().into()).await?;
+                tracing::info!(env = %env, cycle = %id, holder = %holder.holder(), "cycle queued");
+                // The holder may have finished before the entry was there.
+                crate::queue::promote(&self.objects, env, launcher).await?;
+                self.get(env, &id).await
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok((record, held))
+    }
+
+    /// A cycle's first worker plans it afresh: it may have waited in the
+    /// queue behind a deploy that replaced instances and moved `current`.
+    async fn replan<G: GroupControl>(
+        &self,
+        fleet: &G,
+        env: &EnvRef,
+        record: &mut CycleRecord,
+    ) -> Result<(), CycleError> {
+        let untouched = record.workers <= 1
+            && record
+                .steps
+                .iter()
+                .all(|s| s.status == StepStatus::Pending && s.started_at.is_none());
+        if record.mode == CycleMode::All && untouched {
+            let (steps, release) = self.plan(fleet, env).await?;
+            record.steps = steps;
+            record.release = release;
+        }
+        if record.steps.len() == 1 && !record.notes.iter().any(|n| n.starts_with("a group of one"))
+        {
+            record
+                .notes
+                .push("a group of one instance is unavailable while it is replaced".into());
+        }
+        Ok(())
     }
 
     /// A queued cycle that could not be launched: record why, free the
@@ -310,23 +371,53 @@ impl Cycles {
             .await
     }
 
+    /// The record, with its place in the queue if it waits.
     pub async fn get(&self, env: &EnvRef, id: &CycleId) -> Result<CycleRecord, CycleError> {
-        Ok(crate::jobs::record(&self.objects, env, &id.clone().into())
+        let record = crate::jobs::record(&self.objects, env, &id.clone().into())
             .await?
             .ok_or_else(|| CycleError::NotFound(id.clone()))?
-            .0)
+            .0;
+        Ok(self.with_positions(env, vec![record]).await?.remove(0))
     }
 
     /// Records newest first, at most `limit`.
     pub async fn list(&self, env: &EnvRef, limit: usize) -> Result<Vec<CycleRecord>, CycleError> {
-        Ok(self
+        let records = self
             .objects
             .newest_records(&cycles_prefix(env), limit)
-            .await?)
+            .await?;
+        self.with_positions(env, records).await
     }
 
-    /// Asks a running cycle to stop before its next instance.
+    /// Fills in each waiting record's place in the queue.
+    async fn with_positions(
+        &self,
+        env: &EnvRef,
+        mut records: Vec<CycleRecord>,
+    ) -> Result<Vec<CycleRecord>, CycleError> {
+        if records.iter().any(|r| r.waiting && !r.is_finished()) {
+            let waiting = crate::queue::waiting(&self.objects, env).await?;
+            for r in records.iter_mut().filter(|r| r.waiting) {
+                let id = JobId::Cycle(r.id.clone());
+                r.queue_position = waiting.iter().position(|w| *w == id).map(|i| i + 1);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Asks a running cycle to stop before its next instance; a cycle
+    /// waiting its turn leaves the queue.
     pub async fn cancel(&self, env: &EnvRef, id: &CycleId) -> Result<CycleRecord, CycleError> {
+        if let Some(cancelled) = crate::queue::drop_waiting(
+            &self.objects,
+            env,
+            &id.clone().into(),
+            "cancelled while it waited its turn",
+        )
+        .await?
+        {
+            return Ok(cancelled);
+        }
         crate::jobs::cancel(&self.objects, env, &id.clone().into())
             .await?
             .ok_or_else(|| CycleError::NotFound(id.clone()))
@@ -424,7 +515,7 @@ pub async fn run_queued_cycle<F: Fleet + GroupControl>(
     options: CycleOptions,
 ) -> Result<CycleRecord, CycleError> {
     let job = JobId::Cycle(id.clone());
-    let record = match crate::jobs::claim(&cycles.objects, env, &job).await? {
+    let mut record: CycleRecord = match crate::jobs::claim(&cycles.objects, env, &job).await? {
         Claim::Ours(record) => record,
         Claim::NotOurs(record) => return Ok(record),
         Claim::Missing => return Err(CycleError::NotFound(id.clone())),
@@ -434,6 +525,14 @@ pub async fn run_queued_cycle<F: Fleet + GroupControl>(
         env: env.clone(),
         job: S3Job::adopt(&cycles.objects, env, &job, launcher).await?,
     };
+    if let Err(e) = cycles.replan(fleet, env, &mut record).await {
+        record.status = CycleStatus::Failed;
+        record.cause = Some(e.to_string());
+        record.finished_at = Some(chrono::Utc::now());
+        let _ = log.save(&record).await;
+        log.release_lock().await;
+        return Ok(record);
+    }
     let engine = CycleEngine {
         fleet,
         log: &log,
@@ -468,7 +567,14 @@ impl JobLog<CycleRecord> for S3CycleLog {
     }
 
     async fn release_lock(&self) {
-        self.job.release_lock().await
+        self.job.release_lock().await;
+        // The environment is free: the next job in its queue goes.
+        if let Some(launcher) = self.job.launcher()
+            && let Err(e) =
+                crate::queue::promote(&self.cycles.objects, &self.env, launcher.as_ref()).await
+        {
+            tracing::warn!(env = %self.env, error = %e, "could not promote a queued job");
+        }
     }
 
     async fn cancel_requested(&self, _: &CycleRecord) -> bool {

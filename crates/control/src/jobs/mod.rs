@@ -56,6 +56,44 @@ pub enum LaunchError {
 /// local platform.
 pub trait Launcher: Send + Sync {
     fn launch(&self, env: EnvRef, job: JobId) -> BoxFuture<'_, Result<(), LaunchError>>;
+
+    /// Whether it starts jobs of `kind` (a queue's head of another kind is
+    /// left to a function that does).
+    fn launches(&self, kind: slipway_core::ids::JobKind) -> bool {
+        let _ = kind;
+        true
+    }
+}
+
+/// The launchers of both kinds a function has, as one: its own for its own
+/// jobs, the other function's for a queued job of the other kind it
+/// promotes.
+#[derive(Clone, Default)]
+pub struct Launchers {
+    pub deploys: Option<Arc<dyn Launcher>>,
+    pub cycles: Option<Arc<dyn Launcher>>,
+}
+
+impl Launchers {
+    fn of(&self, kind: slipway_core::ids::JobKind) -> Option<&Arc<dyn Launcher>> {
+        match kind {
+            slipway_core::ids::JobKind::Deploy => self.deploys.as_ref(),
+            slipway_core::ids::JobKind::Cycle => self.cycles.as_ref(),
+        }
+    }
+}
+
+impl Launcher for Launchers {
+    fn launch(&self, env: EnvRef, job: JobId) -> BoxFuture<'_, Result<(), LaunchError>> {
+        match self.of(job.kind()) {
+            Some(launcher) => launcher.launch(env, job),
+            None => Box::pin(async { Err(LaunchError::NoLauncher) }),
+        }
+    }
+
+    fn launches(&self, kind: slipway_core::ids::JobKind) -> bool {
+        self.of(kind).is_some_and(|l| l.launches(kind))
+    }
 }
 
 /// Why a running job could not keep its record, its lock or its worker.
@@ -100,6 +138,18 @@ pub trait JobRecord: Serialize + DeserializeOwned {
     /// worker took up yet).
     fn heartbeat_at(&self) -> DateTime<Utc>;
     fn beat(&mut self, now: DateTime<Utc>);
+    /// Who asked for it.
+    fn user(&self) -> &str;
+    /// Waits in the environment's queue; no worker has it yet.
+    fn waiting(&self) -> bool;
+    /// Out of the queue, its worker about to start.
+    fn promoted(&mut self, now: DateTime<Utc>) {
+        self.set_waiting(false);
+        self.beat(now);
+    }
+    fn set_waiting(&mut self, waiting: bool);
+    /// Ends it before any worker ran it: failed, or cancelled, with why.
+    fn end_unrun(&mut self, failed: bool, cause: &str, now: DateTime<Utc>);
 }
 
 /// The outcome of a worker's claim on a job.

@@ -1,18 +1,9 @@
-//! The deploy queue: a deploy asked for while another job holds the
-//! environment waits its turn instead of being refused, when the
-//! environment's settings say `queue: true` or the request asks
-//! (`ship deploy --wait`).
-//!
-//! A waiting deploy is its record (`queued`, `waiting`) and an empty
-//! object `<app>/<env>/queue/<id>`; ids sort by creation, so the listing is
-//! the order. Whoever frees the environment promotes the head: the worker
-//! that finishes a deploy, the reconciler's round (after a cycle, or a
-//! worker that died), and the request that queued (the holder may have
-//! finished meanwhile). Promoting takes the lock for the head (a
-//! conditional create: of two promoters one wins), marks it no longer
-//! waiting, removes its entry and launches its worker. With `latest_wins`,
-//! a newly queued deploy cancels those still waiting. Cancelling a waiting
-//! deploy removes it from the queue.
+//! Deploys in the environment's queue (see `crate::queue`): a deploy asked
+//! for while another job holds the environment waits its turn instead of
+//! being refused, when the environment's settings say `queue: true` or the
+//! request asks (`ship deploy --wait`). With `latest_wins`, a newly queued
+//! deploy cancels the deploys still waiting (cycles keep their place).
+//! Cancelling a waiting deploy removes it from the queue.
 
 use chrono::{DateTime, Utc};
 
@@ -20,11 +11,9 @@ use super::record::DeployRecord;
 use super::service::{DeployError, Deploys, StartDeploy};
 use crate::jobs::Launcher;
 use crate::jobs::lock::{self, Lock, LockError};
-use slipway_core::deploys::DeployStatus;
-use slipway_core::ids::DeployId;
-use slipway_core::keys::{queue_key, queue_prefix};
+use crate::queue;
+use slipway_core::ids::{DeployId, JobId};
 use slipway_core::names::EnvRef;
-use slipway_core::objects::Write;
 
 /// A deploy begun: running (its worker launched) or waiting its turn.
 #[derive(Debug)]
@@ -68,14 +57,7 @@ impl Deploys {
                 let mut record = record;
                 record.waiting = true;
                 self.put(env, &record).await?;
-                self.objects
-                    .put(
-                        &queue_key(env, &record.id),
-                        Vec::new(),
-                        "text/plain",
-                        Write::IfAbsent,
-                    )
-                    .await?;
+                queue::enqueue(&self.objects, env, &record.id.clone().into()).await?;
                 if settings.latest_wins {
                     self.replace_waiting(env, &record).await?;
                 }
@@ -90,18 +72,10 @@ impl Deploys {
         }
     }
 
-    /// The waiting deploys, next first.
-    pub async fn waiting(&self, env: &EnvRef) -> Result<Vec<DeployId>, DeployError> {
-        let prefix = queue_prefix(env);
-        let mut ids: Vec<DeployId> = self
-            .objects
-            .list_keys(&prefix)
-            .await?
-            .iter()
-            .filter_map(|k| DeployId::parse(k.strip_prefix(&prefix)?).ok())
-            .collect();
-        ids.sort();
-        Ok(ids)
+    /// The jobs waiting for the environment (deploys and cycles), next
+    /// first.
+    pub async fn waiting(&self, env: &EnvRef) -> Result<Vec<JobId>, DeployError> {
+        Ok(queue::waiting(&self.objects, env).await?)
     }
 
     /// Where `id` is in the queue (1: next), if it waits.
@@ -110,12 +84,7 @@ impl Deploys {
         env: &EnvRef,
         id: &DeployId,
     ) -> Result<Option<usize>, DeployError> {
-        Ok(self
-            .waiting(env)
-            .await?
-            .iter()
-            .position(|w| w == id)
-            .map(|i| i + 1))
+        Ok(queue::position(&self.objects, env, &id.clone().into()).await?)
     }
 
     /// Fills in each waiting record's place in the queue.
@@ -127,20 +96,22 @@ impl Deploys {
         if records.iter().any(|r| r.waiting && !r.is_finished()) {
             let waiting = self.waiting(env).await?;
             for r in records.iter_mut().filter(|r| r.waiting) {
-                r.queue_position = waiting.iter().position(|w| *w == r.id).map(|i| i + 1);
+                let id = JobId::Deploy(r.id.clone());
+                r.queue_position = waiting.iter().position(|w| *w == id).map(|i| i + 1);
             }
         }
         Ok(records)
     }
 
     /// Cancels every deploy waiting before `newest`: only the latest
-    /// matters.
+    /// matters. Cycles keep their place.
     async fn replace_waiting(
         &self,
         env: &EnvRef,
         newest: &DeployRecord,
     ) -> Result<(), DeployError> {
         for id in self.waiting(env).await? {
+            let JobId::Deploy(id) = id else { continue };
             if id >= newest.id {
                 continue;
             }
@@ -161,58 +132,16 @@ impl Deploys {
         id: &DeployId,
         cause: &str,
     ) -> Result<Option<DeployRecord>, DeployError> {
-        let mut record = self.get(env, id).await?;
-        self.objects.delete(&queue_key(env, id)).await?;
-        if !record.waiting || record.is_finished() {
-            return Ok(None);
-        }
-        record.waiting = false;
-        record.status = DeployStatus::Cancelled;
-        record.cause = Some(cause.to_owned());
-        record.finished_at = Some(Utc::now());
-        self.put(env, &record).await?;
-        Ok(Some(record))
+        Ok(queue::drop_waiting(&self.objects, env, &id.clone().into(), cause).await?)
     }
 
-    /// When nothing holds the environment, the first waiting deploy takes
-    /// it and its worker is launched. The deploy promoted, if any.
+    /// When nothing holds the environment, the first waiting job (a deploy
+    /// or a cycle) takes it and its worker is launched.
     pub async fn promote(
         &self,
         env: &EnvRef,
         launcher: &dyn Launcher,
-    ) -> Result<Option<DeployId>, DeployError> {
-        loop {
-            let Some(head) = self.waiting(env).await?.into_iter().next() else {
-                return Ok(None);
-            };
-            let mut record = self.get(env, &head).await?;
-            if !record.waiting || record.is_finished() {
-                // Cancelled or promoted already: its entry is left over.
-                self.objects.delete(&queue_key(env, &head)).await?;
-                continue;
-            }
-            let now = Utc::now();
-            let held = match lock::acquire(
-                &self.objects,
-                env,
-                Lock::new(head.clone(), &record.user, now),
-                now,
-            )
-            .await
-            {
-                Ok(held) => held,
-                // Held (by another job, or the head promoted by someone
-                // else a moment ago): nothing to do now.
-                Err(LockError::Held(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            record.waiting = false;
-            record.heartbeat_at = Some(now);
-            self.save_record(env, &record, &held).await?;
-            self.objects.delete(&queue_key(env, &head)).await?;
-            tracing::info!(env = %env, deploy = %head, "queued deploy promoted");
-            self.launch(env, record, &held, launcher).await?;
-            return Ok(Some(head));
-        }
+    ) -> Result<Option<JobId>, DeployError> {
+        Ok(queue::promote(&self.objects, env, launcher).await?)
     }
 }

@@ -98,6 +98,29 @@ impl crate::jobs::JobRecord for DeployRecord {
     fn beat(&mut self, now: DateTime<Utc>) {
         self.heartbeat_at = Some(now);
     }
+
+    fn user(&self) -> &str {
+        &self.user
+    }
+
+    fn waiting(&self) -> bool {
+        self.waiting
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        self.waiting = waiting;
+    }
+
+    fn end_unrun(&mut self, failed: bool, cause: &str, now: DateTime<Utc>) {
+        self.waiting = false;
+        self.status = if failed {
+            DeployStatus::Failed
+        } else {
+            DeployStatus::Cancelled
+        };
+        self.cause = Some(cause.to_owned());
+        self.finished_at = Some(now);
+    }
 }
 
 /// Runs a queued deploy to its end (or until it hands over to a fresh

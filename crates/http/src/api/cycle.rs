@@ -1,7 +1,8 @@
 //! Routes of the cycle function: replace one instance or all of them,
 //! follow and cancel a cycle, scale the group, terminate the environment.
 //! Everything that changes the group is refused (409) while a deploy or
-//! cycle holds the environment.
+//! cycle holds the environment, but a cycle of every instance, which may
+//! wait its turn in the environment's queue instead.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -10,7 +11,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::{ApiError, EnvPath, FleetState, JsonBody, User};
-use crate::wire::{CycleAccepted, CycleAnswer, CycleCancelled, CycleList, ScaleAnswer, Terminated};
+use crate::wire::{
+    CycleAccepted, CycleAnswer, CycleCancelled, CycleList, CycleRequest, ScaleAnswer, Terminated,
+};
 use slipway_control::cycle::{CycleRecord, Cycles, ScaleRequest};
 use slipway_control::fleet::{ControlFleet, InstanceId};
 use slipway_core::ids::CycleId;
@@ -63,6 +66,7 @@ async fn cycle_all<F: ControlFleet>(
     State(state): State<FleetState<F>>,
     User(user): User,
     EnvPath(env): EnvPath,
+    JsonBody(req): JsonBody<CycleRequest>,
 ) -> Result<(StatusCode, Json<CycleAccepted>), ApiError> {
     let launcher = state
         .app
@@ -70,13 +74,16 @@ async fn cycle_all<F: ControlFleet>(
         .clone()
         .ok_or_else(|| ApiError::NotFound("cycles are not started here".into()))?;
     let cycles = cycles(&state);
-    let (record, held) = cycles
-        .start_all(&state.fleet, &env, &user, chrono::Utc::now())
-        .await?;
     let record = cycles
-        .launch(&env, record, &held, launcher.as_ref())
-        .await
-        .map_err(ApiError::internal)?;
+        .begin_all(
+            &state.fleet,
+            &env,
+            &user,
+            req.queue,
+            chrono::Utc::now(),
+            launcher.as_ref(),
+        )
+        .await?;
     Ok(accepted(&env, record))
 }
 

@@ -113,7 +113,9 @@ impl From<slipway_control::cycle::CycleError> for ApiError {
                 Self::BadRequest(e.to_string())
             }
             E::Store(s) => s.into(),
-            E::Fleet(_) | E::Objects(_) | E::Lock(_) | E::NotLaunched(_) => Self::internal(e),
+            E::Fleet(_) | E::Objects(_) | E::Lock(_) | E::NotLaunched(_) | E::Settings(_) => {
+                Self::internal(e)
+            }
         }
     }
 }

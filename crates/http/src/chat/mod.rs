@@ -270,7 +270,7 @@ impl<F: GroupControl + FormationSource> Chat<F> {
         }
         let waiting = self.deploys.waiting(env).await.map_err(plain)?;
         for (n, id) in waiting.iter().enumerate() {
-            lines.push(format!("queued #{}: deploy {id}", n + 1));
+            lines.push(format!("queued #{}: {} {id}", n + 1, id.kind()));
         }
         Ok(lines.join("\n"))
     }
