@@ -61,6 +61,10 @@ struct Cli {
 enum Command {
     /// Install a release and make it serve (s3://BUCKET/APP/ENV/releases/rN or file:///DIR/APP/ENV/releases/rN)
     Deploy { release_url: String },
+    /// Install a release beside the running one without switching to it
+    /// (download, verify, unpack, config, build), so a deploy of it only
+    /// switches and restarts
+    Prepare { release_url: String },
     /// Deploy the environment's current release (at instance start)
     Boot {
         /// The release bucket, or file:///DIR
@@ -232,6 +236,10 @@ async fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Deploy { release_url } => match ReleaseUrl::parse(release_url) {
             Ok(url) => agent.deploy(&url).await.map(drop),
+            Err(e) => return usage(e),
+        },
+        Command::Prepare { release_url } => match ReleaseUrl::parse(release_url) {
+            Ok(url) => agent.prepare_release(&url).await.map(drop),
             Err(e) => return usage(e),
         },
         Command::ReleasePhase { release_url } => match ReleaseUrl::parse(release_url) {

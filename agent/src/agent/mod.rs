@@ -1,7 +1,8 @@
 //! The agent's commands: deploy, rollback, release-phase, boot, status.
 //!
 //! A deploy installs the release beside the running one (download, verify,
-//! unpack, config, build: nothing running is touched), then switches
+//! unpack, config, build: nothing running is touched; `prepare` does only
+//! this, on every instance before the first batch), then switches
 //! `current`, restarts the processes and waits for the health check. Any
 //! failure after the switch switches back and restarts the release that
 //! last passed its health check here, and waits for it to be healthy
@@ -67,6 +68,15 @@ impl Failure {
         self.serving = serving;
         self
     }
+}
+
+/// A deploy or prepare under way: the app's lock (held until it ends), its
+/// state, where its release comes from and the environment's settings.
+struct Begun {
+    _lock: AppLock,
+    state: State,
+    store: Store,
+    settings: EnvSettings,
 }
 
 /// Everything the commands share, built once by `main`.
@@ -148,27 +158,19 @@ impl Agent {
         Ok(lock)
     }
 
-    /// `slipway-agent deploy <release-url>`.
-    pub async fn deploy(&self, url: &ReleaseUrl) -> Result<ReleaseId, Failure> {
-        let id = url.id;
-        let layout = Layout::new(&self.root, &url.env.app);
-        self.story.say(
-            self.story
-                .line("deploy")
-                .kv("app", &url.env.app)
-                .kv("env", &url.env.env)
-                .kv("release", id)
-                .kv("supervisor", self.supervisor.name()),
-        );
+    /// What a deploy and a prepare share before they install: the app's
+    /// lock, leftovers swept, the state (which must be of this
+    /// environment), the store and the environment's settings.
+    async fn begin(&self, url: &ReleaseUrl, layout: &Layout) -> Result<Begun, Failure> {
         self.story.checkpoint("lock");
-        let _lock = self.lock(&layout)?;
-        self.kill_leftover_command(&layout);
+        let lock = self.lock(layout)?;
+        self.kill_leftover_command(layout);
         let swept = layout.sweep().map_err(|e| Failure::at("sweep", e))?;
         if !swept.is_empty() {
             self.story
                 .say(self.story.line("sweep").kv("removed", swept.join(",")));
         }
-        let mut state = State::load(&layout).map_err(|e| Failure::at("state", e))?;
+        let state = State::load(layout).map_err(|e| Failure::at("state", e))?;
         if let Some(env) = &state.env
             && *env != url.env.env
         {
@@ -185,6 +187,71 @@ impl Agent {
         let settings = install::env_settings(&store, url)
             .await
             .map_err(|e| Failure::at("settings", e).serving(state.current))?;
+        Ok(Begun {
+            _lock: lock,
+            state,
+            store,
+            settings,
+        })
+    }
+
+    /// `slipway-agent prepare <release-url>`: everything a deploy does
+    /// before the switch (download, verify, unpack, config, build into
+    /// `releases/rN`), on every instance at once before the first batch,
+    /// while the instance serves on. Nothing switches, nothing restarts:
+    /// the batch's `deploy` then finds the release installed. Preparing a
+    /// release already installed only writes its config again.
+    pub async fn prepare_release(&self, url: &ReleaseUrl) -> Result<ReleaseId, Failure> {
+        let id = url.id;
+        let layout = Layout::new(&self.root, &url.env.app);
+        self.story.say(
+            self.story
+                .line("prepare")
+                .kv("app", &url.env.app)
+                .kv("env", &url.env.env)
+                .kv("release", id),
+        );
+        let Begun {
+            _lock,
+            mut state,
+            store,
+            settings,
+        } = self.begin(url, &layout).await?;
+        self.prepare(&store, url, &layout, &settings, &mut state)
+            .await
+            .map_err(|f| f.serving(state.current))?;
+        // Only the environment's name, if this is its first release here:
+        // what serves is unchanged.
+        state.save(&layout).map_err(|e| Failure::at("state", e))?;
+        self.story.say(
+            self.story
+                .line("done")
+                .kv("release", id)
+                .kv("prepared", "true")
+                .opt("serving", state.current)
+                .kv("ms", self.story.elapsed_ms()),
+        );
+        Ok(id)
+    }
+
+    /// `slipway-agent deploy <release-url>`.
+    pub async fn deploy(&self, url: &ReleaseUrl) -> Result<ReleaseId, Failure> {
+        let id = url.id;
+        let layout = Layout::new(&self.root, &url.env.app);
+        self.story.say(
+            self.story
+                .line("deploy")
+                .kv("app", &url.env.app)
+                .kv("env", &url.env.env)
+                .kv("release", id)
+                .kv("supervisor", self.supervisor.name()),
+        );
+        let Begun {
+            _lock,
+            mut state,
+            store,
+            settings,
+        } = self.begin(url, &layout).await?;
         let port = self.port.unwrap_or(settings.port);
         let probe = Probe::new(port, &settings.health_path);
 

@@ -552,3 +552,67 @@ fn a_build_left_running_by_a_killed_agent_is_killed_by_the_next_one() {
     assert!(!slipway_agent::command::group_alive(build as u32));
     assert_eq!(f.answering().as_deref(), Some("r2"));
 }
+
+#[test]
+fn prepare_installs_and_builds_beside_what_serves_and_the_deploy_after_it_only_switches() {
+    let f = Fixture::new();
+    f.publish(1, Spec::default());
+    f.publish(
+        2,
+        Spec {
+            procfile: "web: python3 app.py\nbuild: echo built > built.txt\n".into(),
+            config: "GREETING=Two\n".into(),
+            ..Spec::default()
+        },
+    );
+    assert!(f.deploy(1).ok());
+    let pid = f.status()["processes"][0]["pid"].clone();
+
+    let prepared = f.run(&["prepare", &f.url(2)]);
+
+    assert!(prepared.ok(), "{}", prepared.all);
+    assert!(
+        prepared.stdout.contains("at=build release=r2"),
+        "{}",
+        prepared.all
+    );
+    assert!(!prepared.stdout.contains("at=switch"), "{}", prepared.all);
+    assert!(f.app_dir().join("releases/r2/built.txt").is_file());
+    assert_eq!(f.answering().as_deref(), Some("r1"), "r1 serves on");
+    let status = f.status();
+    assert_eq!(status["release"].as_str(), Some("r1"));
+    assert_eq!(status["processes"][0]["pid"], pid, "nothing restarted");
+
+    let deployed = f.deploy(2);
+    assert!(deployed.ok(), "{}", deployed.all);
+    assert!(deployed.stdout.contains("cached=true"), "{}", deployed.all);
+    assert!(
+        !deployed.stdout.contains("at=build"),
+        "built once: {}",
+        deployed.all
+    );
+    assert_eq!(f.get("/").unwrap().1, "Two! This is release r2.\n");
+}
+
+#[test]
+fn a_prepare_whose_build_fails_leaves_what_serves_and_nothing_half_installed() {
+    let f = Fixture::new();
+    f.publish(1, Spec::default());
+    f.publish(
+        2,
+        Spec::procfile("web: python3 app.py\nbuild: echo compiling; exit 4\n"),
+    );
+    assert!(f.deploy(1).ok());
+
+    let run = f.run(&["prepare", &f.url(2)]);
+
+    assert_eq!(run.code, 1, "{}", run.all);
+    assert!(
+        run.last().starts_with("at=failed step=build"),
+        "{}",
+        run.all
+    );
+    assert!(!f.app_dir().join("releases/r2").exists());
+    assert_eq!(f.answering().as_deref(), Some("r1"));
+    assert_eq!(f.leftovers(), Vec::<String>::new());
+}
