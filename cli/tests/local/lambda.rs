@@ -115,16 +115,19 @@ async fn a_deploy_event_delivered_twice_runs_the_deploy_once() {
         "the first event was delivered twice"
     );
     let ssm = slipway_control::aws::ssm_client(&platform.config);
-    let invocations = ssm
-        .list_command_invocations()
-        .send()
-        .await
-        .unwrap()
-        .command_invocations()
-        .iter()
-        .filter(|i| i.document_name() == Some("Slipway-Deploy"))
-        .count();
-    assert_eq!(invocations, 2, "each instance ran the agent once");
+    let listed = ssm.list_command_invocations().send().await.unwrap();
+    let runs = |comment: &str| {
+        listed
+            .command_invocations()
+            .iter()
+            .filter(|i| i.document_name() == Some("Slipway-Deploy") && i.comment() == Some(comment))
+            .count()
+    };
+    assert_eq!(
+        (runs("slipway prepare"), runs("slipway deploy")),
+        (2, 2),
+        "each instance prepared once and deployed once"
+    );
     // The second delivery may still be finishing its refusal.
     tokio::time::sleep(Duration::from_millis(200)).await;
     platform

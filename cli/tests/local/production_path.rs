@@ -68,14 +68,24 @@ async fn a_deploy_on_ship_dev_is_a_run_command_of_the_real_document_on_each_inst
         .iter()
         .filter(|i| i.document_name() == Some("Slipway-Deploy"))
         .collect();
-    let mut targeted: Vec<String> = mine
-        .iter()
-        .filter_map(|i| i.instance_id().map(str::to_owned))
-        .collect();
-    targeted.sort();
     let mut expected = instances.clone();
     expected.sort();
-    assert_eq!(targeted, expected, "one invocation per instance, no other");
+    // Every instance prepared first (all at once), then deployed in its
+    // batch: one invocation of each per instance, no other.
+    for action in ["prepare", "deploy"] {
+        let mut targeted: Vec<String> = mine
+            .iter()
+            .filter(|i| i.comment() == Some(&format!("slipway {action}")))
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        targeted.sort();
+        assert_eq!(targeted, expected, "one {action} per instance, no other");
+    }
+    assert_eq!(
+        mine.len(),
+        2 * expected.len(),
+        "nothing but prepare and deploy"
+    );
     for invocation in &mine {
         let plugin = &invocation.command_plugins()[0];
         assert_eq!(

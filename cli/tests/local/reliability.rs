@@ -333,6 +333,61 @@ async fn instances_launched_by_a_scale_out_during_a_deploy_boot_the_new_release(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_release_whose_build_fails_is_refused_by_prepare_before_any_instance_leaves_the_load_balancer()
+ {
+    let work = tempfile::tempdir().unwrap();
+    let platform = platform(&work.path().join("fleet")).await;
+    let app = work.path().join("app");
+    // The build fails when the config says so.
+    example_app(
+        &app,
+        "web: python3 app.py\nbuild: test \"${BREAK:-}\" != build\n",
+        &[],
+    );
+    let env = EnvRef::parse("hello", "prepare").unwrap();
+    booted_environment(&platform, &env, 3).await;
+    ship_ok_at(&platform, &app, &env, &["release"]);
+    ship_ok_at(&platform, &app, &env, &["deploy"]);
+    let address = serving(&platform, &env).await;
+    let before = group_state(&platform, &env).await.sizes;
+    let first = latest_deploy(&platform, &env).await;
+    let prepared = first.prepare.as_ref().expect("the first deploy prepared");
+    assert_eq!((prepared.instances, prepared.failed.len()), (3, 0));
+
+    let requests = RequestLoop::start(&address);
+    ship_ok_at(&platform, &app, &env, &["config", "set", "BREAK=build"]);
+    let started = Instant::now();
+    let out = ship_at(&platform, &app, &env, &["deploy"]);
+    let took = started.elapsed();
+    // Refused within a second: the loop goes on a while after, still r1.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let answers = requests.stop().await;
+    report("build fails, refused by prepare", &answers, took);
+    assert!(!out.status.success());
+    let record = latest_deploy(&platform, &env).await;
+    assert_eq!(record.status, DeployStatus::Failed, "{record:?}");
+    assert!(record.batches.is_empty(), "no batch ran: {record:?}");
+    let prepare = record.prepare.as_ref().unwrap();
+    assert_eq!(prepare.failed.len(), 3, "every instance's build failed");
+    let cause = record.cause.clone().unwrap();
+    assert!(
+        cause.contains(prepare.failed[0].instance.as_str()) && cause.contains("step=build"),
+        "names the instance and what it said: {cause}"
+    );
+    assert_eq!(
+        platform.store.current(&env).await.unwrap(),
+        Some(first.to),
+        "current is back on what serves"
+    );
+    answers.assert_none_failed("build fails, refused by prepare");
+    assert_left_whole(&platform, &env, before, "r1").await;
+    platform
+        .stop()
+        .await
+        .expect("the templates allow every call the platform made");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn releases_that_fail_their_health_check_or_crash_at_start_fail_no_request() {
     let work = tempfile::tempdir().unwrap();
     let platform = platform(work.path()).await;
@@ -351,6 +406,9 @@ async fn releases_that_fail_their_health_check_or_crash_at_start_fail_no_request
         let started = Instant::now();
         let out = ship_in(&platform, &env, &["deploy"]);
         let took = started.elapsed();
+        // A crash fails within a second or so: the loop goes on a while
+        // after, and r1 must still answer.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let answers = requests.stop().await;
         report(case, &answers, took);
         assert!(!out.status.success(), "{case}: the deploy fails");

@@ -220,16 +220,36 @@ pub fn credentials(platform: &Platform) -> [(&'static str, String); 3] {
 /// Runs `ship -a <app> -e <env> ARGS` in `examples/hello` against
 /// `platform`, whatever comes of it.
 pub fn ship_in(platform: &Platform, env: &slipway_core::names::EnvRef, args: &[&str]) -> Output {
+    ship_at(platform, &repo().join("examples/hello"), env, args)
+}
+
+/// `ship_in`, in the app at `dir`.
+pub fn ship_at(
+    platform: &Platform,
+    dir: &Path,
+    env: &slipway_core::names::EnvRef,
+    args: &[&str],
+) -> Output {
     let creds = credentials(platform);
     let creds: Vec<(&str, &str)> = creds.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut all = vec!["-a", env.app.as_str(), "-e", env.env.as_str()];
     all.extend_from_slice(args);
-    ship(&repo().join("examples/hello"), &all, &creds)
+    ship(dir, &all, &creds)
 }
 
 /// `ship_in`, expected to succeed.
 pub fn ship_ok(platform: &Platform, env: &slipway_core::names::EnvRef, args: &[&str]) -> Output {
-    let out = ship_in(platform, env, args);
+    ship_ok_at(platform, &repo().join("examples/hello"), env, args)
+}
+
+/// `ship_at`, expected to succeed.
+pub fn ship_ok_at(
+    platform: &Platform,
+    dir: &Path,
+    env: &slipway_core::names::EnvRef,
+    args: &[&str],
+) -> Output {
+    let out = ship_at(platform, dir, env, args);
     assert!(
         out.status.success(),
         "ship {args:?}: {}{}",
@@ -278,6 +298,20 @@ pub fn ship(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("ship runs")
+}
+
+/// A git checkout at `dir` of the example app with `procfile`, and
+/// `extra` files beside it.
+pub fn example_app(dir: &Path, procfile: &str, extra: &[(&str, &[u8])]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(repo().join("examples/hello/app.py"), dir.join("app.py")).unwrap();
+    std::fs::write(dir.join("Procfile"), procfile).unwrap();
+    for (name, bytes) in extra {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    git(dir, &["init", "-q"]);
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "app"]);
 }
 
 pub fn stderr(out: &Output) -> String {

@@ -72,6 +72,10 @@ pub struct EnvSettings {
     /// With `queue`, a newly queued deploy replaces the deploys still
     /// waiting (only the latest release matters).
     pub latest_wins: bool,
+    /// Before the first batch, every instance installs the release at once
+    /// while it serves (`slipway-agent prepare`), so each batch only
+    /// switches and restarts. Off, each batch installs in turn.
+    pub prepare: bool,
 }
 
 /// How a deploy's batches replace instances.
@@ -124,6 +128,7 @@ impl Default for EnvSettings {
             on_worker_lost: OnWorkerLost::Continue,
             queue: false,
             latest_wins: false,
+            prepare: true,
         }
     }
 }
@@ -246,6 +251,12 @@ impl EnvSettings {
     /// The longest the agent may take on one instance.
     pub fn agent_secs(&self) -> u64 {
         self.build_timeout_secs + self.health_timeout_secs + AGENT_OVERHEAD_SECS
+    }
+
+    /// The longest preparing may take on an instance: fetching and the
+    /// build.
+    pub fn prepare_secs(&self) -> u64 {
+        self.build_timeout_secs + AGENT_OVERHEAD_SECS
     }
 
     /// The longest one batch may take: the agent, then the load balancer.

@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn an_intrinsic_the_copy_cannot_resolve_is_refused() {
         let template = TEMPLATE.replace(
-            "allowedValues: [deploy, release-phase]",
+            "allowedValues: [deploy, prepare, release-phase]",
             "allowedValues: !Ref Actions",
         );
         assert!(deploy_document(&template, "b").is_err());

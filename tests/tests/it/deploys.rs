@@ -47,10 +47,12 @@ fn start(user: &str) -> StartDeploy {
 }
 
 /// The engine's options for these tests: a minute for everything, polls
-/// every 20 ms.
+/// every 20 ms, no prepare (these follow batches through the store; the
+/// engine's tests and the platform's cover preparing).
 fn options(release_phase: bool) -> Options {
     let mut options = Options::from_settings(&Default::default(), release_phase)
         .polling(Duration::from_millis(20));
+    options.prepare = false;
     options.agent_timeout = Duration::from_secs(60);
     options.health_timeout = Duration::from_secs(60);
     options

@@ -122,17 +122,14 @@ impl SsmRunner {
         command: &AgentCommand,
         timeout: Duration,
     ) -> Result<String, RunnerError> {
-        let (action, url) = match command {
-            AgentCommand::Deploy { release_url } => ("deploy", release_url),
-            AgentCommand::ReleasePhase { release_url } => ("release-phase", release_url),
-        };
+        let (action, url) = command.action();
         let out = self
             .client
             .send_command()
             .document_name(&self.document)
             .set_instance_ids(Some(targets.iter().map(|t| t.to_string()).collect()))
             .parameters("Action", vec![action.to_owned()])
-            .parameters("ReleaseUrl", vec![url.clone()])
+            .parameters("ReleaseUrl", vec![url.to_owned()])
             .timeout_seconds(timeout.as_secs().clamp(30, 2_592_000) as i32)
             .output_s3_bucket_name(self.output.bucket())
             .output_s3_key_prefix(&self.output_prefix)

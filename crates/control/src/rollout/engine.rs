@@ -17,10 +17,10 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::plan;
-use super::record::{Batch, BatchStatus, DeployRecord};
+use super::record::{Batch, BatchStatus, DeployRecord, Prepare};
 use crate::fleet::{Fleet, InstanceId, JOB_SUSPENDED_PROCESSES};
 use crate::jobs::{JobError, JobLog};
-use crate::runner::{AgentCommand, Cancel, Gone, RunStatus, Runner};
+use crate::runner::{AgentCommand, Cancel, Gone, Invocation, RunStatus, Runner};
 use slipway_core::deploys::DeployStatus;
 use slipway_core::names::{EnvRef, ReleaseId};
 
@@ -39,6 +39,11 @@ pub trait DeployLog: JobLog<DeployRecord> {
 pub struct Options {
     /// Run the Procfile's `release:` before the first batch.
     pub release_phase: bool,
+    /// Install the release on every instance at once before the first
+    /// batch (not for surge batches, whose new instances boot it).
+    pub prepare: bool,
+    /// How long preparing may take on an instance.
+    pub prepare_timeout: Duration,
     /// How long the agent may take on one batch.
     pub agent_timeout: Duration,
     /// How long the load balancer has to call a batch healthy.
@@ -74,6 +79,8 @@ impl Options {
         let agent_timeout = Duration::from_secs(settings.agent_secs());
         Self {
             release_phase,
+            prepare: settings.prepare,
+            prepare_timeout: Duration::from_secs(settings.prepare_secs()),
             // Build and health on the instance, plus fetching and starting.
             agent_timeout,
             health_timeout: Duration::from_secs(settings.lb_health_timeout_secs),
@@ -276,8 +283,13 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         let batches = if resuming {
             record.plan.clone()
         } else {
-            match self.prepare(env, record).await {
+            match self.begin(env, record).await {
                 Ok(b) => b,
+                Err(_) if record.status == DeployStatus::Cancelled => {
+                    // Cancelled while preparing: nothing switched anywhere.
+                    self.restore_current(env, record).await;
+                    return Outcome::Ok;
+                }
                 Err(cause) => return Outcome::Failed(cause),
             }
         };
@@ -308,8 +320,9 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         Outcome::Ok
     }
 
-    /// Moves `current`, plans the batches and runs the release phase.
-    async fn prepare(
+    /// Moves `current`, plans the batches, prepares every instance and
+    /// runs the release phase.
+    async fn begin(
         &self,
         env: &EnvRef,
         record: &mut DeployRecord,
@@ -322,6 +335,9 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             Err(e) => return Err(e.to_string()),
         };
         let batches = self.plan_batches(env, record, &instances).await?;
+        if self.options.prepare && !record.surge && !instances.is_empty() {
+            self.prepare_all(record, &instances).await?;
+        }
         if self.options.release_phase
             && let Some(first) = instances.first()
         {
@@ -354,6 +370,70 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         }
         record.plan = batches.clone();
         Ok(batches)
+    }
+
+    /// Every instance installs the release at once while it serves
+    /// (download, verify, unpack, config, build; nothing switches). One
+    /// that cannot fails the deploy before any instance leaves the load
+    /// balancer, with its output; one that left the group meanwhile does
+    /// not matter (its replacement boots the release).
+    async fn prepare_all(
+        &self,
+        record: &mut DeployRecord,
+        instances: &[InstanceId],
+    ) -> Result<(), String> {
+        let command = AgentCommand::Prepare {
+            release_url: (self.release_url)(record.to),
+        };
+        let started_at = Utc::now();
+        let results = self
+            .beating(
+                record,
+                self.runner.run(
+                    instances,
+                    &command,
+                    self.options.prepare_timeout,
+                    self.cancel_watch(record),
+                    &Gone::default(),
+                ),
+            )
+            .await
+            .map_err(|e| format!("could not prepare {}: {e}", record.to))?;
+        let failed: Vec<Invocation> = results
+            .iter()
+            .filter(|r| !r.succeeded() && r.status != RunStatus::Vanished)
+            .cloned()
+            .collect();
+        record.prepare = Some(Prepare {
+            instances: results.len(),
+            failed: failed.clone(),
+            started_at,
+            finished_at: Utc::now(),
+        });
+        self.save(record).await;
+        let Some(first) = failed.first() else {
+            return Ok(());
+        };
+        if failed.iter().any(|r| r.status == RunStatus::Cancelled)
+            && self.log.cancel_requested(record).await
+        {
+            record.status = DeployStatus::Cancelled;
+            record.cause = Some("cancelled while the release was prepared".into());
+            return Err("cancelled".into());
+        }
+        let said = first.output_tail.lines().last().unwrap_or("").trim();
+        Err(format!(
+            "{} could not prepare {} ({} of {} instances failed){}",
+            first.instance,
+            record.to,
+            failed.len(),
+            results.len(),
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {said}")
+            }
+        ))
     }
 
     /// The batches, and whether they surge: asked for, or (`auto`) where

@@ -173,6 +173,8 @@ struct FakeRunner {
     /// (instance, url fragment) pairs whose agent fails.
     fails: Vec<(InstanceId, &'static str)>,
     release_phase_fails: bool,
+    /// Instances whose `prepare` fails.
+    prepare_fails: Vec<InstanceId>,
     calls: Mutex<Vec<(Vec<InstanceId>, AgentCommand)>>,
     /// This call (1-based) runs until the deploy is cancelled.
     hangs_on_call: Option<usize>,
@@ -212,6 +214,7 @@ impl Runner for FakeRunner {
             .map(|t| {
                 let ok = match command {
                     AgentCommand::ReleasePhase { .. } => !self.release_phase_fails,
+                    AgentCommand::Prepare { .. } => !self.prepare_fails.contains(t),
                     AgentCommand::Deploy { release_url } => !self
                         .fails
                         .iter()
@@ -226,7 +229,11 @@ impl Runner for FakeRunner {
                     },
                     exit_code: Some(if ok { 0 } else { 1 }),
                     duration_ms: 5,
-                    output_tail: String::new(),
+                    output_tail: if ok {
+                        String::new()
+                    } else {
+                        "build: exit status 1\nfailed step=build".into()
+                    },
                     output_key: None,
                 }
             })
@@ -298,6 +305,7 @@ fn record(strategy: &str, auto_rollback: bool) -> DeployRecord {
         cause: None,
         created_at: Utc::now(),
         finished_at: None,
+        prepare: None,
         release_phase: None,
         batches: Vec::new(),
         rollback: None,
@@ -357,6 +365,50 @@ async fn run_with(
     budget: Duration,
     surge: SurgeMode,
 ) -> DeployRecord {
+    run_options(
+        fleet,
+        runner,
+        log,
+        record,
+        release_phase,
+        budget,
+        surge,
+        false,
+    )
+    .await
+}
+
+/// As the settings say by default: every instance prepares first.
+async fn run_prepared(
+    fleet: &FakeFleet,
+    runner: &FakeRunner,
+    log: &FakeLog,
+    record: DeployRecord,
+) -> DeployRecord {
+    run_options(
+        fleet,
+        runner,
+        log,
+        record,
+        false,
+        Duration::MAX,
+        SurgeMode::Auto,
+        true,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_options(
+    fleet: &FakeFleet,
+    runner: &FakeRunner,
+    log: &FakeLog,
+    record: DeployRecord,
+    release_phase: bool,
+    budget: Duration,
+    surge: SurgeMode,
+    prepare: bool,
+) -> DeployRecord {
     let engine = Engine {
         fleet,
         runner,
@@ -364,6 +416,7 @@ async fn run_with(
         release_url: &url,
         options: Options {
             release_phase,
+            prepare,
             agent_timeout: Duration::from_secs(60),
             health_timeout: Duration::from_millis(300),
             budget,
@@ -433,6 +486,7 @@ fn deployed(runner: &FakeRunner) -> Vec<(Vec<InstanceId>, String)> {
                     release_url.rsplit('/').next().unwrap().to_owned()
                 }
                 AgentCommand::ReleasePhase { .. } => "release-phase".into(),
+                AgentCommand::Prepare { .. } => "prepare".into(),
             };
             (ids.clone(), what)
         })
@@ -775,4 +829,62 @@ async fn a_surge_whose_new_instance_comes_up_on_another_release_fails_and_takes_
         "the new one is gone"
     );
     assert_eq!(*log.current.lock().unwrap(), Some(r(6)));
+}
+
+#[tokio::test]
+async fn every_instance_prepares_at_once_before_the_first_batch_leaves_service() {
+    let (fleet, runner, log) = (fleet(4), FakeRunner::default(), FakeLog::default());
+
+    let done = run_prepared(&fleet, &runner, &log, record("one-at-a-time", true)).await;
+
+    assert_eq!(done.status, DeployStatus::Succeeded, "{:?}", done.cause);
+    let ran = deployed(&runner);
+    assert_eq!(
+        ran[0],
+        (vec![id(1), id(2), id(3), id(4)], "prepare".to_owned()),
+        "one command to every instance, first"
+    );
+    assert_eq!(
+        ran[1..],
+        [
+            (vec![id(1)], "r7".to_owned()),
+            (vec![id(2)], "r7".to_owned()),
+            (vec![id(3)], "r7".to_owned()),
+            (vec![id(4)], "r7".to_owned()),
+        ]
+    );
+    let prepare = done.prepare.expect("recorded");
+    assert_eq!((prepare.instances, prepare.failed.len()), (4, 0));
+}
+
+#[tokio::test]
+async fn a_prepare_that_fails_on_one_instance_fails_the_deploy_before_any_leaves_service() {
+    let (fleet, log) = (fleet(4), FakeLog::default());
+    let runner = FakeRunner {
+        prepare_fails: vec![id(3)],
+        ..FakeRunner::default()
+    };
+
+    let done = run_prepared(&fleet, &runner, &log, record("one-at-a-time", true)).await;
+
+    assert_eq!(done.status, DeployStatus::Failed);
+    let cause = done.cause.clone().unwrap();
+    assert!(
+        cause.contains(id(3).as_str()) && cause.contains("failed step=build"),
+        "names the instance and what it said: {cause}"
+    );
+    assert!(done.batches.is_empty(), "no batch ran");
+    assert!(
+        fleet.standby.lock().unwrap().is_empty(),
+        "nothing left service"
+    );
+    assert_eq!(deployed(&runner).len(), 1, "only the prepare ran");
+    assert_eq!(
+        *log.current.lock().unwrap(),
+        Some(r(6)),
+        "current is back on what serves"
+    );
+    let prepare = done.prepare.unwrap();
+    assert_eq!(prepare.failed[0].instance, id(3));
+    assert!(*log.released.lock().unwrap());
 }

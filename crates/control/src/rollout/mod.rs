@@ -13,6 +13,6 @@ mod surge;
 
 pub use engine::{DeployLog, Engine, Options};
 pub use plan::{PlanError, Strategy, plan};
-pub use record::{Batch, BatchStatus, DeployRecord};
+pub use record::{Batch, BatchStatus, DeployRecord, Prepare};
 pub use service::{DeployError, Deploys, S3DeployLog, StartDeploy, run_queued};
 pub use surge::undo as undo_surge;

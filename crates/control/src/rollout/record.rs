@@ -74,6 +74,10 @@ pub struct DeployRecord {
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// How preparing the release on every instance went, before the
+    /// first batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<Prepare>,
     #[serde(default)]
     pub release_phase: Option<Invocation>,
     #[serde(default)]
@@ -115,6 +119,17 @@ pub struct DeployRecord {
     /// Its place in the queue (1: next), as read with it; never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<usize>,
+}
+
+/// Every instance installed the release at once (download, build) while
+/// it served; the instances that could not, with their output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    pub instances: usize,
+    #[serde(default)]
+    pub failed: Vec<Invocation>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
 }
 
 impl DeployRecord {

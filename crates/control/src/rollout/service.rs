@@ -342,6 +342,7 @@ impl Deploys {
             cause: None,
             created_at: now,
             finished_at: None,
+            prepare: None,
             release_phase: None,
             batches: Vec::new(),
             rollback: None,

@@ -14,8 +14,28 @@ use slipway_core::names::InstanceId;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum AgentCommand {
-    Deploy { release_url: String },
-    ReleasePhase { release_url: String },
+    Deploy {
+        release_url: String,
+    },
+    /// Install without switching: every instance at once, before the
+    /// first batch, while they serve.
+    Prepare {
+        release_url: String,
+    },
+    ReleasePhase {
+        release_url: String,
+    },
+}
+
+impl AgentCommand {
+    /// The document's `Action` (the agent's subcommand) and release URL.
+    pub fn action(&self) -> (&'static str, &str) {
+        match self {
+            Self::Deploy { release_url } => ("deploy", release_url),
+            Self::Prepare { release_url } => ("prepare", release_url),
+            Self::ReleasePhase { release_url } => ("release-phase", release_url),
+        }
+    }
 }
 
 /// How one instance's run ended (SSM's terminal statuses).

@@ -92,6 +92,18 @@ pub fn deploy(env: &EnvRef, d: &DeployRecord, now: DateTime<Utc>) -> Markup {
                     span.muted { "stops after cancelling the running batch; nothing is rolled back" }
                 }
             }
+            @if let Some(p) = &d.prepare {
+                h2 { "Prepare" }
+                p {
+                    @if p.failed.is_empty() { "✓ installed on " (p.instances) " instances at once" }
+                    @else { "✗ failed on " (p.failed.len()) " of " (p.instances) " instances" }
+                    span.muted { " in " ((p.finished_at - p.started_at).num_milliseconds() as f64 / 1000.0) " s" }
+                }
+                @for r in p.failed.iter().take(3) {
+                    p.mono { (r.instance) }
+                    @if !r.output_tail.is_empty() { pre { (r.output_tail) } }
+                }
+            }
             @if let Some(r) = &d.release_phase {
                 h2 { "Release phase" }
                 p { @if r.succeeded() { "✓ succeeded on " } @else { "✗ failed on " } span.mono { (r.instance) } }
