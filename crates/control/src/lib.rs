@@ -5,6 +5,7 @@
 //! platform drive it through `slipway-http`; see DESIGN.md.
 
 pub mod aws;
+pub mod backoff;
 pub mod cycle;
 pub mod events;
 pub mod fleet;

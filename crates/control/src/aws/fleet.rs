@@ -88,6 +88,7 @@ impl AwsFleet {
     /// also never restarts an app a request is still in.
     async fn wait_standby(&self, group: &str, ids: &[InstanceId]) -> Result<(), FleetError> {
         let started = Instant::now();
+        let mut pace = crate::backoff::Backoff::up_to(self.health_poll);
         loop {
             let out = self
                 .autoscaling
@@ -119,7 +120,7 @@ impl AwsFleet {
                     detail: "the instances did not finish draining".into(),
                 });
             }
-            tokio::time::sleep(self.health_poll).await;
+            pace.wait().await;
         }
     }
 
@@ -544,6 +545,7 @@ impl Fleet for AwsFleet {
     ) -> Result<Vec<InstanceId>, FleetError> {
         let started = Instant::now();
         let arns = self.group_ref(env).await?.target_groups;
+        let mut pace = crate::backoff::Backoff::up_to(self.health_poll);
         loop {
             let mut unhealthy: Vec<InstanceId> = Vec::new();
             for arn in &arns {
@@ -573,7 +575,7 @@ impl Fleet for AwsFleet {
             if unhealthy.is_empty() || started.elapsed() >= timeout {
                 return Ok(unhealthy);
             }
-            tokio::time::sleep(self.health_poll).await;
+            pace.wait().await;
         }
     }
 }

@@ -107,13 +107,27 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         // These left while in Standby, with the capacity standby had taken
         // off; one that leaves after ExitStandby gave it back is replaced
         // by the group itself.
-        let left_in_standby = vanished.clone();
+        let mut left_in_standby = vanished.clone();
         // Back in service whatever happened: a failed agent leaves the
         // previous release serving.
         if !instances.is_empty()
             && let Err(e) = self.fleet.exit_standby(env, &instances).await
         {
-            failed.get_or_insert(e.to_string());
+            // One may have left between the look and the call: it is
+            // vanished, and the rest go back in.
+            let gone = self.left(env, &instances).await;
+            if gone.is_empty() {
+                failed.get_or_insert(e.to_string());
+            } else {
+                instances.retain(|i| !gone.contains(i));
+                vanished.extend(gone.iter().cloned());
+                left_in_standby.extend(gone);
+                if !instances.is_empty()
+                    && let Err(e) = self.fleet.exit_standby(env, &instances).await
+                {
+                    failed.get_or_insert(e.to_string());
+                }
+            }
         }
         // After a failed agent there is nothing to wait for: the agent
         // already checked that the previous release serves (or says it
@@ -154,6 +168,7 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
         vanished: &mut Vec<InstanceId>,
     ) -> Result<Vec<InstanceId>, crate::fleet::FleetError> {
         let started = std::time::Instant::now();
+        let mut pace = crate::backoff::Backoff::up_to(self.options.poll);
         loop {
             let unhealthy = self
                 .fleet
@@ -171,7 +186,7 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             if started.elapsed() >= self.options.health_timeout {
                 return Ok(unhealthy);
             }
-            tokio::time::sleep(self.options.poll).await;
+            pace.wait().await;
         }
     }
 
