@@ -40,7 +40,6 @@ use crate::rollout::{BatchStatus, DeployRecord, Deploys};
 use crate::store::StoreError;
 use slipway_core::env_settings::OnWorkerLost;
 use slipway_core::ids::{JobId, JobKind};
-use slipway_core::keys::job_key;
 use slipway_core::names::{AppName, EnvName, EnvRef};
 use slipway_core::objects::{ObjectError, S3Objects, Write};
 
@@ -246,15 +245,7 @@ impl<F: Fleet> Reconciler<F> {
         );
         record.note(format!("the reconciler: {what}"));
         record.hand_over(now);
-        let body = serde_json::to_vec_pretty(&record).expect("a record always serialises");
-        match self
-            .objects()
-            .put(
-                &job_key(env, id),
-                body,
-                "application/json",
-                Write::IfMatch(&etag),
-            )
+        match crate::jobs::write_record(self.objects(), env, id, &record, Write::IfMatch(&etag))
             .await
         {
             Ok(_) => {}

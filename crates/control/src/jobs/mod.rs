@@ -173,6 +173,21 @@ pub async fn record<R: JobRecord>(
     read_record(objects, &job_key(env, id), &what).await
 }
 
+/// Writes a job's record as `write` allows (`IfMatch` the version read,
+/// where whoever wrote meanwhile must win): its new version.
+pub async fn write_record<R: JobRecord>(
+    objects: &S3Objects,
+    env: &EnvRef,
+    id: &JobId,
+    record: &R,
+    write: Write<'_>,
+) -> Result<String, ObjectError> {
+    let body = serde_json::to_vec_pretty(record).expect("a record always serialises");
+    objects
+        .put(&job_key(env, id), body, "application/json", write)
+        .await
+}
+
 /// Asks a running job to stop: its marker beside the record, which the
 /// engine looks for between steps (and a deploy while its batch runs). A
 /// finished job is left as it is. The record as it was, if it exists.
@@ -213,16 +228,7 @@ pub async fn claim<R: JobRecord>(
     }
     record.take_up();
     record.beat(Utc::now());
-    let body = serde_json::to_vec_pretty(&record).expect("a record always serialises");
-    match objects
-        .put(
-            &job_key(env, id),
-            body,
-            "application/json",
-            Write::IfMatch(&etag),
-        )
-        .await
-    {
+    match write_record(objects, env, id, &record, Write::IfMatch(&etag)).await {
         Ok(_) => Ok(Claim::Ours(record)),
         Err(ObjectError::Precondition { .. }) => {
             Ok(match self::record::<R>(objects, env, id).await? {
