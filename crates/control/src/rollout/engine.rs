@@ -294,9 +294,10 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             }
         };
         let known: BTreeSet<InstanceId> = batches.iter().flatten().cloned().collect();
-        // The release phase may take a batch's time: after it, a worker
-        // with too little left hands over before the first batch.
-        let mut ran = !resuming && self.options.release_phase;
+        // Preparing and the release phase may each take a batch's time:
+        // after them, a worker with too little left hands over before the
+        // first batch (the plan is stored; the next one skips both).
+        let mut ran = !resuming && (self.options.release_phase || record.prepare.is_some());
         if ran {
             self.save(record).await;
         }

@@ -888,3 +888,47 @@ async fn a_prepare_that_fails_on_one_instance_fails_the_deploy_before_any_leaves
     assert_eq!(prepare.failed[0].instance, id(3));
     assert!(*log.released.lock().unwrap());
 }
+
+#[tokio::test]
+async fn a_worker_out_of_time_after_preparing_hands_over_and_the_next_does_not_prepare_again() {
+    let (fleet, runner, log) = (fleet(2), FakeRunner::default(), FakeLog::default());
+    let mut record = record("one-at-a-time", true);
+
+    record = run_options(
+        &fleet,
+        &runner,
+        &log,
+        record,
+        false,
+        Duration::ZERO,
+        SurgeMode::Auto,
+        true,
+    )
+    .await;
+    assert!(record.handed_off && !record.is_finished(), "{record:?}");
+    assert!(record.batches.is_empty(), "it handed over before batch 1");
+    let mut workers = 1;
+    while !record.is_finished() {
+        workers += 1;
+        assert!(workers < 10);
+        record = run_options(
+            &fleet,
+            &runner,
+            &log,
+            record,
+            false,
+            Duration::ZERO,
+            SurgeMode::Auto,
+            true,
+        )
+        .await;
+    }
+    assert_eq!(record.status, DeployStatus::Succeeded, "{:?}", record.cause);
+    let ran = deployed(&runner);
+    assert_eq!(
+        ran.iter().filter(|(_, w)| w == "prepare").count(),
+        1,
+        "{ran:?}"
+    );
+    assert_eq!(workers, 3, "the prepare, then one batch each");
+}
