@@ -160,7 +160,7 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
 
     /// Until every target group calls `instances` healthy, or the load
     /// balancer's timeout: those that were not. One that leaves the group
-    /// meanwhile is noticed at the next poll and moved to `vanished`.
+    /// meanwhile is noticed within a poll interval and moved to `vanished`.
     async fn wait_serving(
         &self,
         env: &EnvRef,
@@ -169,6 +169,9 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
     ) -> Result<Vec<InstanceId>, crate::fleet::FleetError> {
         let started = std::time::Instant::now();
         let mut pace = crate::backoff::Backoff::up_to(self.options.poll);
+        // Target health is polled fast; the group (two more calls) once a
+        // poll interval, and at the end.
+        let mut looked: Option<std::time::Instant> = None;
         loop {
             let unhealthy = self
                 .fleet
@@ -177,13 +180,17 @@ impl<F: Fleet, R: Runner, L: DeployLog> Engine<'_, F, R, L> {
             if unhealthy.is_empty() {
                 return Ok(unhealthy);
             }
-            let gone = self.left(env, &unhealthy).await;
-            if !gone.is_empty() {
-                instances.retain(|i| !gone.contains(i));
-                vanished.extend(gone);
-                continue;
+            let timed_out = started.elapsed() >= self.options.health_timeout;
+            if timed_out || looked.is_none_or(|t| t.elapsed() >= self.options.poll) {
+                looked = Some(std::time::Instant::now());
+                let gone = self.left(env, &unhealthy).await;
+                if !gone.is_empty() {
+                    instances.retain(|i| !gone.contains(i));
+                    vanished.extend(gone);
+                    continue;
+                }
             }
-            if started.elapsed() >= self.options.health_timeout {
+            if timed_out {
                 return Ok(unhealthy);
             }
             pace.wait().await;
