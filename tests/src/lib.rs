@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -237,6 +237,33 @@ impl World {
         }
     }
 
+    /// This world's bucket through a client that counts its requests.
+    pub fn counted(&self) -> (S3Objects, Requests) {
+        let requests = Requests::default();
+        let config = self
+            .s3
+            .config()
+            .to_builder()
+            .interceptor(requests.clone())
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(config);
+        (S3Objects::new(client, &self.bucket), requests)
+    }
+
+    /// Deletes every object under `prefix` (as a layout from before it was
+    /// there).
+    pub async fn delete_all(&self, prefix: &str) {
+        for key in self.keys(prefix).await {
+            self.s3
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
         let out = self
             .s3
@@ -250,6 +277,34 @@ impl World {
             .iter()
             .filter_map(|o| o.key.clone())
             .collect()
+    }
+}
+
+/// How many HTTP requests a client sent (each retry too): what a read
+/// costs, to show it does not grow with the history.
+#[derive(Debug, Clone, Default)]
+pub struct Requests(Arc<AtomicUsize>);
+
+impl Requests {
+    /// The requests since the last call.
+    pub fn take(&self) -> usize {
+        self.0.swap(0, Ordering::SeqCst)
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for Requests {
+    fn name(&self) -> &'static str {
+        "Requests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 }
 

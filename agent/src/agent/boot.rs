@@ -2,9 +2,9 @@
 //! release, or falls back, loudly, to the last release a deploy succeeded
 //! with, so a bad `current` cannot make the group churn instances.
 
-use slipway_core::deploys::{DeploySummary, last_succeeded};
+use slipway_core::deploys::{DeploySummary, GoodReleases, last_succeeded};
 use slipway_core::keys::is_record_key;
-use slipway_core::keys::{current_key, deploys_prefix};
+use slipway_core::keys::{current_key, deploys_prefix, good_key};
 use slipway_core::names::{EnvRef, ReleaseId};
 
 use super::{Agent, Failure};
@@ -50,8 +50,7 @@ impl Agent {
             Ok(id) => return Ok(id),
             Err(f) => f,
         };
-        let records = self.deploy_records(&store, env).await;
-        let Some(good) = last_succeeded(&records, Some(current)) else {
+        let Some(good) = self.fallback(&store, env, current).await else {
             self.story.say(
                 self.story
                     .line("boot")
@@ -88,6 +87,27 @@ impl Agent {
                 .kv("fallback_from", current),
         );
         Ok(id)
+    }
+
+    /// The newest release a deploy succeeded with, other than `current`:
+    /// from `good.json` (one read), or on an environment from before it,
+    /// from every deploy record.
+    async fn fallback(&self, store: &Store, env: &EnvRef, current: ReleaseId) -> Option<ReleaseId> {
+        match store.get(&good_key(env)).await {
+            Ok(Some(bytes)) => match serde_json::from_slice::<GoodReleases>(&bytes) {
+                Ok(good) => return good.newest_except(Some(current)),
+                Err(e) => self.story.say(
+                    self.story
+                        .line("boot")
+                        .kv("skipped", good_key(env))
+                        .kv("error", e),
+                ),
+            },
+            Ok(None) => {}
+            Err(e) => self.story.say(self.story.line("boot").kv("error", e)),
+        }
+        let records = self.deploy_records(store, env).await;
+        last_succeeded(&records, Some(current))
     }
 
     async fn deploy_records(&self, store: &Store, env: &EnvRef) -> Vec<DeploySummary> {

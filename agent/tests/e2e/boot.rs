@@ -91,3 +91,34 @@ fn boot_without_any_good_release_fails_and_runs_nothing() {
     assert!(run.stdout.contains("fallback=none"), "{}", run.all);
     assert!(f.get("/").is_none());
 }
+
+#[test]
+fn a_booting_instance_takes_its_fallback_from_good_json_not_from_every_record() {
+    let f = Fixture::new();
+    f.publish(1, Spec::default());
+    f.publish(2, Spec::default());
+    f.publish(3, Spec::config("BREAK=start\n"));
+    f.put("hello/prod/current", b"r3");
+    f.put(
+        "hello/prod/good.json",
+        br#"{"releases":[
+            {"release":"r3","deploy":"d3","finished_at":"2026-11-03T10:00:00Z"},
+            {"release":"r1","deploy":"d1","finished_at":"2026-11-01T10:00:00Z"}]}"#,
+    );
+    // A record good.json does not list: were the records walked, r2 would win.
+    f.put(
+        "hello/prod/deploys/d2.json",
+        br#"{"id":"d2","to":"r2","status":"succeeded","finished_at":"2026-11-02T10:00:00Z"}"#,
+    );
+
+    let run = boot(&f);
+
+    assert!(run.ok(), "{}", run.all);
+    assert!(
+        run.stdout
+            .contains("WARNING=\"current release r3 failed; falling back to r1\""),
+        "{}",
+        run.all
+    );
+    assert_eq!(f.answering().as_deref(), Some("r1"));
+}

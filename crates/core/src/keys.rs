@@ -17,9 +17,20 @@
 //! <app>/<env>/deploys/idempotency/<d>  a deploy request's idempotency key
 //! <app>/<env>/cycles/<id>.json         a cycle record (…/<id>/cancel)
 //! <app>/<env>/scales/<id>.json         a scaling change
+//! <app>/<env>/index/releases/<n>       empty; lists releases newest first
+//! <app>/<env>/index/deploys/<n>        empty; lists deploys newest first
+//! <app>/<env>/index/cycles/<n>         empty; lists cycles newest first
+//! <app>/<env>/good.json                the releases deploys succeeded with, newest first
 //! ```
+//!
+//! S3 lists keys in ascending order only, and records are named so they
+//! sort oldest first. An index entry's name is its record's name turned
+//! around: a job's id with every letter and digit mirrored (`0`↔`z`, …, see
+//! [`descending`]), a release's number taken from 10¹⁸−1. One listing of
+//! an index folder with a delimiter reads the newest first, a page at a
+//! time, whatever the history holds.
 
-use crate::ids::{CycleId, DeployId, JobId, ScaleId};
+use crate::ids::{CycleId, DeployId, JobId, JobKind, ScaleId};
 use crate::names::{EnvRef, ReleaseId};
 
 /// `<app>/<env>/env`: the environment's canonical config vars.
@@ -167,6 +178,84 @@ pub fn job_cancel_key(env: &EnvRef, id: &JobId) -> String {
     }
 }
 
+/// Letters and digits in ASCII order: what [`descending`] mirrors.
+const SORTED: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// `name` with each ASCII letter and digit mirrored in [`SORTED`] (other
+/// bytes kept), so names of one length sort in the opposite order. Its own
+/// inverse.
+pub fn descending(name: &str) -> String {
+    name.bytes()
+        .map(|b| match SORTED.iter().position(|&c| c == b) {
+            Some(i) => SORTED[SORTED.len() - 1 - i] as char,
+            None => b as char,
+        })
+        .collect()
+}
+
+/// Release numbers in an index name: as many digits as a `ReleaseId` may
+/// have, so every name has one length; the name is `NINES - n`.
+const RELEASE_DIGITS: usize = 18;
+const NINES: u64 = 999_999_999_999_999_999;
+
+/// `<app>/<env>/index/releases/`: one empty object per release number
+/// claimed, newest first.
+pub fn release_index_prefix(env: &EnvRef) -> String {
+    format!("{}index/releases/", env.prefix())
+}
+
+/// `<app>/<env>/index/releases/<n>`: `n` is `NINES` less the number,
+/// zero-padded, so a later release sorts first.
+pub fn release_index_key(env: &EnvRef, id: ReleaseId) -> String {
+    format!(
+        "{}{:0width$}",
+        release_index_prefix(env),
+        NINES - id.number(),
+        width = RELEASE_DIGITS
+    )
+}
+
+/// The release an index key of `env` names, if it is one.
+pub fn release_in_index(env: &EnvRef, key: &str) -> Option<ReleaseId> {
+    let name = key.strip_prefix(&release_index_prefix(env))?;
+    if name.len() != RELEASE_DIGITS || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ReleaseId::new(NINES - name.parse::<u64>().ok()?)
+}
+
+/// `<app>/<env>/index/deploys/` or `…/index/cycles/`: one empty object per
+/// job, newest first.
+pub fn job_index_prefix(env: &EnvRef, kind: JobKind) -> String {
+    let folder = match kind {
+        JobKind::Deploy => "deploys",
+        JobKind::Cycle => "cycles",
+    };
+    format!("{}index/{folder}/", env.prefix())
+}
+
+/// `<app>/<env>/index/deploys/<mirrored id>`.
+pub fn job_index_key(env: &EnvRef, id: &JobId) -> String {
+    format!(
+        "{}{}",
+        job_index_prefix(env, id.kind()),
+        descending(id.as_str())
+    )
+}
+
+/// The job an index key of `env` names, if it is one of `kind`.
+pub fn job_in_index(env: &EnvRef, kind: JobKind, key: &str) -> Option<JobId> {
+    let name = key.strip_prefix(&job_index_prefix(env, kind))?;
+    let id = JobId::parse(&descending(name)).ok()?;
+    (id.kind() == kind).then_some(id)
+}
+
+/// `<app>/<env>/good.json`: the releases deploys succeeded with, newest
+/// first (the rollback target, a booting instance's fallback).
+pub fn good_key(env: &EnvRef) -> String {
+    format!("{}good.json", env.prefix())
+}
+
 /// Is `key` a record directly under `prefix` (`<id>.json`, not a job's
 /// output or marker)?
 pub fn is_record_key(prefix: &str, key: &str) -> bool {
@@ -223,6 +312,42 @@ mod tests {
         let s = ScaleId::parse("s1").unwrap();
         assert_eq!(scale_key(&e, &s), "hello/prod/scales/s1.json");
         assert_eq!(termination_key(&e), "hello/prod/terminated.json");
+    }
+
+    #[test]
+    fn index_names_sort_newest_first_and_name_their_record() {
+        let e = env();
+        let old = ReleaseId::parse("r9").unwrap();
+        let new = ReleaseId::parse("r10").unwrap();
+        assert!(release_index_key(&e, new) < release_index_key(&e, old));
+        assert_eq!(
+            release_index_key(&e, old),
+            "hello/prod/index/releases/999999999999999990"
+        );
+        assert_eq!(release_in_index(&e, &release_index_key(&e, new)), Some(new));
+        assert_eq!(release_in_index(&e, "hello/prod/index/releases/x"), None);
+        assert_eq!(
+            release_in_index(&e, "hello/prod/index/releases/999999999999999999"),
+            None,
+            "r0 is not a release"
+        );
+
+        let t = chrono::Utc::now();
+        let first: JobId = DeployId::new(t).into();
+        let second: JobId = DeployId::new(t + chrono::Duration::milliseconds(1)).into();
+        assert!(job_index_key(&e, &second) < job_index_key(&e, &first));
+        assert_eq!(
+            job_in_index(&e, JobKind::Deploy, &job_index_key(&e, &first)),
+            Some(first.clone())
+        );
+        assert_eq!(
+            job_in_index(&e, JobKind::Cycle, &job_index_key(&e, &first)),
+            None
+        );
+        let cycle: JobId = CycleId::new(t).into();
+        assert!(job_index_key(&e, &cycle).starts_with("hello/prod/index/cycles/"));
+        assert_eq!(descending(&descending("d2026-aZ9")), "d2026-aZ9");
+        assert_eq!(good_key(&e), "hello/prod/good.json");
     }
 
     #[test]

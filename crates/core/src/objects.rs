@@ -294,6 +294,33 @@ impl S3Objects {
         Ok(folders)
     }
 
+    /// The first `max` (at most 1,000) object keys directly under `prefix`
+    /// after `start_after`, in S3's order: one ListObjectsV2 request with a
+    /// `/` delimiter, so nothing in a subfolder is walked.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<String>, ObjectError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .set_start_after(start_after.map(str::to_owned))
+            .max_keys(max.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|e| aws("ListObjectsV2", prefix, e))?;
+        Ok(page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key.clone())
+            .collect())
+    }
+
     /// Every object key under `prefix` (ListObjectsV2, every page).
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
         let mut pages = self
@@ -309,32 +336,6 @@ impl S3Objects {
             keys.extend(page.contents().iter().filter_map(|o| o.key.clone()));
         }
         Ok(keys)
-    }
-
-    /// The JSON records directly under `prefix` (`<prefix><id>.json`,
-    /// ids that sort by time), newest first, at most `limit`; one that no
-    /// longer parses is skipped.
-    pub async fn newest_records<T: serde::de::DeserializeOwned>(
-        &self,
-        prefix: &str,
-        limit: usize,
-    ) -> Result<Vec<T>, ObjectError> {
-        let mut keys: Vec<String> = self
-            .list_keys(prefix)
-            .await?
-            .into_iter()
-            .filter(|k| crate::keys::is_record_key(prefix, k))
-            .collect();
-        keys.sort_by(|a, b| b.cmp(a));
-        let mut records = Vec::new();
-        for key in keys.into_iter().take(limit) {
-            if let Some(o) = self.get(&key).await?
-                && let Ok(r) = serde_json::from_slice(&o.body)
-            {
-                records.push(r);
-            }
-        }
-        Ok(records)
     }
 
     /// A URL that lets its holder PUT exactly this key, with exactly these
@@ -535,5 +536,40 @@ mod tests {
             ["a/b/releases/r1/", "a/b/releases/r2/", "a/b/releases/r10/"]
         );
         assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_page_is_one_request_with_a_delimiter_that_lists_no_subfolder() {
+        let only = mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| {
+                r.delimiter() == Some("/")
+                    && r.start_after() == Some("a/index/2")
+                    && r.max_keys() == Some(3)
+                    && r.continuation_token().is_none()
+            })
+            .then_output(|| {
+                ListObjectsV2Output::builder()
+                    .contents(
+                        aws_sdk_s3::types::Object::builder()
+                            .key("a/index/3")
+                            .build(),
+                    )
+                    .contents(
+                        aws_sdk_s3::types::Object::builder()
+                            .key("a/index/4")
+                            .build(),
+                    )
+                    .common_prefixes(CommonPrefix::builder().prefix("a/index/4/").build())
+                    .is_truncated(true)
+                    .next_continuation_token("more")
+                    .build()
+            });
+        let s3 = objects(mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&only]));
+        let keys = s3
+            .list_page("a/index/", Some("a/index/2"), 3)
+            .await
+            .unwrap();
+        assert_eq!(keys, ["a/index/3", "a/index/4"]);
+        assert_eq!(only.num_calls(), 1, "a truncated page is not followed");
     }
 }

@@ -154,6 +154,15 @@ pub struct DeployList {
     pub deploys: Vec<DeployRecord>,
 }
 
+/// `GET …/rollback`: what a rollback would do now, from `current` to the
+/// newest release a deploy succeeded with other than it (`None`: nothing
+/// to roll back to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackTarget {
+    pub from: Option<slipway_core::names::ReleaseId>,
+    pub to: Option<slipway_core::names::ReleaseId>,
+}
+
 /// `POST …/deploys/{id}/cancel`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployCancelled {

@@ -880,3 +880,117 @@ async fn a_cycle_waits_in_the_deploys_queue_in_its_turn_and_only_a_function_that
         vec![JobId::Deploy(deploy.record.id.clone())]
     );
 }
+
+/// `n` more records like `like`, each with a fresh id, written as a new
+/// deploy's record is.
+async fn more_records(d: &Deploys, like: &slipway_control::rollout::DeployRecord, n: usize) {
+    let start = Utc::now();
+    let writes = (0..n).map(|i| {
+        let mut record = like.clone();
+        record.id = DeployId::new(start + chrono::Duration::milliseconds(i as i64 + 1));
+        let objects = d.objects.clone();
+        async move {
+            let id = record.id.clone().into();
+            slipway_control::jobs::history::create(
+                &objects,
+                &env(),
+                &id,
+                &record,
+                slipway_core::objects::Write::IfAbsent,
+            )
+            .await
+            .unwrap();
+        }
+    });
+    use futures::StreamExt as _;
+    futures::stream::iter(writes)
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+#[tokio::test]
+async fn a_page_of_deploys_and_the_rollback_target_cost_the_same_requests_at_4_records_or_120() {
+    let world = World::new().await;
+    release(&world, 1).await;
+    let d = deploys(&world);
+    let (first, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    run(&d, &first.id, false).await;
+    release(&world, 2).await;
+    let (second, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    let done = run(&d, &second.id, false).await;
+    let (objects, requests) = world.counted();
+    let counted = Deploys {
+        store: slipway_control::store::ReleaseStore::new(objects.clone(), Default::default()),
+        objects,
+        ..deploys(&world)
+    };
+
+    let mut costs = Vec::new();
+    for more in [2, 116] {
+        more_records(&d, &done, more).await;
+        requests.take();
+        assert_eq!(counted.list(&env(), 4).await.unwrap().len(), 4);
+        let list = requests.take();
+        let (from, to) = counted.rollback_target(&env()).await.unwrap();
+        assert_eq!(
+            (from, to),
+            (Some(ReleaseId::new(2).unwrap()), ReleaseId::new(1))
+        );
+        costs.push((list, requests.take()));
+    }
+    assert_eq!(costs[0], costs[1], "{costs:?}");
+    assert_eq!(
+        costs[1],
+        (1 + 4, 2),
+        "a listing and four records; current and good.json"
+    );
+}
+
+#[tokio::test]
+async fn an_environment_from_before_the_deploy_index_and_good_json_is_indexed_on_first_use() {
+    let world = World::new().await;
+    let r1 = release(&world, 1).await;
+    let d = deploys(&world);
+    let (first, _) = d.start(&env(), start("alice"), Utc::now()).await.unwrap();
+    run(&d, &first.id, false).await;
+    release(&world, 2).await;
+    let (second, _) = d.start(&env(), start("bob"), Utc::now()).await.unwrap();
+    run(&d, &second.id, false).await;
+    let index = slipway_core::keys::job_index_prefix(&env(), slipway_core::ids::JobKind::Deploy);
+    world.delete_all(&index).await;
+    world
+        .delete_all(&slipway_core::keys::good_key(&env()))
+        .await;
+
+    let listed: Vec<DeployId> = d
+        .list(&env(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, [second.id.clone(), first.id.clone()]);
+    assert_eq!(world.keys(&index).await.len(), 2, "indexed on first use");
+    assert_eq!(d.rollback_target(&env()).await.unwrap().1, Some(r1));
+    assert!(
+        world
+            .get(&slipway_core::keys::good_key(&env()))
+            .await
+            .is_some(),
+        "good.json made from the records, and kept"
+    );
+
+    world.delete_all(&index).await;
+    let rollback = StartDeploy {
+        rollback: true,
+        ..start("carol")
+    };
+    let (third, _) = d.start(&env(), rollback, Utc::now()).await.unwrap();
+    assert_eq!(third.to, r1);
+    assert_eq!(
+        world.keys(&index).await.len(),
+        3,
+        "a new record indexes the old ones first"
+    );
+}

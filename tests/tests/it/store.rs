@@ -443,6 +443,61 @@ async fn releases_list_newest_first_in_pages() {
 }
 
 #[tokio::test]
+async fn a_page_of_releases_costs_the_same_requests_with_six_releases_or_sixty() {
+    let world = World::new().await;
+    let (few, many) = (env("cost", "few"), env("cost", "many"));
+    for (e, n) in [(&few, 6), (&many, 60)] {
+        for i in 0..n {
+            created(upload(&world, e, &format!("{i}.tar.gz"), app_archive("x")).await);
+        }
+    }
+    let (objects, requests) = world.counted();
+    let store = slipway_control::store::ReleaseStore::new(objects, Limits::default());
+    let mut costs = Vec::new();
+    for e in [&few, &many] {
+        requests.take();
+        let page = store.list_releases(e, None, 5).await.unwrap();
+        assert_eq!(page.releases.len(), 5);
+        assert_eq!(page.next, Some(page.releases[4].id));
+        costs.push(requests.take());
+    }
+    assert_eq!(costs[0], costs[1], "{costs:?}");
+    assert_eq!(
+        costs[1],
+        1 + 6,
+        "one listing and a manifest each, one more for the next page"
+    );
+}
+
+#[tokio::test]
+async fn an_environment_from_before_the_release_index_is_indexed_once_and_numbers_on() {
+    let world = World::new().await;
+    let e = env("legacy", "prod");
+    for i in 0..3 {
+        created(upload(&world, &e, &format!("{i}.tar.gz"), app_archive("x")).await);
+    }
+    let index = slipway_core::keys::release_index_prefix(&e);
+    world.delete_all(&index).await;
+
+    let ids: Vec<u64> = (world
+        .store
+        .list_releases(&e, None, 10)
+        .await
+        .unwrap()
+        .releases)
+        .iter()
+        .map(|m| m.id.number())
+        .collect();
+    assert_eq!(ids, [3, 2, 1]);
+    assert_eq!(world.keys(&index).await.len(), 3, "indexed on first use");
+
+    world.delete_all(&index).await;
+    let next = created(upload(&world, &e, "3.tar.gz", app_archive("x")).await);
+    assert_eq!(next.id, r(4), "a new release indexes the old ones first");
+    assert_eq!(world.keys(&index).await.len(), 4);
+}
+
+#[tokio::test]
 async fn the_current_pointer_only_points_at_existing_releases() {
     let world = World::new().await;
     let e = env("ptr", "prod");

@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use super::CycleStatus;
 use super::engine::{CycleEngine, CycleOptions};
-use super::{CycleMode, CycleRecord, CycleStep, StepStatus, cycles_prefix};
+use super::{CycleMode, CycleRecord, CycleStep, StepStatus};
 use crate::fleet::{Destroyed, Fleet, FleetError, GroupControl, InstanceId, Sizes};
 use crate::jobs::lock::{self, Held, Lock, LockError};
 use crate::jobs::{Claim, JobError, JobLog, Launcher, S3Job};
 use crate::store::{ReleaseStore, StoreError};
+use slipway_core::ids::JobKind;
 use slipway_core::ids::{CycleId, JobId, ScaleId};
 use slipway_core::names::EnvRef;
 use slipway_core::objects::{ObjectError, S3Objects, Write};
@@ -230,7 +231,7 @@ impl Cycles {
             created_at: now,
             finished_at: Some(Utc::now().max(now)),
         };
-        self.save(env, &record, Write::IfAbsent).await?;
+        self.create(env, &record).await?;
         Ok(record)
     }
 
@@ -295,7 +296,7 @@ impl Cycles {
         };
         match lock::acquire(&self.objects, env, Lock::new(id.clone(), user, now), now).await {
             Ok(held) => {
-                if let Err(e) = self.save(env, &record, Write::IfAbsent).await {
+                if let Err(e) = self.create(env, &record).await {
                     let _ = lock::release(&self.objects, env, &held).await;
                     return Err(e.into());
                 }
@@ -303,7 +304,7 @@ impl Cycles {
             }
             Err(LockError::Held(holder)) if queue.unwrap_or(settings.queue) => {
                 record.waiting = true;
-                self.save(env, &record, Write::IfAbsent).await?;
+                self.create(env, &record).await?;
                 crate::queue::enqueue(&self.objects, env, &id.clone().into()).await?;
                 tracing::info!(env = %env, cycle = %id, holder = %holder.holder(), "cycle queued");
                 // The holder may have finished before the entry was there.
@@ -355,6 +356,12 @@ impl Cycles {
         }
     }
 
+    /// Writes a new cycle's record, with its entry in the history.
+    async fn create(&self, env: &EnvRef, record: &CycleRecord) -> Result<String, ObjectError> {
+        let id = record.id.clone().into();
+        crate::jobs::history::create(&self.objects, env, &id, record, Write::IfAbsent).await
+    }
+
     async fn save(
         &self,
         env: &EnvRef,
@@ -382,10 +389,8 @@ impl Cycles {
 
     /// Records newest first, at most `limit`.
     pub async fn list(&self, env: &EnvRef, limit: usize) -> Result<Vec<CycleRecord>, CycleError> {
-        let records = self
-            .objects
-            .newest_records(&cycles_prefix(env), limit)
-            .await?;
+        let records =
+            crate::jobs::history::newest(&self.objects, env, JobKind::Cycle, limit).await?;
         self.with_positions(env, records).await
     }
 

@@ -12,6 +12,7 @@
 //!   worker when its time runs out;
 //! - the time budget of a worker ([`budget`]).
 
+pub mod history;
 pub mod launch;
 pub mod lock;
 

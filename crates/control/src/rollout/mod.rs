@@ -3,6 +3,7 @@
 //! against the fleet, runner and deploy-log ports.
 
 pub mod engine;
+mod good;
 pub mod notify;
 pub mod plan;
 pub mod queue;

@@ -56,7 +56,7 @@ impl Deploys {
             Err(LockError::Held(holder)) if queue.unwrap_or(settings.queue) => {
                 let mut record = record;
                 record.waiting = true;
-                self.put(env, &record).await?;
+                self.create(env, &record).await?;
                 queue::enqueue(&self.objects, env, &record.id.clone().into()).await?;
                 if settings.latest_wins {
                     self.replace_waiting(env, &record).await?;

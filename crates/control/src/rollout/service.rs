@@ -14,8 +14,9 @@ use crate::runner::Runner;
 use crate::store::{ReleaseStore, StoreError};
 use slipway_core::deploys::DeployStatus;
 use slipway_core::env_settings::EnvSettings;
+use slipway_core::ids::JobKind;
 use slipway_core::ids::{DeployId, JobId};
-use slipway_core::keys::{deploys_prefix, settings_key};
+use slipway_core::keys::settings_key;
 use slipway_core::names::{EnvRef, ReleaseId};
 use slipway_core::objects::{ObjectError, S3Objects, Write};
 
@@ -367,15 +368,25 @@ impl Deploys {
         record: &DeployRecord,
         held: &Held,
     ) -> Result<(), DeployError> {
-        if let Err(e) = self.put(env, record).await {
+        if let Err(e) = self.create(env, record).await {
             let _ = lock::release(&self.objects, env, held).await;
             return Err(e.into());
         }
         Ok(())
     }
 
-    pub(super) async fn put(&self, env: &EnvRef, record: &DeployRecord) -> Result<(), ObjectError> {
-        self.save(env, record).await
+    /// Writes a new deploy's record, with its entry in the history.
+    pub(super) async fn create(
+        &self,
+        env: &EnvRef,
+        record: &DeployRecord,
+    ) -> Result<(), ObjectError> {
+        let mut stored = record.clone();
+        stored.queue_position = None;
+        let id = record.id.clone().into();
+        crate::jobs::history::create(&self.objects, env, &id, &stored, Write::Always)
+            .await
+            .map(|_| ())
     }
 
     async fn save(&self, env: &EnvRef, record: &DeployRecord) -> Result<(), ObjectError> {
@@ -393,25 +404,6 @@ impl Deploys {
         Ok(())
     }
 
-    /// The newest succeeded deploy's release other than `except`.
-    async fn last_good(
-        &self,
-        env: &EnvRef,
-        except: Option<ReleaseId>,
-    ) -> Result<Option<ReleaseId>, DeployError> {
-        let records = self.list(env, usize::MAX).await?;
-        let summaries: Vec<slipway_core::deploys::DeploySummary> = records
-            .iter()
-            .map(|r| slipway_core::deploys::DeploySummary {
-                id: r.id.clone(),
-                to: r.to,
-                status: r.status,
-                finished_at: r.finished_at,
-            })
-            .collect();
-        Ok(slipway_core::deploys::last_succeeded(&summaries, except))
-    }
-
     /// The record, with its place in the queue if it waits.
     pub async fn get(&self, env: &EnvRef, id: &DeployId) -> Result<DeployRecord, DeployError> {
         let record = crate::jobs::record(&self.objects, env, &id.clone().into())
@@ -424,10 +416,8 @@ impl Deploys {
     /// Records newest first, at most `limit`, with their places in the
     /// queue.
     pub async fn list(&self, env: &EnvRef, limit: usize) -> Result<Vec<DeployRecord>, DeployError> {
-        let records = self
-            .objects
-            .newest_records(&deploys_prefix(env), limit)
-            .await?;
+        let records =
+            crate::jobs::history::newest(&self.objects, env, JobKind::Deploy, limit).await?;
         self.with_positions(env, records).await
     }
 
@@ -567,6 +557,12 @@ impl crate::jobs::JobLog<DeployRecord> for S3DeployLog {
             beating.heartbeat_at = Some(Utc::now());
         }
         self.deploys.save(&self.env, &beating).await?;
+        if record.status == DeployStatus::Succeeded
+            && record.finished_at.is_some()
+            && let Err(e) = self.deploys.add_good(&self.env, record).await
+        {
+            tracing::warn!(deploy = %record.id, error = %e, "could not count the deploy among the good releases");
+        }
         let mut last = self.last.lock().await;
         self.notifier.record_changed(last.as_ref(), record).await;
         *last = Some(record.clone());

@@ -8,6 +8,7 @@
 //! so `release.json` in its ready form is always written last. Config
 //! changes use `If-Match` on `env` so no concurrent change is lost.
 
+pub mod index;
 mod uploads;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use chrono::Utc;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 pub use slipway_core::keys::{config_key, current_key, deploys_prefix, release_key, settings_key};
+use slipway_core::keys::{release_in_index, release_index_key, release_index_prefix};
 pub use slipway_core::manifest::{Claim, Manifest, Origin, ReleaseFile, Source};
 pub use slipway_core::objects::{Head, Object, ObjectError, PresignedPut, S3Objects, Write};
 pub use uploads::{MAX_DESCRIPTION, UploadOutcome, UploadStatus, UploadTicket, parse_upload_key};
@@ -279,8 +281,9 @@ impl ReleaseStore {
         }
     }
 
-    /// Every release number that has a folder, newest first.
-    async fn release_ids(&self, env: &EnvRef) -> Result<Vec<ReleaseId>, StoreError> {
+    /// Every release number that has a folder, newest first: how an
+    /// environment from before the release index is indexed, once.
+    async fn index_folders(&self, env: &EnvRef) -> Result<Vec<ReleaseId>, StoreError> {
         let prefix = slipway_core::keys::releases_prefix(env);
         let mut ids: Vec<ReleaseId> = self
             .objects
@@ -291,10 +294,44 @@ impl ReleaseStore {
             .filter_map(|name| ReleaseId::parse(name).ok())
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
+        let keys: Vec<String> = ids.iter().map(|id| release_index_key(env, *id)).collect();
+        index::add_all(&self.objects, &keys).await?;
+        if !ids.is_empty() {
+            tracing::info!(env = %env, releases = ids.len(), "indexed the releases of an environment from before the index");
+        }
         Ok(ids)
     }
 
-    /// Ready releases newest first, `limit` at most, older than `before`.
+    /// Up to `max` claimed release numbers older than `before`, newest
+    /// first, from the index: one listing.
+    async fn release_ids(
+        &self,
+        env: &EnvRef,
+        before: Option<ReleaseId>,
+        max: usize,
+    ) -> Result<Vec<ReleaseId>, StoreError> {
+        let after = before.map(|b| release_index_key(env, b));
+        let keys = index::newest(
+            &self.objects,
+            &release_index_prefix(env),
+            after.as_deref(),
+            max,
+        )
+        .await?;
+        if keys.is_empty() && before.is_none() {
+            let mut ids = self.index_folders(env).await?;
+            ids.truncate(max);
+            return Ok(ids);
+        }
+        Ok(keys
+            .iter()
+            .filter_map(|k| release_in_index(env, k))
+            .collect())
+    }
+
+    /// Ready releases newest first, `limit` at most, older than `before`:
+    /// a listing of the index and a read of each release's manifest (more
+    /// only where claims failed or are still being filled).
     pub async fn list_releases(
         &self,
         env: &EnvRef,
@@ -302,26 +339,24 @@ impl ReleaseStore {
         limit: usize,
     ) -> Result<ReleasePage, StoreError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let ids: Vec<ReleaseId> = self
-            .release_ids(env)
-            .await?
-            .into_iter()
-            .filter(|id| before.is_none_or(|b| *id < b))
-            .collect();
-        let mut releases = Vec::new();
-        let mut next = None;
-        let mut files = stream::iter(ids.iter().copied())
-            .map(|id| self.release_file(env, id))
-            .buffered(16);
-        while let Some(file) = files.try_next().await? {
-            if let Some(manifest) = file.and_then(|(f, _)| f.ready()) {
-                if releases.len() == limit {
-                    next = releases.last().map(|m: &Manifest| m.id);
-                    break;
-                }
-                releases.push(manifest);
+        let mut releases: Vec<Manifest> = Vec::new();
+        let mut after = before;
+        loop {
+            // One more than the page, to know whether there is a next one.
+            let ids = self.release_ids(env, after, limit + 1).await?;
+            let files: Vec<_> = stream::iter(ids.iter().copied())
+                .map(|id| self.release_file(env, id))
+                .buffered(16)
+                .try_collect()
+                .await?;
+            releases.extend(files.into_iter().flatten().filter_map(|(f, _)| f.ready()));
+            if releases.len() > limit || ids.len() <= limit {
+                break;
             }
+            after = ids.last().copied();
         }
+        let next = (releases.len() > limit).then(|| releases[limit - 1].id);
+        releases.truncate(limit);
         Ok(ReleasePage { releases, next })
     }
 
@@ -357,32 +392,22 @@ impl ReleaseStore {
         env: &EnvRef,
         claim: &Claim,
     ) -> Result<(ReleaseId, String), StoreError> {
-        let ids = self.release_ids(env).await?;
+        let ids = self.release_ids(env, None, 1).await?;
         let mut candidate = match ids.first() {
             None => ReleaseId::FIRST,
             Some(&top) => match self.release_file(env, top).await? {
-                // A folder without release.json: a writer that failed.
+                // An entry without release.json: a writer that failed.
                 None => top,
-                Some((ReleaseFile::Pending(old), etag)) if is_stale(&old) => {
-                    let body = claim_body(claim, top)?;
-                    let key = release_key(env, top, "release.json");
-                    match self
-                        .objects
-                        .put(&key, body, "application/json", Write::IfMatch(&etag))
-                        .await
-                    {
-                        Ok(etag) => {
-                            tracing::warn!(env = %env, release = %top, stale_since = %old.claimed_at, "took over a stale release claim");
-                            return Ok((top, etag));
-                        }
-                        Err(ObjectError::Precondition { .. }) => top.next(),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Some(_) => top.next(),
+                file => match self.take_over(env, top, file, claim).await? {
+                    Some(won) => return Ok(won),
+                    None => top.next(),
+                },
             },
         };
         for _ in 0..MAX_NUMBERING_ATTEMPTS {
+            // The entry first: a claim is never missing from the index (an
+            // entry whose claim failed is the next number to try).
+            index::add(&self.objects, &release_index_key(env, candidate)).await?;
             let key = release_key(env, candidate, "release.json");
             let body = claim_body(claim, candidate)?;
             match self
@@ -391,11 +416,50 @@ impl ReleaseStore {
                 .await
             {
                 Ok(etag) => return Ok((candidate, etag)),
-                Err(ObjectError::Precondition { .. }) => candidate = candidate.next(),
+                // Taken: by a writer still at work, or by one that died
+                // (stale: take it over).
+                Err(ObjectError::Precondition { .. }) => {
+                    let file = self.release_file(env, candidate).await?;
+                    if let Some(won) = self.take_over(env, candidate, file, claim).await? {
+                        return Ok(won);
+                    }
+                    candidate = candidate.next();
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         Err(StoreError::Contention(MAX_NUMBERING_ATTEMPTS))
+    }
+
+    /// Takes over `id`'s claim (`file`, as read) if it is pending and older
+    /// than `CLAIM_TTL`: `If-Match` on the version read, so one writer wins.
+    async fn take_over(
+        &self,
+        env: &EnvRef,
+        id: ReleaseId,
+        file: Option<(ReleaseFile, String)>,
+        claim: &Claim,
+    ) -> Result<Option<(ReleaseId, String)>, StoreError> {
+        let Some((ReleaseFile::Pending(old), etag)) = file else {
+            return Ok(None);
+        };
+        if !is_stale(&old) {
+            return Ok(None);
+        }
+        let body = claim_body(claim, id)?;
+        let key = release_key(env, id, "release.json");
+        match self
+            .objects
+            .put(&key, body, "application/json", Write::IfMatch(&etag))
+            .await
+        {
+            Ok(etag) => {
+                tracing::warn!(env = %env, release = %id, stale_since = %old.claimed_at, "took over a stale release claim");
+                Ok(Some((id, etag)))
+            }
+            Err(ObjectError::Precondition { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Numbers a release, stores its source and config snapshot, then its

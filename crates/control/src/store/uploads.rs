@@ -208,8 +208,8 @@ impl ReleaseStore {
         key: &str,
         etag: &str,
     ) -> Result<Option<ReleaseId>, StoreError> {
-        let ids = self.release_ids(env).await?;
-        let files: Vec<_> = stream::iter(ids.into_iter().take(DUPLICATE_WINDOW))
+        let ids = self.release_ids(env, None, DUPLICATE_WINDOW).await?;
+        let files: Vec<_> = stream::iter(ids)
             .map(|id| async move { self.release_file(env, id).await.map(|f| (id, f)) })
             .buffered(8)
             .collect()

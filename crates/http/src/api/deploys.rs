@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState, EnvPath, JsonBody, User};
-use crate::wire::{DeployAccepted, DeployCancelled, DeployList, RollbackRequest, StartRequest};
+use crate::wire::{
+    DeployAccepted, DeployCancelled, DeployList, RollbackRequest, RollbackTarget, StartRequest,
+};
 use slipway_control::rollout::{DeployRecord, Deploys, StartDeploy};
 use slipway_core::env_settings::EnvSettings;
 use slipway_core::ids::DeployId;
@@ -22,7 +24,10 @@ use slipway_core::objects::Write;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/apps/{app}/envs/{env}/deploys", get(list).post(start))
-        .route("/apps/{app}/envs/{env}/rollback", post(rollback))
+        .route(
+            "/apps/{app}/envs/{env}/rollback",
+            get(rollback_target).post(rollback),
+        )
         .route("/apps/{app}/envs/{env}/deploys/{id}", get(show))
         .route("/apps/{app}/envs/{env}/deploys/{id}/cancel", post(cancel))
         .route(
@@ -53,6 +58,14 @@ async fn list(
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let records = deploys(&state).list(&env, limit).await?;
     Ok(Json(DeployList { deploys: records }))
+}
+
+async fn rollback_target(
+    State(state): State<AppState>,
+    EnvPath(env): EnvPath,
+) -> Result<Json<RollbackTarget>, ApiError> {
+    let (from, to) = deploys(&state).rollback_target(&env).await?;
+    Ok(Json(RollbackTarget { from, to }))
 }
 
 /// The environment and the deploy id of a `…/deploys/{id}` route.
