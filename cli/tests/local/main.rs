@@ -5,6 +5,7 @@
 //! emulator installed (`scripts/test`).
 
 mod bench_rollout;
+mod bench_store;
 mod browser;
 mod chat;
 mod command_line;
