@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use slipway_control::rollout::Deploys;
+use slipway_control::store::index;
 use slipway_core::ids::DeployId;
 use slipway_core::keys::{deploy_output_prefix, release_index_key, release_key};
 use slipway_core::names::{EnvRef, ReleaseId};
@@ -101,14 +102,27 @@ async fn measure(
     }
 }
 
+/// The platform's bucket, as its own calls reach it.
+fn objects(platform: &slipway_local::Platform) -> S3Objects {
+    S3Objects::new(
+        slipway_core::objects::s3_client(&platform.config),
+        &platform.bucket,
+    )
+}
+
+/// Runs `writes`, 32 at a time.
+async fn all(writes: impl Iterator<Item = impl std::future::Future<Output = ()>>) {
+    futures::stream::iter(writes)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}
+
 /// The median time of one listing of a page of the release index, straight
 /// to the emulator: what S3 itself costs at this size (moto filters every
 /// key of the bucket for a listing; S3 does not).
 async fn emulator_listing(platform: &slipway_local::Platform, env: &EnvRef) -> Duration {
-    let objects = S3Objects::new(
-        slipway_core::objects::s3_client(&platform.config),
-        &platform.bucket,
-    );
+    let objects = objects(platform);
     let prefix = slipway_core::keys::release_index_prefix(env);
     let mut times = Vec::new();
     for _ in 0..RUNS {
@@ -125,10 +139,7 @@ async fn emulator_listing(platform: &slipway_local::Platform, env: &EnvRef) -> D
 /// entries, deploy records through `jobs::history::create`, and one SSM
 /// output object per deploy.
 async fn grow(platform: &slipway_local::Platform, env: &EnvRef, releases: u64, deploys: usize) {
-    let objects = S3Objects::new(
-        slipway_core::objects::s3_client(&platform.config),
-        &platform.bucket,
-    );
+    let objects = objects(platform);
     let r1 = ReleaseId::FIRST;
     let manifest: serde_json::Value = serde_json::from_slice(
         &objects
@@ -146,13 +157,7 @@ async fn grow(platform: &slipway_local::Platform, env: &EnvRef, releases: u64, d
         async move {
             let id = ReleaseId::new(n).unwrap();
             manifest["id"] = id.to_string().into();
-            objects
-                .put(
-                    &release_index_key(env, id),
-                    Vec::new(),
-                    "application/octet-stream",
-                    Write::Always,
-                )
+            index::add(&objects, &release_index_key(env, id))
                 .await
                 .unwrap();
             objects
@@ -166,10 +171,7 @@ async fn grow(platform: &slipway_local::Platform, env: &EnvRef, releases: u64, d
                 .unwrap();
         }
     });
-    futures::stream::iter(writes)
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
+    all(writes).await;
 
     let d = Deploys::new(platform.store.clone());
     let existing = d.list(env, usize::MAX).await.unwrap();
@@ -198,10 +200,7 @@ async fn grow(platform: &slipway_local::Platform, env: &EnvRef, releases: u64, d
                 .unwrap();
         }
     });
-    futures::stream::iter(writes)
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
+    all(writes).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
