@@ -18,11 +18,13 @@ deploy:
 	  sam deploy --guided --config-file samconfig.toml; \
 	fi
 
-# Every function for Lambda (arm64), zipped, with their sizes.
+# Every function for Lambda (arm64), zipped, with their sizes; installs
+# cargo-lambda and Zig from PyPI the first time.
 lambdas:
-	cargo lambda build --release --arm64 --output-format zip \
+	scripts/install-cargo-lambda
+	PATH="$(CURDIR)/.venv-lambda/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip \
 	  -p release -p deploy -p cycle -p formation -p chat
-	ls -l target/lambda/*/bootstrap.zip
+	ls -l $${CARGO_TARGET_DIR:-target}/lambda/*/bootstrap.zip
 
 # The agent for instances, to the bucket user data installs it from; prints
 # the sha256 to give environment stacks (AgentSha256X8664, AgentSha256Arm64).

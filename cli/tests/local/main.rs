@@ -4,6 +4,7 @@
 //! beside the test binary (`cargo test --workspace` builds it) and the
 //! emulator installed (`scripts/test`).
 
+mod bench_lambda;
 mod bench_rollout;
 mod bench_store;
 mod browser;

@@ -399,12 +399,56 @@ pub fn retry_config() -> aws_config::retry::RetryConfig {
 }
 
 /// The AWS configuration every Slipway binary loads: the environment's
-/// (region, credentials, `AWS_ENDPOINT_URL`), with [`retry_config`].
+/// (region, credentials, `AWS_ENDPOINT_URL`), with [`retry_config`] and
+/// [`OnFirstRequest`]'s HTTPS client.
 pub async fn load_aws_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .retry_config(retry_config())
+        .http_client(OnFirstRequest(https_client()))
         .load()
         .await
+}
+
+/// The HTTPS client the SDK's `default-https-client` makes (hyper 1,
+/// rustls with aws-lc, proxies from the environment), one for every
+/// service, so one connection pool.
+fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
+/// An HTTP client that gets ready on its first request, not when each SDK
+/// client is built. The SDK's own loads the system's certificate store as
+/// every client is built (its `validate_base_client_config`), which made
+/// that most of a function's cold start (`scripts/bench-lambda`); a request
+/// loads it, once, when it is needed.
+#[derive(Debug)]
+struct OnFirstRequest(aws_smithy_runtime_api::client::http::SharedHttpClient);
+
+impl aws_smithy_runtime_api::client::http::HttpClient for OnFirstRequest {
+    fn http_connector(
+        &self,
+        settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+        components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 /// The S3 client every Slipway binary uses. When an endpoint is

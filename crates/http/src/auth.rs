@@ -1,8 +1,9 @@
 //! HTTP Basic auth against argon2 password hashes.
 //!
-//! Users are `name:<argon2 PHC hash>` lines, read once at cold start from a
-//! SecureString SSM parameter (`SLIPWAY_USERS_PARAM`) or, in local runs,
-//! straight from `SLIPWAY_USERS`. Checks take the same time whether or not
+//! Users are `name:<argon2 PHC hash>` lines, read from a SecureString SSM
+//! parameter (`SLIPWAY_USERS_PARAM`; on the first request, then again
+//! once a minute) or, in local runs, straight from
+//! `SLIPWAY_USERS`. Checks take the same time whether or not
 //! the user exists: an unknown name is verified against a dummy hash.
 
 use std::collections::HashMap;
@@ -33,7 +34,6 @@ pub enum UsersError {
 }
 
 /// The users allowed in, by name.
-#[derive(Clone)]
 pub struct Users(HashMap<String, String>);
 
 impl std::fmt::Debug for Users {
@@ -118,9 +118,12 @@ impl Users {
                 let value = out.parameter.and_then(|p| p.value).unwrap_or_default();
                 Self::parse(&value)
             }
-            (None, Some(text)) => Self::parse(text),
-            (None, None) => Err(UsersError::NoneConfigured),
+            (None, inline) => Self::load_inline(inline),
         }
+    }
+
+    fn load_inline(inline: Option<&str>) -> Result<Self, UsersError> {
+        Self::parse(inline.ok_or(UsersError::NoneConfigured)?)
     }
 
     /// The user's name if the `Authorization` header holds valid credentials.
@@ -145,18 +148,22 @@ pub const USERS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60
 /// and is logged; the next request tries again.
 #[derive(Clone)]
 pub struct UserSource {
-    current: std::sync::Arc<tokio::sync::RwLock<(std::sync::Arc<Users>, std::time::Instant)>>,
+    /// The users and when they were read; `None` until a first read worked.
+    current: std::sync::Arc<tokio::sync::RwLock<Option<Read>>>,
     parameter: Option<(aws_sdk_ssm::Client, String)>,
     max_age: std::time::Duration,
 }
 
+type Read = (std::sync::Arc<Users>, std::time::Instant);
+type Slot = tokio::sync::OwnedRwLockWriteGuard<Option<Read>>;
+
 impl From<std::sync::Arc<Users>> for UserSource {
     fn from(users: std::sync::Arc<Users>) -> Self {
         Self {
-            current: std::sync::Arc::new(tokio::sync::RwLock::new((
+            current: std::sync::Arc::new(tokio::sync::RwLock::new(Some((
                 users,
                 std::time::Instant::now(),
-            ))),
+            )))),
             parameter: None,
             max_age: std::time::Duration::MAX,
         }
@@ -164,43 +171,81 @@ impl From<std::sync::Arc<Users>> for UserSource {
 }
 
 impl UserSource {
-    /// The users of the parameter `param` (or `inline`, which never
-    /// changes), read now and again every `max_age`.
+    /// The users of `inline` (which never changes), parsed now; or those of
+    /// the parameter `param`, read on the first request and again every
+    /// `max_age`. A cold start waits on no AWS call (the function is ready
+    /// sooner); a first request whose read fails is refused, and the next
+    /// one reads again.
+    pub fn start(
+        ssm: &aws_sdk_ssm::Client,
+        param: Option<&str>,
+        inline: Option<&str>,
+        max_age: std::time::Duration,
+    ) -> Result<Self, UsersError> {
+        let Some(name) = param else {
+            return Ok(Self::from(std::sync::Arc::new(Users::load_inline(inline)?)));
+        };
+        Ok(Self {
+            current: std::sync::Arc::new(tokio::sync::RwLock::new(None)),
+            parameter: Some((ssm.clone(), name.to_owned())),
+            max_age,
+        })
+    }
+
+    /// [`UserSource::start`], its first read done: an error if it failed.
     pub async fn load(
         ssm: &aws_sdk_ssm::Client,
         param: Option<&str>,
         inline: Option<&str>,
         max_age: std::time::Duration,
     ) -> Result<Self, UsersError> {
-        let users = std::sync::Arc::new(Users::load(ssm, param, inline).await?);
-        let mut source = Self::from(users);
-        if let Some(name) = param {
-            source.parameter = Some((ssm.clone(), name.to_owned()));
-            source.max_age = max_age;
-        }
+        let source = Self::start(ssm, param, inline, max_age)?;
+        source.current().await?;
         Ok(source)
     }
 
-    /// The users as they are now.
-    pub async fn current(&self) -> std::sync::Arc<Users> {
+    /// The users as they are now; an error only while they could never be
+    /// read.
+    pub async fn current(&self) -> Result<std::sync::Arc<Users>, UsersError> {
         {
-            let (users, read_at) = &*self.current.read().await;
-            if read_at.elapsed() < self.max_age || self.parameter.is_none() {
-                return users.clone();
+            if let Some((users, read_at)) = &*self.current.read().await
+                && (read_at.elapsed() < self.max_age || self.parameter.is_none())
+            {
+                return Ok(users.clone());
             }
         }
-        let mut slot = self.current.write().await;
-        if slot.1.elapsed() < self.max_age {
-            return slot.0.clone();
+        let slot = self.current.clone().write_owned().await;
+        if let Some((users, read_at)) = &*slot
+            && read_at.elapsed() < self.max_age
+        {
+            return Ok(users.clone());
         }
-        let (ssm, name) = self.parameter.as_ref().expect("checked above");
+        self.read(slot).await
+    }
+
+    /// Reads the parameter into `slot`; on failure keeps what it held.
+    async fn read(&self, mut slot: Slot) -> Result<std::sync::Arc<Users>, UsersError> {
+        let (ssm, name) = self
+            .parameter
+            .as_ref()
+            .expect("only a parameter's users are read");
         match Users::load(ssm, Some(name), None).await {
-            Ok(users) => *slot = (std::sync::Arc::new(users), std::time::Instant::now()),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the users again; keeping those read last")
+            Ok(users) => {
+                let users = std::sync::Arc::new(users);
+                *slot = Some((users.clone(), std::time::Instant::now()));
+                Ok(users)
             }
+            Err(e) => match &*slot {
+                Some((users, _)) => {
+                    tracing::warn!(error = %e, "could not read the users again; keeping those read last");
+                    Ok(users.clone())
+                }
+                None => {
+                    tracing::error!(error = %e, "could not read the users");
+                    Err(e)
+                }
+            },
         }
-        slot.0.clone()
     }
 }
 

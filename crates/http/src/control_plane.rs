@@ -410,15 +410,12 @@ impl ControlPlane<AwsFleet> {
         }
         let users = match function {
             Function::Chat => None,
-            _ => Some(
-                UserSource::load(
-                    &slipway_control::aws::ssm_client(aws),
-                    settings.users_param.as_deref(),
-                    settings.users_inline.as_deref(),
-                    USERS_MAX_AGE,
-                )
-                .await?,
-            ),
+            _ => Some(UserSource::start(
+                &slipway_control::aws::ssm_client(aws),
+                settings.users_param.as_deref(),
+                settings.users_inline.as_deref(),
+                USERS_MAX_AGE,
+            )?),
         };
         // Each function starts its own kind of job; the deploy and cycle
         // functions also start the other kind, when one waiting in the
@@ -440,14 +437,12 @@ impl ControlPlane<AwsFleet> {
         };
         let chat = match function {
             Function::Chat => {
-                let secret = slipway_control::aws::secret(
+                let secret = slipway_control::aws::Secret::new(
                     &slipway_control::aws::ssm_client(aws),
                     std::env::var(SLACK_SECRET_PARAM_VAR).ok().as_deref(),
                     std::env::var("SLIPWAY_SLACK_SECRET").ok().as_deref(),
-                )
-                .await?;
-                let mut chat =
-                    ChatSettings::from_lookup(secret.into_bytes(), |k| std::env::var(k).ok());
+                )?;
+                let mut chat = ChatSettings::from_lookup(secret, |k| std::env::var(k).ok());
                 chat.response_prefixes = seams.response_prefixes();
                 Some(Arc::new(chat))
             }

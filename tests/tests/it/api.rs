@@ -619,6 +619,44 @@ async fn users_load_from_a_securestring_parameter_at_cold_start() {
 }
 
 #[tokio::test]
+async fn a_cold_start_does_not_wait_for_the_users_and_a_parameter_not_there_yet_fails_requests_until_it_is()
+ {
+    let world = World::new().await;
+    let ssm = slipway_control::aws::ssm_client(&world.config);
+    let name = format!("/{}/users", slipway_tests::unique_name("slipway"));
+
+    // The parameter does not exist: starting still works (no SSM call is
+    // waited for), the first request fails, and nothing is cached.
+    let source = UserSource::start(
+        &ssm,
+        Some(&name),
+        None,
+        std::time::Duration::from_secs(3600),
+    )
+    .unwrap();
+    let err = source.current().await.unwrap_err();
+    assert!(err.to_string().contains(&name), "{err}");
+
+    ssm.put_parameter()
+        .name(&name)
+        .value(format!("dave:{}\n", hash_password("s3cret")))
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let users = source.current().await.unwrap();
+    assert_eq!(
+        users
+            .authenticate(Some(&basic_header("dave", "s3cret")))
+            .as_deref(),
+        Some("dave")
+    );
+    // Inline users with a bad line, or no users at all, still fail the start.
+    assert!(UserSource::start(&ssm, None, Some("dave"), std::time::Duration::ZERO).is_err());
+    assert!(UserSource::start(&ssm, None, None, std::time::Duration::ZERO).is_err());
+}
+
+#[tokio::test]
 async fn an_upload_can_be_followed_until_it_is_released_or_rejected() {
     let world = World::new().await;
     let router = router(world.store.clone());
@@ -716,16 +754,38 @@ async fn a_user_removed_from_the_parameter_loses_access_once_the_users_are_read_
     let fresh = UserSource::load(&ssm, Some(&param), None, std::time::Duration::ZERO)
         .await
         .unwrap();
-    assert!(fresh.current().await.authenticate(Some(&alice)).is_some());
+    assert!(
+        fresh
+            .current()
+            .await
+            .unwrap()
+            .authenticate(Some(&alice))
+            .is_some()
+    );
 
     put(format!("bob:{}\n", hash_password(PASSWORD))).await;
 
-    assert_eq!(fresh.current().await.authenticate(Some(&alice)), None);
+    assert_eq!(
+        fresh.current().await.unwrap().authenticate(Some(&alice)),
+        None
+    );
     let bob = basic_header("bob", PASSWORD);
     assert_eq!(
-        fresh.current().await.authenticate(Some(&bob)).as_deref(),
+        fresh
+            .current()
+            .await
+            .unwrap()
+            .authenticate(Some(&bob))
+            .as_deref(),
         Some("bob")
     );
     // Within its maximum age, what was read stays.
-    assert!(cached.current().await.authenticate(Some(&alice)).is_some());
+    assert!(
+        cached
+            .current()
+            .await
+            .unwrap()
+            .authenticate(Some(&alice))
+            .is_some()
+    );
 }

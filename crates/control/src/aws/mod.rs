@@ -54,31 +54,74 @@ pub enum SecretError {
     Unset,
 }
 
-/// A secret: the SecureString parameter `param` (decrypted), else `inline`
-/// (local runs).
-pub async fn secret(
-    ssm: &aws_sdk_ssm::Client,
-    param: Option<&str>,
-    inline: Option<&str>,
-) -> Result<String, SecretError> {
-    match (
-        param.filter(|p| !p.is_empty()),
-        inline.filter(|v| !v.is_empty()),
-    ) {
-        (Some(name), _) => ssm
-            .get_parameter()
-            .name(name)
-            .with_decryption(true)
-            .send()
+/// A secret: the SecureString parameter `param` (decrypted, read on first
+/// use and kept, so a cold start waits on no AWS call), else `inline`
+/// (local runs). Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct Secret {
+    parameter: Option<(aws_sdk_ssm::Client, String)>,
+    value: std::sync::Arc<tokio::sync::OnceCell<String>>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("parameter", &self.parameter.as_ref().map(|(_, name)| name))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Secret {
+    /// The parameter `param`, else `inline`; neither is an error now.
+    pub fn new(
+        ssm: &aws_sdk_ssm::Client,
+        param: Option<&str>,
+        inline: Option<&str>,
+    ) -> Result<Self, SecretError> {
+        match (
+            param.filter(|p| !p.is_empty()),
+            inline.filter(|v| !v.is_empty()),
+        ) {
+            (Some(name), _) => Ok(Self {
+                parameter: Some((ssm.clone(), name.to_owned())),
+                value: Default::default(),
+            }),
+            (None, Some(value)) => Ok(Self::fixed(value)),
+            (None, None) => Err(SecretError::Unset),
+        }
+    }
+
+    /// A secret known already (tests, local runs).
+    pub fn fixed(value: &str) -> Self {
+        Self {
+            parameter: None,
+            value: std::sync::Arc::new(tokio::sync::OnceCell::new_with(Some(value.to_owned()))),
+        }
+    }
+
+    /// The value: read once; a failed read is tried again next time.
+    pub async fn get(&self) -> Result<&str, SecretError> {
+        self.value
+            .get_or_try_init(|| async {
+                let (ssm, name) = self
+                    .parameter
+                    .as_ref()
+                    .expect("a secret without a parameter has its value");
+                ssm.get_parameter()
+                    .name(name)
+                    .with_decryption(true)
+                    .send()
+                    .await
+                    .map_err(|e| SecretError::Read {
+                        name: name.to_owned(),
+                        detail: aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
+                    })?
+                    .parameter
+                    .and_then(|p| p.value)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| SecretError::Empty(name.to_owned()))
+            })
             .await
-            .map_err(|e| SecretError::Read {
-                name: name.to_owned(),
-                detail: aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
-            })?
-            .parameter
-            .and_then(|p| p.value)
-            .ok_or_else(|| SecretError::Empty(name.to_owned())),
-        (None, Some(value)) => Ok(value.to_owned()),
-        (None, None) => Err(SecretError::Unset),
+            .map(String::as_str)
     }
 }

@@ -29,8 +29,21 @@ async fn slash_command<F: ControlFleet>(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Json<SlackAnswer>) {
+    let secret = match chat.settings.secret.get().await {
+        Ok(secret) => secret,
+        Err(e) => {
+            tracing::error!(error = %e, "the Slack signing secret could not be read");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(SlackAnswer::Refused(ErrorBody {
+                    error: "chat is not available right now; try again".into(),
+                    code: "unavailable".into(),
+                })),
+            );
+        }
+    };
     let verified = slack::verify(
-        &chat.settings.secret,
+        secret.as_bytes(),
         header(&headers, "x-slack-request-timestamp"),
         header(&headers, "x-slack-signature"),
         &body,

@@ -74,7 +74,7 @@ pub async fn require_basic_auth(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let users = users.current().await;
+    let users = users.current().await.map_err(ApiError::internal)?;
     // argon2 is deliberately slow: keep it off the async workers.
     let user = tokio::task::spawn_blocking(move || users.authenticate(header.as_deref()))
         .await

@@ -19,9 +19,10 @@ use slipway_control::rollout::{Deploys, StartDeploy};
 use slipway_core::names::{EnvRef, ReleaseId};
 
 /// Who may change things from chat, and where answers may go.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ChatSettings {
-    pub secret: Vec<u8>,
+    /// Slack's signing secret.
+    pub secret: slipway_control::aws::Secret,
     /// Slack user ids that may deploy, roll back, scale and cancel.
     pub users: BTreeSet<String>,
     /// Slack teams whose every member may.
@@ -32,8 +33,11 @@ pub struct ChatSettings {
 
 impl ChatSettings {
     /// `SLIPWAY_SLACK_USERS` / `SLIPWAY_SLACK_TEAMS` (comma-separated ids)
-    /// and the secret the caller loaded.
-    pub fn from_lookup(secret: Vec<u8>, get: impl Fn(&str) -> Option<String>) -> Self {
+    /// and the signing secret.
+    pub fn from_lookup(
+        secret: slipway_control::aws::Secret,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Self {
         let ids = |k: &str| -> BTreeSet<String> {
             get(k)
                 .unwrap_or_default()
@@ -358,7 +362,10 @@ mod tests {
                 std::time::Duration::from_secs(1),
             ),
             launcher: Arc::new(NoLaunch),
-            settings: Arc::new(ChatSettings::default()),
+            settings: Arc::new(ChatSettings::from_lookup(
+                slipway_control::aws::Secret::fixed("s"),
+                |_| None,
+            )),
         };
         let command = SlashCommand {
             text: "status hello prod".into(),

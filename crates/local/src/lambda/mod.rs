@@ -94,6 +94,31 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
+    fn new(
+        spec: FunctionSpec,
+        binary: PathBuf,
+        environment: BTreeMap<String, String>,
+        time_scale: f64,
+        log: std::fs::File,
+    ) -> Self {
+        Self {
+            spec,
+            binary,
+            environment,
+            time_scale,
+            log: Mutex::new(log),
+            idle: Mutex::default(),
+            sandboxes: AtomicU64::new(0),
+            alive: AtomicUsize::new(0),
+            returning: AtomicUsize::new(0),
+            cold_starts: AtomicUsize::new(0),
+            invocations: AtomicUsize::new(0),
+            deliveries: AtomicUsize::new(0),
+            deliver_twice: AtomicBool::new(false),
+            init_failure: Mutex::new(None),
+        }
+    }
+
     fn timeout(&self) -> Duration {
         self.spec.timeout.mul_f64(self.time_scale)
     }
@@ -219,22 +244,13 @@ impl LocalLambda {
                 .open(logs.join(format!("{}.log", f.spec.name)))?;
             pools.insert(
                 f.spec.name.clone(),
-                Arc::new(Pool {
-                    binary: f.binary,
-                    environment: f.environment,
-                    time_scale: f.time_scale.unwrap_or(time_scale),
-                    log: Mutex::new(log),
-                    idle: Mutex::default(),
-                    sandboxes: AtomicU64::new(0),
-                    alive: AtomicUsize::new(0),
-                    returning: AtomicUsize::new(0),
-                    cold_starts: AtomicUsize::new(0),
-                    invocations: AtomicUsize::new(0),
-                    deliveries: AtomicUsize::new(0),
-                    deliver_twice: AtomicBool::new(false),
-                    init_failure: Mutex::new(None),
-                    spec: f.spec,
-                }),
+                Arc::new(Pool::new(
+                    f.spec,
+                    f.binary,
+                    f.environment,
+                    f.time_scale.unwrap_or(time_scale),
+                    log,
+                )),
             );
         }
         Ok(Self {
@@ -255,6 +271,11 @@ impl LocalLambda {
             .get(bare)
             .filter(|p| !bare.contains(':') || name == p.spec.arn())
             .ok_or_else(|| InvokeError::NotFound(crate::template::function_arn(bare)))
+    }
+
+    /// The name of each function.
+    pub fn names(&self) -> Vec<String> {
+        self.pools.keys().cloned().collect()
     }
 
     pub fn spec(&self, name: &str) -> Option<&FunctionSpec> {
@@ -301,6 +322,49 @@ impl LocalLambda {
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts one sandbox of function `name` and stops it once its init is
+    /// over, returning how long that took: from exec to its first
+    /// `invocation/next`. With `binary`, the sandbox runs that program
+    /// instead, with the function's environment and everything else the
+    /// same, so two programs can be compared side by side. It takes no
+    /// invocation and counts as none of the function's cold starts.
+    pub async fn cold_start(
+        &self,
+        name: &str,
+        binary: Option<&std::path::Path>,
+    ) -> anyhow::Result<Duration> {
+        let pool = self.pool(name)?;
+        let log = pool
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_clone()?;
+        let apart = Arc::new(Pool::new(
+            pool.spec.clone(),
+            binary.map_or_else(|| pool.binary.clone(), std::path::Path::to_path_buf),
+            pool.environment.clone(),
+            pool.time_scale,
+            log,
+        ));
+        let sandbox = sandbox::start(apart.clone(), None).await?;
+        loop {
+            if let Some(ready) = sandbox.ready_after() {
+                sandbox.kill();
+                return Ok(ready);
+            }
+            if sandbox.is_dead() {
+                let why = apart
+                    .init_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .unwrap_or_else(|| "it exited".into());
+                anyhow::bail!("{} ({}) did not start: {why}", name, apart.binary.display());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

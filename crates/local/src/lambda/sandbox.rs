@@ -54,6 +54,8 @@ pub(super) struct Sandbox {
     id: u64,
     started: Instant,
     init: Mutex<Option<Duration>>,
+    /// From exec to its first `invocation/next`, once it asked.
+    ready: std::sync::OnceLock<Duration>,
     inner: Mutex<Inner>,
     kill: Notify,
 }
@@ -63,8 +65,18 @@ impl Sandbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn kill(&self) {
+    pub(super) fn kill(&self) {
         self.kill.notify_one();
+    }
+
+    /// How long its init took, once it is over.
+    pub(super) fn ready_after(&self) -> Option<Duration> {
+        self.ready.get().copied()
+    }
+
+    /// It exited (or was killed) and takes no more invocations.
+    pub(super) fn is_dead(&self) -> bool {
+        self.lock().dead
     }
 
     fn log(&self, line: &str) {
@@ -112,7 +124,10 @@ impl Sandbox {
 
 /// Starts a sandbox of `pool`'s function; its first invocation, when
 /// given, is handed over as soon as it asks.
-pub(super) async fn start(pool: Arc<Pool>, first: Option<Invocation>) -> std::io::Result<()> {
+pub(super) async fn start(
+    pool: Arc<Pool>,
+    first: Option<Invocation>,
+) -> std::io::Result<Arc<Sandbox>> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let address = listener.local_addr()?;
     let id = pool.sandboxes.fetch_add(1, Ordering::SeqCst) + 1;
@@ -134,12 +149,15 @@ pub(super) async fn start(pool: Arc<Pool>, first: Option<Invocation>) -> std::io
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
+    // Init is timed from before the exec, as Lambda times it.
+    let started = Instant::now();
     let mut child = command.spawn()?;
     let sandbox = Arc::new(Sandbox {
         pool: pool.clone(),
         id,
-        started: Instant::now(),
+        started,
         init: Mutex::new(None),
+        ready: std::sync::OnceLock::new(),
         inner: Mutex::new(Inner {
             first,
             ..Inner::default()
@@ -169,22 +187,25 @@ pub(super) async fn start(pool: Arc<Pool>, first: Option<Invocation>) -> std::io
             }
         }
     });
-    tokio::spawn(async move {
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => break status,
-                _ = sandbox.kill.notified() => { let _ = child.start_kill(); }
-            }
-        };
-        server.abort();
-        ended(
-            &sandbox,
-            status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string()),
-        );
+    tokio::spawn({
+        let sandbox = sandbox.clone();
+        async move {
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    _ = sandbox.kill.notified() => { let _ = child.start_kill(); }
+                }
+            };
+            server.abort();
+            ended(
+                &sandbox,
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string()),
+            );
+        }
     });
-    Ok(())
+    Ok(sandbox)
 }
 
 /// The process is gone: whatever it held fails, it is no longer idle.
@@ -273,6 +294,7 @@ async fn next(State(sandbox): State<Arc<Sandbox>>) -> Response {
             inner.initialised = true;
             inner.tail.clear();
             let init = sandbox.started.elapsed();
+            let _ = sandbox.ready.set(init);
             if let Ok(mut i) = sandbox.init.lock() {
                 *i = Some(init);
             }

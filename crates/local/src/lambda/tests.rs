@@ -319,3 +319,44 @@ async fn an_event_that_failed_every_attempt_goes_to_its_on_failure_queue_with_wh
     );
     assert_eq!(sent.num_calls(), 1, "sent once to its destination");
 }
+
+#[tokio::test]
+async fn a_measured_cold_start_times_exec_to_the_first_poll_of_either_binary_and_is_no_invocation()
+{
+    use std::os::unix::fs::PermissionsExt;
+    let s = stand_in(spec(Duration::from_secs(5), 2), None, 1.0);
+    let own = s.lambda.cold_start("stand-in", None).await.unwrap();
+    // Another program with the function's environment: one that sleeps
+    // 300 ms before its first poll is measured as that much slower.
+    let slow = s._dir.path().join("slow");
+    std::fs::write(
+        &slow,
+        format!("#!/usr/bin/python3\nimport time\ntime.sleep(0.3)\n{RUNTIME}"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let other = s.lambda.cold_start("stand-in", Some(&slow)).await.unwrap();
+    assert!(
+        own > Duration::ZERO && own < Duration::from_secs(5),
+        "{own:?}"
+    );
+    assert!(
+        other >= Duration::from_millis(300) && other > own,
+        "{other:?} vs {own:?}"
+    );
+    assert_eq!(s.lambda.stats("stand-in"), Stats::default());
+    // One that never gets ready says why.
+    let broken = s._dir.path().join("broken");
+    std::fs::write(
+        &broken,
+        "#!/bin/sh\necho SETTING_Z is not set >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = s
+        .lambda
+        .cold_start("stand-in", Some(&broken))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("SETTING_Z"), "{err}");
+}
