@@ -45,8 +45,20 @@ fn git_text(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&git(dir, args)?).trim().to_owned())
 }
 
-/// The archive of `dir` at the ref: (zstd bytes, git ref text, commit).
-fn archive(options: &ReleaseOptions) -> anyhow::Result<(Vec<u8>, String, String)> {
+/// What to archive: the tree of `dir` at the ref.
+struct Tree {
+    /// The checkout's top directory, where `git archive` runs.
+    top: PathBuf,
+    /// `<commit>` or `<commit>:<subdirectory>`.
+    tree: String,
+    /// The git ref as the release describes it.
+    described: String,
+    commit: String,
+}
+
+/// The tree of `dir` at the ref, checked (a commit; no uncommitted
+/// changes unless allowed).
+fn tree(options: &ReleaseOptions) -> anyhow::Result<Tree> {
     let dir = &options.dir;
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
@@ -79,25 +91,70 @@ fn archive(options: &ReleaseOptions) -> anyhow::Result<(Vec<u8>, String, String)
     // From the top: inside a subdirectory, git archive takes only the part
     // of the tree under that subdirectory's path.
     let top = PathBuf::from(git_text(dir, &["rev-parse", "--show-toplevel"])?);
-    let tar = git(&top, &["archive", "--format=tar", &tree])?;
-    let compressed = zstd::encode_all(tar.as_slice(), 3).context("compressing the archive")?;
     let short = &commit[..commit.len().min(12)];
     let described = if options.git_ref == "HEAD" {
         short.to_owned()
     } else {
         format!("{} ({short})", options.git_ref)
     };
-    Ok((compressed, described, commit))
+    Ok(Tree {
+        top,
+        tree,
+        described,
+        commit,
+    })
+}
+
+/// `git archive` of `tree` compressed with zstd as git writes it, so the
+/// two run at once (as `git archive | zstd` does) and the tar is never
+/// held whole.
+fn compressed_tree(top: &std::path::Path, tree: &str) -> anyhow::Result<Vec<u8>> {
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(top)
+        .args(["archive", "--format=tar", tree])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running git (is it installed?)")?;
+    let mut tar = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    // git may write more to stderr than a pipe holds while we read stdout.
+    let errors = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut text);
+        text
+    });
+    let mut encoder =
+        zstd::stream::Encoder::new(Vec::new(), 3).context("compressing the archive")?;
+    let copied = std::io::copy(&mut tar, &mut encoder);
+    drop(tar);
+    let status = child.wait().context("running git archive")?;
+    let errors = errors.join().unwrap_or_default();
+    if !status.success() {
+        bail!("git archive: {}", String::from_utf8_lossy(&errors).trim());
+    }
+    copied.context("reading git archive's output")?;
+    encoder.finish().context("compressing the archive")
 }
 
 pub async fn release(ctx: &Ctx, options: &ReleaseOptions) -> anyhow::Result<String> {
-    let (body, git_ref, commit) = archive(options)?;
+    let Tree {
+        top,
+        tree,
+        described,
+        commit,
+    } = tree(options)?;
     let request = UploadRequest {
         description: options.message.clone(),
-        git_ref: Some(git_ref),
+        git_ref: Some(described),
         format: Some(ArchiveFormat::Zstd),
     };
-    let ticket: UploadTicket = ctx.client.post(&ctx.path("/releases"), &request).await?;
+    // The archive is made while the control plane hands out the ticket.
+    let compressing = tokio::task::spawn_blocking(move || compressed_tree(&top, &tree));
+    let ticket = ctx.client.post(&ctx.path("/releases"), &request).await;
+    let body = compressing.await.context("compressing the archive")??;
+    let ticket: UploadTicket = ticket?;
     let name = ticket.key.rsplit('/').next().unwrap_or_default().to_owned();
     upload(
         ctx,
@@ -167,6 +224,7 @@ async fn upload(
 
 async fn wait_for_release(ctx: &Ctx, name: &str) -> anyhow::Result<String> {
     let started = Instant::now();
+    let mut poll = Duration::from_millis(100);
     loop {
         let status: UploadStatus = ctx
             .client
@@ -178,7 +236,14 @@ async fn wait_for_release(ctx: &Ctx, name: &str) -> anyhow::Result<String> {
             _ if started.elapsed() > Duration::from_secs(180) => bail!(
                 "the upload was not processed within 3 minutes: is the release function receiving S3 events?"
             ),
-            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+            _ => {
+                // Most uploads are released within a second or two: ask
+                // every 100 ms for the first 3 s, then less often.
+                tokio::time::sleep(poll).await;
+                if started.elapsed() > Duration::from_secs(3) {
+                    poll = (poll * 3 / 2).min(Duration::from_secs(1));
+                }
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! emulator installed (`scripts/test`).
 
 mod bench_lambda;
+mod bench_release;
 mod bench_rollout;
 mod bench_store;
 mod browser;

@@ -33,13 +33,27 @@ pub enum UsersError {
     },
 }
 
-/// The users allowed in, by name.
-pub struct Users(HashMap<String, String>);
+/// The users allowed in, by name, and the credentials verified against
+/// them so far.
+pub struct Users {
+    hashes: HashMap<String, String>,
+    /// SHA-256 of each `Authorization` value argon2 accepted → its user.
+    /// argon2 is slow on purpose (tens of milliseconds), and a CLI or
+    /// browser sends the same header on every request: once verified, it
+    /// is not verified again while these users are current (a re-read of
+    /// the users starts afresh, so a removed user's cached header goes with
+    /// them). Only accepted headers are kept, so guessing still pays
+    /// argon2 on every try; a password is never kept, only a digest of it.
+    verified: std::sync::Mutex<HashMap<[u8; 32], String>>,
+}
+
+/// Verified credentials kept at most; past it the cache starts afresh.
+const VERIFIED_MAX: usize = 256;
 
 impl std::fmt::Debug for Users {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the hashes.
-        f.debug_set().entries(self.0.keys()).finish()
+        f.debug_set().entries(self.hashes.keys()).finish()
     }
 }
 
@@ -94,7 +108,10 @@ impl Users {
         if users.is_empty() {
             return Err(UsersError::NoneConfigured);
         }
-        Ok(Self(users))
+        Ok(Self {
+            hashes: users,
+            verified: Default::default(),
+        })
     }
 
     /// Reads users from the SSM parameter named by `param`, or from `inline`.
@@ -128,13 +145,27 @@ impl Users {
 
     /// The user's name if the `Authorization` header holds valid credentials.
     pub fn authenticate(&self, authorization: Option<&str>) -> Option<String> {
-        let (name, password) = parse_basic(authorization?)?;
-        let hash = self.0.get(&name);
+        let header = authorization?;
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(header.as_bytes()).into();
+        let verified = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = verified().get(&digest) {
+            return Some(name.clone());
+        }
+        let (name, password) = parse_basic(header)?;
+        let hash = self.hashes.get(&name);
         let phc = PasswordHash::new(hash.map_or(dummy_hash(), String::as_str)).ok()?;
         let ok = Argon2::default()
             .verify_password(password.as_bytes(), &phc)
             .is_ok();
-        (ok && hash.is_some()).then_some(name)
+        if !(ok && hash.is_some()) {
+            return None;
+        }
+        let mut verified = verified();
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(digest, name.clone());
+        Some(name)
     }
 }
 
@@ -318,6 +349,32 @@ mod tests {
             assert_eq!(u.authenticate(Some(&header)), None, "{header}");
         }
         assert_eq!(u.authenticate(None), None);
+    }
+
+    #[test]
+    fn a_header_once_accepted_is_accepted_again_and_a_wrong_one_still_refused() {
+        let users = users();
+        let alice = basic_header("alice", "wonderland");
+        for _ in 0..3 {
+            assert_eq!(users.authenticate(Some(&alice)).as_deref(), Some("alice"));
+        }
+        assert_eq!(users.verified.lock().unwrap().len(), 1);
+        // The cache is keyed by the whole header: another password, another
+        // user's name with alice's password, and a refused header are not in it.
+        for refused in [
+            basic_header("alice", "wonderland!"),
+            basic_header("bob", "wonderland"),
+            alice.replacen("Basic", "Bearer", 1),
+        ] {
+            assert_eq!(users.authenticate(Some(&refused)), None, "{refused}");
+        }
+        assert_eq!(users.verified.lock().unwrap().len(), 1);
+        assert_eq!(
+            users
+                .authenticate(Some(&basic_header("bob", "builder")))
+                .as_deref(),
+            Some("bob")
+        );
     }
 
     #[test]
