@@ -17,11 +17,6 @@ use crate::support::*;
 const RUNS: usize = 21;
 const GOAL: f64 = 1.5;
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -47,7 +42,7 @@ async fn bench_lambda() {
     let base = median(base);
     println!(
         "\nstart-to-ready (exec to first Runtime API poll), median of {RUNS}, functions from {}",
-        platform_functions_dir().display()
+        slipway_local::stack::functions_dir().display()
     );
     println!("{:<28} {:>9} {:>7}", "function", "ms", "ratio");
     println!("{:<28} {:>9.2} {:>7}", "lambda-baseline", ms(base), "1.00");
@@ -65,8 +60,4 @@ async fn bench_lambda() {
         "over {GOAL}× the baseline's start-to-ready: {}",
         over.join(", ")
     );
-}
-
-fn platform_functions_dir() -> PathBuf {
-    slipway_local::stack::functions_dir()
 }

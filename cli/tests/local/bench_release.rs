@@ -73,11 +73,6 @@ fn repository(dir: &Path) {
     git(dir, &["commit", "-q", "-m", "50 MB"]);
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }

@@ -340,3 +340,9 @@ pub fn nix_kill(pid: u32, signal: &str) {
         .success();
     assert!(ok);
 }
+
+/// The middle of `samples` (the upper one of an even count).
+pub fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}

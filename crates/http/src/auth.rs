@@ -25,12 +25,8 @@ pub enum UsersError {
     Duplicate { line: usize, name: String },
     #[error("no users are configured: set SLIPWAY_USERS_PARAM (or SLIPWAY_USERS for local runs)")]
     NoneConfigured,
-    #[error("could not read the users parameter {name}: {source}")]
-    Parameter {
-        name: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error("could not read the users: {0}")]
+    Parameter(#[source] slipway_control::aws::SecretError),
 }
 
 /// The users allowed in, by name, and the credentials verified against
@@ -121,20 +117,11 @@ impl Users {
         inline: Option<&str>,
     ) -> Result<Self, UsersError> {
         match (param, inline) {
-            (Some(name), _) => {
-                let out = ssm
-                    .get_parameter()
-                    .name(name)
-                    .with_decryption(true)
-                    .send()
-                    .await
-                    .map_err(|e| UsersError::Parameter {
-                        name: name.to_owned(),
-                        source: Box::new(e),
-                    })?;
-                let value = out.parameter.and_then(|p| p.value).unwrap_or_default();
-                Self::parse(&value)
-            }
+            (Some(name), _) => match slipway_control::aws::secure_parameter(ssm, name).await {
+                Ok(value) => Self::parse(&value),
+                Err(slipway_control::aws::SecretError::Empty(_)) => Err(UsersError::NoneConfigured),
+                Err(e) => Err(UsersError::Parameter(e)),
+            },
             (None, inline) => Self::load_inline(inline),
         }
     }

@@ -107,21 +107,30 @@ impl Secret {
                     .parameter
                     .as_ref()
                     .expect("a secret without a parameter has its value");
-                ssm.get_parameter()
-                    .name(name)
-                    .with_decryption(true)
-                    .send()
-                    .await
-                    .map_err(|e| SecretError::Read {
-                        name: name.to_owned(),
-                        detail: aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
-                    })?
-                    .parameter
-                    .and_then(|p| p.value)
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| SecretError::Empty(name.to_owned()))
+                secure_parameter(ssm, name).await
             })
             .await
             .map(String::as_str)
     }
+}
+
+/// The value of the SecureString parameter `name`, decrypted; an empty or
+/// missing value is [`SecretError::Empty`].
+pub async fn secure_parameter(
+    ssm: &aws_sdk_ssm::Client,
+    name: &str,
+) -> Result<String, SecretError> {
+    ssm.get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| SecretError::Read {
+            name: name.to_owned(),
+            detail: aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
+        })?
+        .parameter
+        .and_then(|p| p.value)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| SecretError::Empty(name.to_owned()))
 }

@@ -53,9 +53,10 @@ pub(super) struct Sandbox {
     pool: Arc<Pool>,
     id: u64,
     started: Instant,
-    init: Mutex<Option<Duration>>,
     /// From exec to its first `invocation/next`, once it asked.
     ready: std::sync::OnceLock<Duration>,
+    /// Its first invocation's `REPORT` carried the init duration.
+    init_reported: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
     kill: Notify,
 }
@@ -104,7 +105,9 @@ impl Sandbox {
             return false;
         };
         current.timer.abort();
-        let init = self.init.lock().ok().and_then(|mut i| i.take());
+        let init = self
+            .ready_after()
+            .filter(|_| !self.init_reported.swap(true, Ordering::SeqCst));
         let mut report = format!(
             "REPORT RequestId: {id}\tDuration: {:.2} ms\tMemory Size: {} MB",
             current.started.elapsed().as_secs_f64() * 1000.0,
@@ -156,8 +159,8 @@ pub(super) async fn start(
         pool: pool.clone(),
         id,
         started,
-        init: Mutex::new(None),
         ready: std::sync::OnceLock::new(),
+        init_reported: std::sync::atomic::AtomicBool::new(false),
         inner: Mutex::new(Inner {
             first,
             ..Inner::default()
@@ -295,9 +298,6 @@ async fn next(State(sandbox): State<Arc<Sandbox>>) -> Response {
             inner.tail.clear();
             let init = sandbox.started.elapsed();
             let _ = sandbox.ready.set(init);
-            if let Ok(mut i) = sandbox.init.lock() {
-                *i = Some(init);
-            }
             sandbox.pool.cold_starts.fetch_add(1, Ordering::SeqCst);
             tracing::info!(
                 function = %sandbox.pool.spec.name,
