@@ -156,24 +156,6 @@ async fn batch_begun(
     }
 }
 
-/// Kills every process of the function binary `name`: its sandboxes die
-/// as a Lambda worker killed mid-invocation does.
-fn kill_function(name: &str) -> usize {
-    let binary = slipway_local::stack::functions_dir().join(name);
-    let binary = std::fs::canonicalize(&binary).unwrap_or(binary);
-    let mut killed = 0;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if std::fs::read_link(entry.path().join("exe")).is_ok_and(|exe| exe == binary) {
-            nix_kill(pid, "KILL");
-            killed += 1;
-        }
-    }
-    killed
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_one_instance_group_at_its_minimum_deploys_by_surging_and_fails_no_request() {
     let work = tempfile::tempdir().unwrap();
@@ -227,7 +209,12 @@ async fn a_deploy_whose_worker_is_killed_mid_batch_is_finished_by_the_reconciler
     ship_ok(&platform, &env, &["deploy", "--no-follow"]);
     // Batch 2 is running: its instance is in Standby, its agent at work.
     batch_begun(&platform, &env, 2).await;
-    let killed = kill_function("deploy");
+    // This platform's sandboxes only: a test beside it runs the same
+    // binary, and killing its deploy fails that test's `ship deploy`.
+    let killed = platform
+        .lambda
+        .kill_sandboxes(&platform.deploy_function)
+        .unwrap();
     assert!(killed > 0, "the deploy function's sandboxes run");
     let record = finished(&platform, &env, Duration::from_secs(120)).await;
     let took = started.elapsed();

@@ -91,6 +91,8 @@ pub(crate) struct Pool {
     deliveries: AtomicUsize,
     deliver_twice: AtomicBool,
     init_failure: Mutex<Option<String>>,
+    /// Its sandboxes still running, to kill them as a worker dies.
+    live: Mutex<Vec<std::sync::Weak<sandbox::Sandbox>>>,
 }
 
 impl Pool {
@@ -116,6 +118,7 @@ impl Pool {
             deliveries: AtomicUsize::new(0),
             deliver_twice: AtomicBool::new(false),
             init_failure: Mutex::new(None),
+            live: Mutex::default(),
         }
     }
 
@@ -400,6 +403,26 @@ impl LocalLambda {
     pub fn deliver_next_event_twice(&self, name: &str) -> Result<(), InvokeError> {
         self.pool(name)?.deliver_twice.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Kills every running sandbox of `name` at once, as Lambda's worker
+    /// dying mid-invocation does: what they were running fails as an exit.
+    /// Only this platform's sandboxes: another platform on the machine,
+    /// running the same binary, goes on.
+    pub fn kill_sandboxes(&self, name: &str) -> Result<usize, InvokeError> {
+        let pool = self.pool(name)?;
+        let live: Vec<_> = pool
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter(|s| !s.is_dead())
+            .collect();
+        for sandbox in &live {
+            sandbox.kill();
+        }
+        Ok(live.len())
     }
 
     pub fn stats(&self, name: &str) -> Stats {

@@ -168,6 +168,11 @@ pub(super) async fn start(
         kill: Notify::new(),
     });
     pool.alive.fetch_add(1, Ordering::SeqCst);
+    {
+        let mut live = pool.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|s| s.strong_count() > 0);
+        live.push(Arc::downgrade(&sandbox));
+    }
     if let Some(out) = child.stdout.take() {
         tokio::spawn(copy_output(sandbox.clone(), out));
     }

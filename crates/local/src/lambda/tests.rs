@@ -360,3 +360,34 @@ async fn a_measured_cold_start_times_exec_to_the_first_poll_of_either_binary_and
         .unwrap_err();
     assert!(err.to_string().contains("SETTING_Z"), "{err}");
 }
+
+#[tokio::test]
+async fn killing_a_functions_sandboxes_fails_what_they_run_and_leaves_another_platforms_alone() {
+    // Both run /usr/bin/python3: killing by program would take both.
+    let ours = stand_in(spec(Duration::from_secs(20), 0), None, 1.0);
+    let theirs = stand_in(spec(Duration::from_secs(20), 0), None, 1.0);
+    let slow = json!({"do": "sleep", "seconds": 2});
+    let mine = tokio::spawn({
+        let lambda = ours.lambda.clone();
+        let slow = slow.clone();
+        async move { call(&lambda, slow).await }
+    });
+    let other = tokio::spawn({
+        let lambda = theirs.lambda.clone();
+        async move { call(&lambda, slow).await }
+    });
+    let started = Instant::now();
+    while ours.lambda.stats("stand-in").cold_starts == 0
+        || theirs.lambda.stats("stand-in").cold_starts == 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ours.lambda.kill_sandboxes("stand-in").unwrap(), 1);
+    let mine = mine.await.unwrap();
+    assert!(matches!(mine, Outcome::Exited(_)), "{mine:?}");
+    answer(&other.await.unwrap());
+    assert_eq!(ours.lambda.kill_sandboxes("stand-in").unwrap(), 0);
+    assert!(ours.lambda.kill_sandboxes("no-such").is_err());
+}
