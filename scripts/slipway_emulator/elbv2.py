@@ -314,6 +314,19 @@ def routable(backend, lb) -> list[Health]:
     return healthy or registered
 
 
+def choose(backend, lb, turn) -> Health | None:
+    """The target for the next request, counted in flight in the same
+    step: a deregistration seeing it idle between the choice and the count
+    would complete at once, and the request would reach a stopped app."""
+    with _lock:
+        targets = routable(backend, lb)
+        if not targets:
+            return None
+        health = targets[next(turn) % len(targets)]
+        health.inflight += 1
+        return health
+
+
 def proxy_handler(backend, lb):
     turn = itertools.count()
 
@@ -334,13 +347,10 @@ def proxy_handler(backend, lb):
         def forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
-            targets = routable(backend, lb)
-            if not targets:
+            health = choose(backend, lb, turn)
+            if health is None:
                 self.answer(503, "Service Temporarily Unavailable")
                 return
-            health = targets[next(turn) % len(targets)]
-            with _lock:
-                health.inflight += 1
             try:
                 self.relay(health.local_port, body)
             finally:
