@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use slipway_core::names::EnvRef;
 use slipway_core::names::InstanceId;
+use slipway_core::on_first_use::OnFirstUse;
 
 /// The most lines one search returns.
 pub const MAX_LIMIT: usize = 1000;
@@ -210,13 +211,13 @@ fn millis(t: DateTime<Utc>) -> i64 {
 /// CloudWatch Logs, as log search needs it.
 #[derive(Clone, Debug)]
 pub struct Logs {
-    client: Client,
+    client: OnFirstUse<Client>,
 }
 
 impl Logs {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Self {
-            client: Client::new(config),
+            client: OnFirstUse::new(config, Client::new),
         }
     }
 

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use slipway_core::names::EnvRef;
 use slipway_core::names::InstanceId;
+use slipway_core::on_first_use::OnFirstUse;
 
 pub use slipway_core::metric_names::{
     CPU, MEMORY, NAMESPACE, PROCESS_CPU, PROCESS_DIMENSION, PROCESS_MEMORY,
@@ -97,7 +98,7 @@ fn aws_time(t: DateTime<Utc>) -> AwsTime {
 /// CloudWatch metrics, as the formation needs them.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    client: Client,
+    client: OnFirstUse<Client>,
     /// Seconds per point: 60 for the CloudWatch agent's standard
     /// resolution; the local platform samples more often.
     pub period: i32,
@@ -105,11 +106,18 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(client: Client, period: i32) -> Self {
-        Self { client, period }
+        Self {
+            client: OnFirstUse::ready(client),
+            period,
+        }
     }
 
+    /// Built on first use: a function starts without it.
     pub fn from_config(config: &aws_config::SdkConfig, period: i32) -> Self {
-        Self::new(Client::new(config), period)
+        Self {
+            client: OnFirstUse::new(config, Client::new),
+            period,
+        }
     }
 
     pub fn client(&self) -> &Client {

@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod metric_names;
 pub mod names;
 pub mod objects;
+pub mod on_first_use;
 pub mod procfile;
 pub mod settings;
 pub mod strategy;

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::on_first_use::OnFirstUse;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
@@ -81,14 +82,22 @@ fn is_precondition(code: Option<u16>) -> bool {
 
 #[derive(Clone, Debug)]
 pub struct S3Objects {
-    client: aws_sdk_s3::Client,
+    client: OnFirstUse<aws_sdk_s3::Client>,
     bucket: String,
 }
 
 impl S3Objects {
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
         Self {
-            client,
+            client: OnFirstUse::ready(client),
+            bucket: bucket.into(),
+        }
+    }
+
+    /// The bucket through [`s3_client`], built when first read or written.
+    pub fn on_first_use(config: &aws_config::SdkConfig, bucket: impl Into<String>) -> Self {
+        Self {
+            client: OnFirstUse::new(config, s3_client),
             bucket: bucket.into(),
         }
     }
@@ -402,11 +411,25 @@ pub fn retry_config() -> aws_config::retry::RetryConfig {
 /// (region, credentials, `AWS_ENDPOINT_URL`), with [`retry_config`] and
 /// [`OnFirstRequest`]'s HTTPS client.
 pub async fn load_aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .retry_config(retry_config())
-        .http_client(OnFirstRequest(https_client()))
-        .load()
-        .await
+        .http_client(OnFirstRequest(https_client()));
+    // Lambda hands a function its role's credentials in the environment,
+    // where the default chain looks first; taken from there directly, the
+    // chain's other providers (an STS client among them) are not built at
+    // every cold start. Anywhere else (a profile, an instance role), the
+    // default chain.
+    let in_environment = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .iter()
+        .all(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    let loader = if in_environment {
+        loader.credentials_provider(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        )
+    } else {
+        loader
+    };
+    loader.load().await
 }
 
 /// The HTTPS client the SDK's `default-https-client` makes (hyper 1,

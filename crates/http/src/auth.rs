@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
+use slipway_core::on_first_use::OnFirstUse;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
@@ -168,7 +169,7 @@ pub const USERS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60
 pub struct UserSource {
     /// The users and when they were read; `None` until a first read worked.
     current: std::sync::Arc<tokio::sync::RwLock<Option<Read>>>,
-    parameter: Option<(aws_sdk_ssm::Client, String)>,
+    parameter: Option<(OnFirstUse<aws_sdk_ssm::Client>, String)>,
     max_age: std::time::Duration,
 }
 
@@ -195,7 +196,7 @@ impl UserSource {
     /// sooner); a first request whose read fails is refused, and the next
     /// one reads again.
     pub fn start(
-        ssm: &aws_sdk_ssm::Client,
+        ssm: &OnFirstUse<aws_sdk_ssm::Client>,
         param: Option<&str>,
         inline: Option<&str>,
         max_age: std::time::Duration,
@@ -212,7 +213,7 @@ impl UserSource {
 
     /// [`UserSource::start`], its first read done: an error if it failed.
     pub async fn load(
-        ssm: &aws_sdk_ssm::Client,
+        ssm: &OnFirstUse<aws_sdk_ssm::Client>,
         param: Option<&str>,
         inline: Option<&str>,
         max_age: std::time::Duration,

@@ -38,6 +38,7 @@ use slipway_control::store::ReleaseStore;
 use slipway_control::workers::{CycleWorker, DeployWorker};
 use slipway_core::ids::JobKind;
 use slipway_core::objects::S3Objects;
+use slipway_core::on_first_use::OnFirstUse;
 use slipway_core::settings::{ReleaseSettings, SettingsError};
 
 /// The control plane's functions; in AWS each is a Lambda function.
@@ -388,7 +389,7 @@ pub fn own_launcher(aws: &SdkConfig, kind: JobKind) -> Result<Arc<dyn Launcher>,
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
         .map_err(|_| StartError::Missing("AWS_LAMBDA_FUNCTION_NAME"))?;
     Ok(Arc::new(LambdaLauncher::new(
-        slipway_control::aws::lambda_client(aws),
+        OnFirstUse::new(aws, slipway_control::aws::lambda_client),
         function,
         kind,
     )))
@@ -408,10 +409,12 @@ impl ControlPlane<AwsFleet> {
                 return Err(StartError::Missing(name));
             }
         }
+        // Every client is built on first use: a request needs one or two.
+        let ssm = OnFirstUse::new(aws, slipway_control::aws::ssm_client);
         let users = match function {
             Function::Chat => None,
             _ => Some(UserSource::start(
-                &slipway_control::aws::ssm_client(aws),
+                &ssm,
                 settings.users_param.as_deref(),
                 settings.users_inline.as_deref(),
                 USERS_MAX_AGE,
@@ -438,7 +441,7 @@ impl ControlPlane<AwsFleet> {
         let chat = match function {
             Function::Chat => {
                 let secret = slipway_control::aws::Secret::new(
-                    &slipway_control::aws::ssm_client(aws),
+                    &ssm,
                     std::env::var(SLACK_SECRET_PARAM_VAR).ok().as_deref(),
                     std::env::var("SLIPWAY_SLACK_SECRET").ok().as_deref(),
                 )?;
@@ -450,7 +453,7 @@ impl ControlPlane<AwsFleet> {
         };
         Ok(Self {
             store: ReleaseStore::new(
-                S3Objects::new(slipway_core::objects::s3_client(aws), &settings.bucket),
+                S3Objects::on_first_use(aws, &settings.bucket),
                 settings.limits,
             ),
             users,
@@ -479,7 +482,7 @@ pub fn deploy_worker_on_aws(
         deploys: plane.deploys_service(),
         fleet: plane.fleet.clone(),
         runners: SsmRunners {
-            client: slipway_control::aws::ssm_client(aws),
+            client: plane.fleet.ssm.clone(),
             // Checked present at start (`Function::settings`).
             document: std::env::var(DEPLOY_DOCUMENT_VAR).unwrap_or_default(),
             output: plane.store.objects().clone(),

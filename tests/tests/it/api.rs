@@ -622,7 +622,9 @@ async fn users_load_from_a_securestring_parameter_at_cold_start() {
 async fn a_cold_start_does_not_wait_for_the_users_and_a_parameter_not_there_yet_fails_requests_until_it_is()
  {
     let world = World::new().await;
-    let ssm = slipway_control::aws::ssm_client(&world.config);
+    let ssm = slipway_core::on_first_use::OnFirstUse::ready(slipway_control::aws::ssm_client(
+        &world.config,
+    ));
     let name = format!("/{}/users", slipway_tests::unique_name("slipway"));
 
     // The parameter does not exist: starting still works (no SSM call is
@@ -721,7 +723,8 @@ async fn tags(world: &World, key: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_user_removed_from_the_parameter_loses_access_once_the_users_are_read_again() {
     let world = World::new().await;
-    let ssm = aws_sdk_ssm::Client::new(&world.config);
+    let ssm =
+        slipway_core::on_first_use::OnFirstUse::ready(aws_sdk_ssm::Client::new(&world.config));
     let param = format!("/{}/users", slipway_tests::unique_name("slipway"));
     let put = |text: String| {
         let (ssm, param) = (ssm.clone(), param.clone());

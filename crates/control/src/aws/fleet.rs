@@ -22,6 +22,7 @@ use crate::fleet::{
 };
 use slipway_core::names::EnvRef;
 use slipway_core::names::InstanceId;
+use slipway_core::on_first_use::OnFirstUse;
 
 pub(crate) fn aws_err<E: std::error::Error + 'static>(
     op: &'static str,
@@ -55,11 +56,11 @@ fn belongs_to(group: &AutoScalingGroup, env: &EnvRef) -> Option<bool> {
 
 #[derive(Clone)]
 pub struct AwsFleet {
-    pub autoscaling: aws_sdk_autoscaling::Client,
-    pub ec2: aws_sdk_ec2::Client,
-    pub elb: aws_sdk_elasticloadbalancingv2::Client,
-    pub ssm: aws_sdk_ssm::Client,
-    pub cloudformation: aws_sdk_cloudformation::Client,
+    pub autoscaling: OnFirstUse<aws_sdk_autoscaling::Client>,
+    pub ec2: OnFirstUse<aws_sdk_ec2::Client>,
+    pub elb: OnFirstUse<aws_sdk_elasticloadbalancingv2::Client>,
+    pub ssm: OnFirstUse<aws_sdk_ssm::Client>,
+    pub cloudformation: OnFirstUse<aws_sdk_cloudformation::Client>,
     pub region: String,
     /// How often to ask the load balancer while waiting for health.
     pub health_poll: Duration,
@@ -128,11 +129,11 @@ impl AwsFleet {
     /// `health_poll` while a batch becomes healthy.
     pub fn new(config: &aws_config::SdkConfig, health_poll: Duration) -> Self {
         Self {
-            autoscaling: crate::aws::autoscaling_client(config),
-            ec2: crate::aws::ec2_client(config),
-            elb: crate::aws::elb_client(config),
-            ssm: crate::aws::ssm_client(config),
-            cloudformation: crate::aws::cloudformation_client(config),
+            autoscaling: OnFirstUse::new(config, crate::aws::autoscaling_client),
+            ec2: OnFirstUse::new(config, crate::aws::ec2_client),
+            elb: OnFirstUse::new(config, crate::aws::elb_client),
+            ssm: OnFirstUse::new(config, crate::aws::ssm_client),
+            cloudformation: OnFirstUse::new(config, crate::aws::cloudformation_client),
             region: config.region().map(|r| r.to_string()).unwrap_or_default(),
             health_poll,
             groups: Arc::default(),

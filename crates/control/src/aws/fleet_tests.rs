@@ -164,15 +164,19 @@ fn mocks(n: usize, ssm_works: bool) -> Mocks {
         })
     };
     let fleet = AwsFleet {
-        autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&asg]),
-        ec2: mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&ec2]),
-        elb: mock_client!(
+        autoscaling: OnFirstUse::ready(mock_client!(
+            aws_sdk_autoscaling,
+            RuleMode::MatchAny,
+            [&asg]
+        )),
+        ec2: OnFirstUse::ready(mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&ec2])),
+        elb: OnFirstUse::ready(mock_client!(
             aws_sdk_elasticloadbalancingv2,
             RuleMode::MatchAny,
             [&health, &tgs, &lbs]
-        ),
-        ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&ssm]),
-        cloudformation: mock_client!(aws_sdk_cloudformation, []),
+        )),
+        ssm: OnFirstUse::ready(mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&ssm])),
+        cloudformation: OnFirstUse::ready(mock_client!(aws_sdk_cloudformation, [])),
         region: "eu-west-1".into(),
         health_poll: Duration::from_millis(1),
         groups: Default::default(),
@@ -236,12 +240,16 @@ async fn only_in_service_instances_are_deployed_to_and_health_names_the_laggards
     let health = health_rule(4, &[2]);
     let m = mocks(4, true);
     let fleet = AwsFleet {
-        autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&asg]),
-        elb: mock_client!(
+        autoscaling: OnFirstUse::ready(mock_client!(
+            aws_sdk_autoscaling,
+            RuleMode::MatchAny,
+            [&asg]
+        )),
+        elb: OnFirstUse::ready(mock_client!(
             aws_sdk_elasticloadbalancingv2,
             RuleMode::MatchAny,
             [&health]
-        ),
+        )),
         ..m.fleet
     };
 
@@ -296,11 +304,15 @@ async fn a_group_named_for_another_environment_is_never_acted_on() {
         .match_requests(|r| r.auto_scaling_group_names().is_empty())
         .then_output(|| DescribeAutoScalingGroupsOutput::builder().build());
     let fleet = AwsFleet {
-        autoscaling: mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&by_name, &by_tag]),
-        ec2: mock_client!(aws_sdk_ec2, []),
-        elb: mock_client!(aws_sdk_elasticloadbalancingv2, []),
-        ssm: mock_client!(aws_sdk_ssm, []),
-        cloudformation: mock_client!(aws_sdk_cloudformation, []),
+        autoscaling: OnFirstUse::ready(mock_client!(
+            aws_sdk_autoscaling,
+            RuleMode::MatchAny,
+            [&by_name, &by_tag]
+        )),
+        ec2: OnFirstUse::ready(mock_client!(aws_sdk_ec2, [])),
+        elb: OnFirstUse::ready(mock_client!(aws_sdk_elasticloadbalancingv2, [])),
+        ssm: OnFirstUse::ready(mock_client!(aws_sdk_ssm, [])),
+        cloudformation: OnFirstUse::ready(mock_client!(aws_sdk_cloudformation, [])),
         region: "eu-west-1".into(),
         health_poll: Duration::from_millis(1),
         groups: Default::default(),

@@ -12,16 +12,21 @@ use futures::future::BoxFuture;
 use crate::jobs::{LaunchError, Launcher, RunJob};
 use slipway_core::ids::{JobId, JobKind};
 use slipway_core::names::EnvRef;
+use slipway_core::on_first_use::OnFirstUse;
 
 /// Launches jobs of one kind by invoking a function asynchronously.
 pub struct LambdaLauncher {
-    client: aws_sdk_lambda::Client,
+    client: OnFirstUse<aws_sdk_lambda::Client>,
     function: String,
     kind: JobKind,
 }
 
 impl LambdaLauncher {
-    pub fn new(client: aws_sdk_lambda::Client, function: impl Into<String>, kind: JobKind) -> Self {
+    pub fn new(
+        client: OnFirstUse<aws_sdk_lambda::Client>,
+        function: impl Into<String>,
+        kind: JobKind,
+    ) -> Self {
         Self {
             client,
             function: function.into(),
@@ -47,7 +52,7 @@ pub fn launcher_from_env(
 ) -> Option<Arc<dyn Launcher>> {
     let function = std::env::var(var).ok().filter(|f| !f.is_empty())?;
     Some(Arc::new(LambdaLauncher::new(
-        crate::aws::lambda_client(aws),
+        OnFirstUse::new(aws, crate::aws::lambda_client),
         function,
         kind,
     )))
@@ -110,7 +115,8 @@ mod tests {
             })
             .then_output(|| InvokeOutput::builder().status_code(202).build());
         let client = mock_client!(aws_sdk_lambda, [&rule]);
-        let launcher = LambdaLauncher::new(client, "slipway-deploy", JobKind::Deploy);
+        let launcher =
+            LambdaLauncher::new(OnFirstUse::ready(client), "slipway-deploy", JobKind::Deploy);
 
         launcher
             .launch(

@@ -14,6 +14,7 @@ pub mod sqs;
 pub mod ssm;
 
 use aws_config::SdkConfig;
+use slipway_core::on_first_use::OnFirstUse;
 
 pub async fn load_config() -> SdkConfig {
     slipway_core::objects::load_aws_config().await
@@ -59,7 +60,7 @@ pub enum SecretError {
 /// (local runs). Its `Debug` never shows the value.
 #[derive(Clone)]
 pub struct Secret {
-    parameter: Option<(aws_sdk_ssm::Client, String)>,
+    parameter: Option<(OnFirstUse<aws_sdk_ssm::Client>, String)>,
     value: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
@@ -74,7 +75,7 @@ impl std::fmt::Debug for Secret {
 impl Secret {
     /// The parameter `param`, else `inline`; neither is an error now.
     pub fn new(
-        ssm: &aws_sdk_ssm::Client,
+        ssm: &OnFirstUse<aws_sdk_ssm::Client>,
         param: Option<&str>,
         inline: Option<&str>,
     ) -> Result<Self, SecretError> {

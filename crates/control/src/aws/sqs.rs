@@ -11,14 +11,14 @@ use crate::reconcile::FailedInvocations;
 pub const FAILURE_QUEUE_VAR: &str = "SLIPWAY_FAILURE_QUEUE";
 
 pub struct FailureQueue {
-    client: aws_sdk_sqs::Client,
+    client: slipway_core::on_first_use::OnFirstUse<aws_sdk_sqs::Client>,
     url: String,
 }
 
 impl FailureQueue {
     pub fn new(config: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
         Self {
-            client: aws_sdk_sqs::Client::new(config),
+            client: slipway_core::on_first_use::OnFirstUse::new(config, aws_sdk_sqs::Client::new),
             url: url.into(),
         }
     }

@@ -72,7 +72,7 @@ pub struct SsmRunner {
 /// SSM runners of one document, their output in one bucket.
 #[derive(Clone)]
 pub struct SsmRunners {
-    pub client: aws_sdk_ssm::Client,
+    pub client: slipway_core::on_first_use::OnFirstUse<aws_sdk_ssm::Client>,
     pub document: String,
     pub output: S3Objects,
     pub polling: Polling,
@@ -86,7 +86,7 @@ impl Runners for SsmRunners {
         id: &slipway_core::ids::DeployId,
     ) -> SsmRunner {
         SsmRunner::new(
-            self.client.clone(),
+            (*self.client).clone(),
             &self.document,
             self.output.clone(),
             slipway_core::keys::deploy_output_prefix(env, id),
