@@ -5,53 +5,26 @@
 
 import gzip
 import json
-import logging
 import os
 import sys
-import tempfile
 import unittest
 
-import boto3
 import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from moto.server import ThreadedMotoServer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import slipway_emulator  # noqa: E402
+from slipway_emulator.emulator_test import KEY, EmulatorTest  # noqa: E402
 
 ACCOUNT = "123456789012"
-KEY = "ASIATESTKEY"
 
 
-class CallsTest(unittest.TestCase):
+class CallsTest(EmulatorTest):
     @classmethod
-    def setUpClass(cls):
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        cls.dir = tempfile.TemporaryDirectory()
-        cls.path = os.path.join(cls.dir.name, "calls.jsonl")
-        os.environ["SLIPWAY_EMULATOR_CALLS"] = cls.path
-        os.environ["SLIPWAY_EMULATOR_HOSTS"] = cls.dir.name
-        slipway_emulator.install()
-        cls.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        cls.server.start()
-        host, port = cls.server.get_host_and_port()
-        cls.endpoint = f"http://{host}:{port}"
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        cls.dir.cleanup()
-
-    def client(self, service):
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=KEY,
-            aws_secret_access_key="secret",
-        )
+    def settings(cls, directory):
+        cls.path = os.path.join(directory, "calls.jsonl")
+        return {"SLIPWAY_EMULATOR_CALLS": cls.path}
 
     def last(self, operation):
         with open(self.path) as f:

@@ -10,20 +10,16 @@ stopped app and the client sees a 502.
 
 import http.server
 import json
-import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 import unittest
 
-import boto3
 import requests
-from moto.server import ThreadedMotoServer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import slipway_emulator  # noqa: E402
+from slipway_emulator.emulator_test import EmulatorTest  # noqa: E402
 from slipway_emulator import elbv2  # noqa: E402
 
 
@@ -41,33 +37,11 @@ class App(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class LoadBalancerTest(unittest.TestCase):
+class LoadBalancerTest(EmulatorTest):
     @classmethod
-    def setUpClass(cls):
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        cls.dir = tempfile.TemporaryDirectory()
-        os.environ["SLIPWAY_EMULATOR_HOSTS"] = cls.dir.name
+    def settings(cls, directory):
         # Probes every 0.1 s, healthy after two; 3 s of draining at most.
-        os.environ["SLIPWAY_EMULATOR_TIME_SCALE"] = "0.02"
-        slipway_emulator.install()
-        cls.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        cls.server.start()
-        host, port = cls.server.get_host_and_port()
-        cls.endpoint = f"http://{host}:{port}"
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        cls.dir.cleanup()
-
-    def client(self, service):
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="ASIATESTKEY",
-            aws_secret_access_key="secret",
-        )
+        return {"SLIPWAY_EMULATOR_TIME_SCALE": "0.02"}
 
     def app(self, instance_id):
         """A local host serving `instance_id`'s target: its server."""

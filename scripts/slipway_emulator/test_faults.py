@@ -4,58 +4,39 @@
 """
 
 import json
-import logging
 import os
 import sys
-import tempfile
 import unittest
 
-import boto3
 import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import slipway_emulator  # noqa: E402
+from slipway_emulator.emulator_test import EmulatorTest  # noqa: E402
 
-KEY = "ASIATESTKEY"
 # One attempt per call: every fault reaches the test.
 NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1})
 
 
-class FaultsTest(unittest.TestCase):
+class FaultsTest(EmulatorTest):
+    CONFIG = NO_RETRIES
+
+    @classmethod
+    def settings(cls, directory):
+        cls.calls = os.path.join(directory, "calls.jsonl")
+        return {"SLIPWAY_EMULATOR_CALLS": cls.calls}
+
     @classmethod
     def setUpClass(cls):
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        cls.dir = tempfile.TemporaryDirectory()
-        cls.calls = os.path.join(cls.dir.name, "calls.jsonl")
-        os.environ["SLIPWAY_EMULATOR_CALLS"] = cls.calls
-        os.environ["SLIPWAY_EMULATOR_HOSTS"] = cls.dir.name
-        slipway_emulator.install()
-        cls.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        cls.server.start()
-        host, port = cls.server.get_host_and_port()
-        cls.endpoint = f"http://{host}:{port}"
+        super().setUpClass()
         cls.faults = cls.endpoint + "/_slipway/faults"
         cls.s3 = cls.client("s3")
         cls.s3.create_bucket(Bucket="bkt")
         cls.s3.put_object(Bucket="bkt", Key="there", Body=b"x")
 
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        cls.dir.cleanup()
-
     def tearDown(self):
         self.set(0)
-
-    @classmethod
-    def client(cls, service):
-        return boto3.client(
-            service, endpoint_url=cls.endpoint, region_name="us-east-1", config=NO_RETRIES,
-            aws_access_key_id=KEY, aws_secret_access_key="secret",
-        )
 
     def set(self, fraction, seed=None):
         response = requests.post(self.faults, json={"s3_slowdown": fraction, "seed": seed})
