@@ -16,9 +16,12 @@ pub struct OnFirstUse<C> {
     inner: Arc<Inner<C>>,
 }
 
+/// How a client is made: from this config, by this function.
+type Make<C> = (SdkConfig, fn(&SdkConfig) -> C);
+
 struct Inner<C> {
-    config: Option<SdkConfig>,
-    make: fn(&SdkConfig) -> C,
+    /// What it is made from; `None` for a client given ready.
+    source: Option<Make<C>>,
     client: OnceLock<C>,
 }
 
@@ -26,8 +29,7 @@ impl<C> OnFirstUse<C> {
     pub fn new(config: &SdkConfig, make: fn(&SdkConfig) -> C) -> Self {
         Self {
             inner: Arc::new(Inner {
-                config: Some(config.clone()),
-                make,
+                source: Some((config.clone(), make)),
                 client: OnceLock::new(),
             }),
         }
@@ -37,8 +39,7 @@ impl<C> OnFirstUse<C> {
     pub fn ready(client: C) -> Self {
         Self {
             inner: Arc::new(Inner {
-                config: None,
-                make: |_| unreachable!("a ready client is never made"),
+                source: None,
                 client: OnceLock::from(client),
             }),
         }
@@ -56,11 +57,11 @@ impl<C> Deref for OnFirstUse<C> {
     fn deref(&self) -> &C {
         let inner = &*self.inner;
         inner.client.get_or_init(|| {
-            let config = inner
-                .config
+            let (config, make) = inner
+                .source
                 .as_ref()
-                .expect("a client without a config is built when made");
-            (inner.make)(config)
+                .expect("a client given ready is set from the start");
+            make(config)
         })
     }
 }

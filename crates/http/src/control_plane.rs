@@ -410,11 +410,13 @@ impl ControlPlane<AwsFleet> {
             }
         }
         // Every client is built on first use: a request needs one or two.
-        let ssm = OnFirstUse::new(aws, slipway_control::aws::ssm_client);
+        // The users and the Slack secret are read through the fleet's SSM
+        // client, so a request that needs both builds one.
+        let fleet = AwsFleet::new(aws, seams.poll.unwrap_or(AWS_HEALTH_POLL));
         let users = match function {
             Function::Chat => None,
             _ => Some(UserSource::start(
-                &ssm,
+                &fleet.ssm,
                 settings.users_param.as_deref(),
                 settings.users_inline.as_deref(),
                 USERS_MAX_AGE,
@@ -441,7 +443,7 @@ impl ControlPlane<AwsFleet> {
         let chat = match function {
             Function::Chat => {
                 let secret = slipway_control::aws::Secret::new(
-                    &ssm,
+                    &fleet.ssm,
                     std::env::var(SLACK_SECRET_PARAM_VAR).ok().as_deref(),
                     std::env::var("SLIPWAY_SLACK_SECRET").ok().as_deref(),
                 )?;
@@ -457,7 +459,7 @@ impl ControlPlane<AwsFleet> {
                 settings.limits,
             ),
             users,
-            fleet: AwsFleet::new(aws, seams.poll.unwrap_or(AWS_HEALTH_POLL)),
+            fleet,
             logs: Logs::new(aws),
             metrics: Some(Metrics::from_config(aws, AWS_METRICS_PERIOD)),
             deploys,
