@@ -12,6 +12,7 @@
 //! <app>/<env>/releases/r<N>/<file>     source.*, env, release.json
 //! <app>/<env>/uploads/<name>           an upload that becomes a release
 //! <app>/<env>/rejected/<name>          an upload that could not
+//! <app>/<env>/released/<name>.json     which release an upload became
 //! <app>/<env>/deploys/<id>.json        a deploy record (…/<id>/cancel, chat.json)
 //! <app>/<env>/ssm-output/<id>/         the agent's full output of a deploy, per instance
 //! <app>/<env>/deploys/idempotency/<d>  a deploy request's idempotency key
@@ -91,6 +92,12 @@ pub fn rejected_key(env: &EnvRef, name: &str) -> String {
 /// Beside a rejected upload: why it was refused.
 pub fn rejection_reason_key(rejected: &str) -> String {
     format!("{rejected}.reason.json")
+}
+
+/// `<app>/<env>/released/<name>.json`: the receipt of an upload made
+/// into a release, so asking what became of it is one read.
+pub fn released_key(env: &EnvRef, name: &str) -> String {
+    format!("{}released/{name}.json", env.prefix())
 }
 
 /// `<app>/<env>/deploys/`: one `<id>.json` record per deploy.
@@ -289,6 +296,10 @@ mod tests {
         assert_eq!(
             rejection_reason_key(&rejected_key(&e, "a.tar.gz")),
             "hello/prod/rejected/a.tar.gz.reason.json"
+        );
+        assert_eq!(
+            released_key(&e, "a.tar.gz"),
+            "hello/prod/released/a.tar.gz.json"
         );
         let d = DeployId::parse("d1").unwrap();
         let c = CycleId::parse("c1").unwrap();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
-use slipway_control::store::{StoreError, UploadOutcome};
+use slipway_control::store::{StoreError, UploadOutcome, UploadStatus};
 use slipway_core::archive::{ArchiveFormat, Limits};
 use slipway_core::manifest::Origin;
 use slipway_core::names::{EnvName, EnvRef, ReleaseId};
@@ -261,6 +261,89 @@ async fn hostile_archives_are_moved_to_rejected_with_a_reason_and_never_become_r
     }
     assert!(world.keys("evil/prod/releases/").await.is_empty());
     assert!(world.keys("evil/prod/uploads/").await.is_empty());
+    // Each was numbered and copied while it was read; every number was
+    // given back.
+    let good = created(upload(&world, &e, "good.tar.gz", app_archive("x")).await);
+    assert_eq!(good.id, r(1));
+}
+
+#[tokio::test]
+async fn an_upload_named_for_one_format_and_compressed_with_the_other_is_stored_as_what_it_is() {
+    let world = World::new().await;
+    let e = env("misnamed", "prod");
+    let archive = zstd_compress(&TarBuilder::new().file("Procfile", b"web: x\n").finish());
+
+    let m = created(upload(&world, &e, "really-zstd.tar.gz", archive.clone()).await);
+
+    assert_eq!(m.source.format, ArchiveFormat::Zstd);
+    assert_eq!(
+        m.source.key,
+        format!("misnamed/prod/releases/{}/source.tar.zst", m.id)
+    );
+    assert_eq!(world.get(&m.source.key).await.unwrap(), archive);
+    let left: Vec<String> = world
+        .keys("misnamed/prod/releases/")
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with("source.tar.gz"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn two_deliveries_of_one_upload_at_once_never_lose_it() {
+    let world = World::new().await;
+    for round in 0..5 {
+        let e = env("twice", &format!("e{round}"));
+        let key = format!("twice/e{round}/uploads/once.tar.gz");
+        world.put(&key, app_archive("x")).await;
+
+        let (a, b) = tokio::join!(
+            world.store.release_upload(&e, &key, "s3"),
+            world.store.release_upload(&e, &key, "s3")
+        );
+
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let made = [&a, &b]
+            .iter()
+            .filter(|o| matches!(o, UploadOutcome::Created(_)))
+            .count();
+        assert!(made >= 1, "round {round}: {a:?} / {b:?}");
+        let released = world.store.list_releases(&e, None, 10).await.unwrap();
+        assert_eq!(released.releases.len(), made, "round {round}");
+        assert!(
+            world
+                .keys(&format!("twice/e{round}/uploads/"))
+                .await
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_released_upload_leaves_a_receipt_and_its_status_survives_a_lost_receipt() {
+    let world = World::new().await;
+    let e = env("receipt", "prod");
+    let m = created(upload(&world, &e, "a.tar.gz", app_archive("x")).await);
+
+    let receipt: serde_json::Value = serde_json::from_slice(
+        &world
+            .get("receipt/prod/released/a.tar.gz.json")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(receipt["release"], m.id.to_string());
+    assert_eq!(receipt["upload"], "receipt/prod/uploads/a.tar.gz");
+    let released = UploadStatus::Released { release: m.id };
+    let status = world.store.upload_status(&e, "a.tar.gz").await.unwrap();
+    assert_eq!(status, Some(released.clone()));
+    // A function that stopped before writing it: the recent releases say.
+    world.delete_all("receipt/prod/released/").await;
+    let status = world.store.upload_status(&e, "a.tar.gz").await.unwrap();
+    assert_eq!(status, Some(released));
+    let status = world.store.upload_status(&e, "other.tar.gz").await.unwrap();
+    assert_eq!(status, Some(UploadStatus::Pending));
 }
 
 #[tokio::test]

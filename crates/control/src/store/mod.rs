@@ -71,6 +71,14 @@ pub struct ConfigChange {
     pub release: Option<Manifest>,
 }
 
+/// A release numbered and its source stored, its manifest not yet written.
+struct Started {
+    id: ReleaseId,
+    claim_etag: String,
+    format: ArchiveFormat,
+    source_key: String,
+}
+
 /// Everything about a release except its number and config snapshot.
 struct NewRelease<'a> {
     env: &'a EnvRef,
@@ -465,32 +473,98 @@ impl ReleaseStore {
     /// Numbers a release, stores its source and config snapshot, then its
     /// ready manifest, last.
     async fn create_release(&self, new: NewRelease<'_>) -> Result<Manifest, StoreError> {
-        let env = new.env;
-        let config = self.config(env).await?;
+        let config = self.config(new.env).await?;
+        let started = self
+            .start_release(
+                new.env,
+                new.created_by,
+                &new.origin,
+                new.format,
+                new.copy_from,
+                new.copy_etag,
+            )
+            .await?;
+        self.finish_release(new, &started, &config).await
+    }
+
+    /// Claims the next number for a release and copies its source into
+    /// it (`copy_etag`: only that version of `copy_from`). A failure gives
+    /// the number back.
+    async fn start_release(
+        &self,
+        env: &EnvRef,
+        created_by: &str,
+        origin: &Origin,
+        format: ArchiveFormat,
+        copy_from: &str,
+        copy_etag: Option<&str>,
+    ) -> Result<Started, StoreError> {
         let claim = Claim {
             id: ReleaseId::FIRST,
             claimed_at: Utc::now(),
-            claimed_by: new.created_by.to_owned(),
-            origin: new.origin.clone(),
+            claimed_by: created_by.to_owned(),
+            origin: origin.clone(),
         };
         let (id, claim_etag) = self.claim_number(env, &claim).await?;
-        match self.fill_release(new, id, &claim_etag, &config).await {
+        let started = Started {
+            id,
+            claim_etag,
+            format,
+            source_key: release_key(env, id, &format.source_file_name()),
+        };
+        match self
+            .objects
+            .copy(copy_from, copy_etag, &started.source_key, None)
+            .await
+        {
+            Ok(()) => Ok(started),
+            Err(e) => {
+                self.abandon(env, &started).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Stores a started release's config snapshot, then its ready
+    /// manifest: from then on the release exists. A failure gives the
+    /// number back.
+    async fn finish_release(
+        &self,
+        new: NewRelease<'_>,
+        started: &Started,
+        config: &Config,
+    ) -> Result<Manifest, StoreError> {
+        let env = new.env;
+        match self.fill_release(new, started, config).await {
             Ok(m) => {
-                tracing::info!(env = %env, release = %id, created_by = %m.created_by, "release created");
+                tracing::info!(env = %env, release = %m.id, created_by = %m.created_by, "release created");
                 Ok(m)
             }
             Err(e) => {
-                // Give the number back, so the next release can use it;
-                // only if the claim is still ours (a writer that took it
-                // over keeps what it wrote).
-                let key = release_key(env, id, "release.json");
-                match self.objects.delete_if_match(&key, &claim_etag).await {
-                    Ok(()) | Err(ObjectError::Precondition { .. }) => {}
-                    Err(del) => {
-                        tracing::warn!(env = %env, release = %id, error = %del, "could not release a failed claim")
-                    }
-                }
+                self.abandon(env, started).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// Gives a started release's number back, so the next release can use
+    /// it: its copied source, then its claim, only if the claim is still
+    /// ours (a claim lives far longer than a function may run, so no other
+    /// writer can have taken it over and copied a source of its own).
+    async fn abandon(&self, env: &EnvRef, started: &Started) {
+        let id = started.id;
+        if let Err(e) = self.objects.delete(&started.source_key).await {
+            tracing::warn!(env = %env, release = %id, error = %e, "could not remove a failed release's source");
+        }
+        let key = release_key(env, id, "release.json");
+        match self
+            .objects
+            .delete_if_match(&key, &started.claim_etag)
+            .await
+        {
+            Ok(()) | Err(ObjectError::Precondition { .. }) => {}
+            Err(del) => {
+                tracing::warn!(env = %env, release = %id, error = %del, "could not release a failed claim")
             }
         }
     }
@@ -498,15 +572,11 @@ impl ReleaseStore {
     async fn fill_release(
         &self,
         new: NewRelease<'_>,
-        id: ReleaseId,
-        claim_etag: &str,
+        started: &Started,
         config: &Config,
     ) -> Result<Manifest, StoreError> {
         let env = new.env;
-        let source_key = release_key(env, id, &new.format.source_file_name());
-        self.objects
-            .copy(new.copy_from, new.copy_etag, &source_key, None)
-            .await?;
+        let id = started.id;
         let env_key = release_key(env, id, "env");
         self.objects
             .put(
@@ -521,8 +591,8 @@ impl ReleaseStore {
             app: env.app.clone(),
             env: env.env.clone(),
             source: Source {
-                key: source_key,
-                format: new.format,
+                key: started.source_key.clone(),
+                format: started.format,
                 sha256: new.sha256,
                 size: new.size,
             },
@@ -539,7 +609,12 @@ impl ReleaseStore {
         let key = release_key(env, id, "release.json");
         match self
             .objects
-            .put(&key, body, "application/json", Write::IfMatch(claim_etag))
+            .put(
+                &key,
+                body,
+                "application/json",
+                Write::IfMatch(&started.claim_etag),
+            )
             .await
         {
             Ok(_) => Ok(manifest),

@@ -3,9 +3,13 @@
 //!
 //! S3 delivers events at least once, so the same upload may arrive twice,
 //! even at once. The upload's key and ETag are recorded in the release's
-//! manifest (already in its pending claim), and a second delivery that finds
-//! them returns the existing release instead of making another. A processed
-//! upload is deleted; a delivery for an upload that is gone is a no-op.
+//! manifest (already in its pending claim), and a delivery that finds them
+//! under a lower number returns that release instead of making another.
+//! A delivery numbers its release and copies the archive in while it reads
+//! it, and gives the number back when the archive is refused. A processed
+//! upload is deleted, and a receipt `released/<name>.json` names its release
+//! for whoever asks what became of it; a delivery for an upload that is
+//! gone is a no-op.
 
 use std::time::Duration;
 
@@ -64,6 +68,23 @@ pub enum UploadStatus {
     Pending,
     Released { release: ReleaseId },
     Rejected { reason: String },
+}
+
+/// What reading an upload found.
+enum Inspected {
+    Archive(archive::Inspection),
+    /// Deleted or replaced since its event.
+    Gone,
+    /// Not an archive the policy accepts.
+    Refused(ArchiveError),
+}
+
+/// `released/<name>.json`: which release an upload became.
+#[derive(Debug, Serialize, Deserialize)]
+struct Receipt {
+    upload: String,
+    etag: String,
+    release: ReleaseId,
 }
 
 /// Splits `<app>/<env>/uploads/<name>` into the environment and name.
@@ -147,32 +168,12 @@ impl ReleaseStore {
         let Some(head) = self.objects.head(key).await? else {
             return Ok(UploadOutcome::Gone);
         };
-        if let Some(id) = self.find_upload(env, key, &head.etag).await? {
-            self.objects.delete(key).await?;
-            return Ok(UploadOutcome::Duplicate(id));
-        }
         if head.size > self.limits.max_archive_bytes {
             let err = ArchiveError::ArchiveTooLarge {
                 limit: self.limits.max_archive_bytes,
             };
             return self.reject(env, key, &head.etag, &err).await;
         }
-        let stream = match self.objects.open(key, Some(&head.etag)).await {
-            Ok(Some(stream)) => stream,
-            Ok(None) | Err(ObjectError::Precondition { .. }) => return Ok(UploadOutcome::Gone),
-            Err(e) => return Err(e.into()),
-        };
-        let reader = SyncIoBridge::new(stream.into_async_read());
-        let limits = self.limits;
-        let inspection = tokio::task::spawn_blocking(move || archive::inspect(reader, &limits))
-            .await
-            .map_err(|e| StoreError::Read(e.to_string()))?;
-        let inspection = match inspection {
-            Ok(i) => i,
-            // The network failed, not the archive: let S3 deliver it again.
-            Err(ArchiveError::Read(detail)) => return Err(StoreError::Read(detail)),
-            Err(err) => return self.reject(env, key, &head.etag, &err).await,
-        };
         let meta = |k: &str| {
             head.metadata
                 .get(k)
@@ -180,6 +181,64 @@ impl ReleaseStore {
                 .filter(|v| !v.is_empty())
         };
         let created_by = meta(META_USER).unwrap_or_else(|| uploader.to_owned());
+        let origin = Origin::Upload {
+            key: key.to_owned(),
+            etag: head.etag.clone(),
+        };
+        // Three things at once: the archive is read through its checks, the
+        // recent releases are searched for an earlier delivery of it, and
+        // the release is started (numbered, this version copied in under
+        // the format its name says). A duplicate or a refused archive is
+        // rare, and the number and copy it wasted are given back; every
+        // other upload is released without waiting for the search and the
+        // copy after the read.
+        let named = [ArchiveFormat::Gzip, ArchiveFormat::Zstd]
+            .into_iter()
+            .find(|f| key.ends_with(&format!(".{}", f.extension())));
+        let starting = async {
+            let Some(format) = named else {
+                return Ok(None);
+            };
+            let config = self.config(env).await?;
+            let started = self
+                .start_release(env, &created_by, &origin, format, key, Some(&head.etag))
+                .await?;
+            Ok::<_, StoreError>(Some((config, started)))
+        };
+        let (earlier, inspection, started) = tokio::join!(
+            self.find_upload(env, key, &head.etag),
+            self.inspect(key, &head.etag),
+            starting
+        );
+        // The search may have seen this delivery's own claim; a delivery
+        // defers only to a lower number, so of two at once the later gives
+        // way and the earlier carries on.
+        let ours = match &started {
+            Ok(Some((_, started))) => Some(started.id),
+            _ => None,
+        };
+        let earlier = earlier.map(|ids| {
+            ids.into_iter()
+                .find(|id| ours.is_none_or(|ours| *id < ours))
+        });
+        // Anything but "no earlier delivery, a sound archive" gives the
+        // started release back.
+        if !matches!(
+            (&earlier, &inspection),
+            (Ok(None), Ok(Inspected::Archive(_)))
+        ) && let Ok(Some((_, started))) = &started
+        {
+            self.abandon(env, started).await;
+        }
+        if let Some(id) = earlier? {
+            self.objects.delete(key).await?;
+            return Ok(UploadOutcome::Duplicate(id));
+        }
+        let inspection = match inspection? {
+            Inspected::Archive(i) => i,
+            Inspected::Gone => return Ok(UploadOutcome::Gone),
+            Inspected::Refused(err) => return self.reject(env, key, &head.etag, &err).await,
+        };
         let new = NewRelease {
             env,
             copy_from: key,
@@ -191,29 +250,85 @@ impl ReleaseStore {
             git_ref: meta(META_GIT_REF),
             description: meta(META_DESCRIPTION),
             created_by: &created_by,
-            origin: Origin::Upload {
-                key: key.to_owned(),
-                etag: head.etag.clone(),
-            },
+            origin: origin.clone(),
         };
-        let manifest = self.create_release(new).await?;
-        self.objects.delete(key).await?;
+        let started = match started {
+            Ok(started) => started,
+            // The copy fails once another delivery has released the upload
+            // and deleted it; anything else is for S3 to deliver again.
+            Err(e) => {
+                return match self.objects.head(key).await? {
+                    Some(now) if now.etag == head.etag => Err(e),
+                    _ => Ok(UploadOutcome::Gone),
+                };
+            }
+        };
+        let manifest = match started {
+            Some((config, started)) if started.format == inspection.format => {
+                self.finish_release(new, &started, &config).await?
+            }
+            // Named for one format, compressed with the other: the copy
+            // has the wrong name, so start again under the right one.
+            Some((_, started)) => {
+                self.abandon(env, &started).await;
+                self.create_release(new).await?
+            }
+            None => self.create_release(new).await?,
+        };
+        let receipt = serde_json::to_vec(&Receipt {
+            upload: key.to_owned(),
+            etag: head.etag.clone(),
+            release: manifest.id,
+        })
+        .map_err(|e| super::corrupt("upload receipt", e))?;
+        let name = key
+            .strip_prefix(&slipway_core::keys::uploads_prefix(env))
+            .unwrap_or(key);
+        let receipt_key = slipway_core::keys::released_key(env, name);
+        tokio::try_join!(
+            self.objects
+                .put(&receipt_key, receipt, "application/json", Write::Always,),
+            self.objects.delete(key),
+        )?;
         Ok(UploadOutcome::Created(manifest))
     }
 
-    /// A release (ready or still being made) of this exact upload version.
+    /// Reads the upload at `key` (this version only) through the archive
+    /// checks.
+    async fn inspect(&self, key: &str, etag: &str) -> Result<Inspected, StoreError> {
+        let stream = match self.objects.open(key, Some(etag)).await {
+            Ok(Some(stream)) => stream,
+            Ok(None) | Err(ObjectError::Precondition { .. }) => return Ok(Inspected::Gone),
+            Err(e) => return Err(e.into()),
+        };
+        let reader = SyncIoBridge::new(stream.into_async_read());
+        let limits = self.limits;
+        let inspection = tokio::task::spawn_blocking(move || archive::inspect(reader, &limits))
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        match inspection {
+            Ok(i) => Ok(Inspected::Archive(i)),
+            // The network failed, not the archive: let S3 deliver it again.
+            Err(ArchiveError::Read(detail)) => Err(StoreError::Read(detail)),
+            Err(err) => Ok(Inspected::Refused(err)),
+        }
+    }
+
+    /// The releases (ready or still being made) of this exact upload
+    /// version among the newest, newest first.
     async fn find_upload(
         &self,
         env: &EnvRef,
         key: &str,
         etag: &str,
-    ) -> Result<Option<ReleaseId>, StoreError> {
+    ) -> Result<Vec<ReleaseId>, StoreError> {
         let ids = self.release_ids(env, None, DUPLICATE_WINDOW).await?;
         let files: Vec<_> = stream::iter(ids)
             .map(|id| async move { self.release_file(env, id).await.map(|f| (id, f)) })
             .buffered(8)
             .collect()
             .await;
+        let mut found = Vec::new();
         for file in files {
             let (id, file) = file?;
             if let Some((file, _)) = file
@@ -221,10 +336,10 @@ impl ReleaseStore {
                 && k == key
                 && e == etag
             {
-                return Ok(Some(id));
+                found.push(id);
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// What became of the upload `<app>/<env>/uploads/<name>`: rejected
@@ -246,13 +361,31 @@ impl ReleaseStore {
         }
         let reason_key =
             slipway_core::keys::rejection_reason_key(&slipway_core::keys::rejected_key(env, name));
-        if let Some(object) = self.objects.get(&reason_key).await? {
+        let released_key = slipway_core::keys::released_key(env, name);
+        let (reason, receipt, upload) = tokio::try_join!(
+            self.objects.get(&reason_key),
+            self.objects.get(&released_key),
+            self.objects.head(&key),
+        )?;
+        if let Some(object) = reason {
             let reason = serde_json::from_slice::<serde_json::Value>(&object.body)
                 .ok()
                 .and_then(|v| v.get("reason")?.as_str().map(str::to_owned))
                 .unwrap_or_else(|| "rejected".into());
             return Ok(Some(UploadStatus::Rejected { reason }));
         }
+        if let Some(receipt) = receipt.and_then(|o| serde_json::from_slice::<Receipt>(&o.body).ok())
+        {
+            return Ok(Some(UploadStatus::Released {
+                release: receipt.release,
+            }));
+        }
+        if upload.is_some() {
+            return Ok(Some(UploadStatus::Pending));
+        }
+        // Gone without a receipt: a release whose receipt was never written
+        // (its function stopped between the two) is found among the recent
+        // ones.
         let recent = self.list_releases(env, None, 20).await?;
         let made = recent.releases.iter().find(
             |m| matches!(&m.origin, slipway_core::manifest::Origin::Upload { key: k, .. } if *k == key),
