@@ -21,9 +21,7 @@ deploy:
 # Every function for Lambda (arm64), zipped, with their sizes; installs
 # cargo-lambda and Zig from PyPI the first time.
 lambdas:
-	scripts/install-cargo-lambda
-	PATH="$(CURDIR)/.venv-lambda/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip \
-	  -p release -p deploy -p cycle -p formation -p chat
+	scripts/build-lambdas
 	ls -l $${CARGO_TARGET_DIR:-target}/lambda/*/bootstrap.zip
 
 # The agent for instances, to the bucket user data installs it from; prints
