@@ -300,9 +300,11 @@ impl<F: ControlFleet> ControlPlane<F> {
     /// The finished service of `functions`: one in a Lambda function,
     /// every one of them on the local platform.
     pub fn router(&self, functions: &[Function]) -> Router {
-        let (mut authenticated, mut open) = (Router::new(), Router::new());
-        for function in functions {
-            let (a, o) = self.routes(*function);
+        // Merging copies every route of the router merged in, so a single
+        // function's routes (a Lambda function's) are taken as they are.
+        let mut each = functions.iter().map(|f| self.routes(*f));
+        let (mut authenticated, mut open) = each.next().unwrap_or_default();
+        for (a, o) in each {
             authenticated = authenticated.merge(a);
             open = open.merge(o);
         }
@@ -326,10 +328,9 @@ pub fn serve(authenticated: Router, open: Router, users: Option<UserSource>) -> 
             )),
         None => Router::new().fallback(not_found),
     };
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(open)
-        .merge(rest)
+    // The few open routes are merged into the many others, not the other
+    // way round: a merge copies the routes merged in.
+    rest.merge(Router::new().route("/healthz", get(healthz)).merge(open))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty)

@@ -7,7 +7,10 @@
 use lambda_runtime::{Error, service_fn};
 use slipway_http::control_plane::{ControlPlane, Function};
 
-#[tokio::main]
+// A sandbox serves one event at a time: one thread drives it, and no
+// idle workers are started at every cold start (blocking work still
+// gets its own threads).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     slipway_http::telemetry::init();
     let aws = slipway_control::aws::load_config().await;
