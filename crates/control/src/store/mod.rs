@@ -535,7 +535,54 @@ impl ReleaseStore {
         config: &Config,
     ) -> Result<Manifest, StoreError> {
         let env = new.env;
-        match self.fill_release(new, started, config).await {
+        let written = async {
+            let id = started.id;
+            let env_key = release_key(env, id, "env");
+            self.objects
+                .put(
+                    &env_key,
+                    config.render(),
+                    "text/plain; charset=utf-8",
+                    Write::Always,
+                )
+                .await?;
+            let manifest = Manifest {
+                id,
+                app: env.app.clone(),
+                env: env.env.clone(),
+                source: Source {
+                    key: started.source_key.clone(),
+                    format: started.format,
+                    sha256: new.sha256,
+                    size: new.size,
+                },
+                config_sha256: config.sha256(),
+                procfile: new.procfile,
+                git_ref: new.git_ref,
+                description: new.description,
+                created_at: Utc::now(),
+                created_by: new.created_by.to_owned(),
+                origin: new.origin,
+            };
+            let body = serde_json::to_vec_pretty(&ReleaseFile::Ready(manifest.clone()))
+                .map_err(|e| corrupt("manifest", e))?;
+            let key = release_key(env, id, "release.json");
+            match self
+                .objects
+                .put(
+                    &key,
+                    body,
+                    "application/json",
+                    Write::IfMatch(&started.claim_etag),
+                )
+                .await
+            {
+                Ok(_) => Ok(manifest),
+                Err(ObjectError::Precondition { .. }) => Err(StoreError::ClaimLost(id)),
+                Err(e) => Err(e.into()),
+            }
+        };
+        match written.await {
             Ok(m) => {
                 tracing::info!(env = %env, release = %m.id, created_by = %m.created_by, "release created");
                 Ok(m)
@@ -566,60 +613,6 @@ impl ReleaseStore {
             Err(del) => {
                 tracing::warn!(env = %env, release = %id, error = %del, "could not release a failed claim")
             }
-        }
-    }
-
-    async fn fill_release(
-        &self,
-        new: NewRelease<'_>,
-        started: &Started,
-        config: &Config,
-    ) -> Result<Manifest, StoreError> {
-        let env = new.env;
-        let id = started.id;
-        let env_key = release_key(env, id, "env");
-        self.objects
-            .put(
-                &env_key,
-                config.render(),
-                "text/plain; charset=utf-8",
-                Write::Always,
-            )
-            .await?;
-        let manifest = Manifest {
-            id,
-            app: env.app.clone(),
-            env: env.env.clone(),
-            source: Source {
-                key: started.source_key.clone(),
-                format: started.format,
-                sha256: new.sha256,
-                size: new.size,
-            },
-            config_sha256: config.sha256(),
-            procfile: new.procfile,
-            git_ref: new.git_ref,
-            description: new.description,
-            created_at: Utc::now(),
-            created_by: new.created_by.to_owned(),
-            origin: new.origin,
-        };
-        let body = serde_json::to_vec_pretty(&ReleaseFile::Ready(manifest.clone()))
-            .map_err(|e| corrupt("manifest", e))?;
-        let key = release_key(env, id, "release.json");
-        match self
-            .objects
-            .put(
-                &key,
-                body,
-                "application/json",
-                Write::IfMatch(&started.claim_etag),
-            )
-            .await
-        {
-            Ok(_) => Ok(manifest),
-            Err(ObjectError::Precondition { .. }) => Err(StoreError::ClaimLost(id)),
-            Err(e) => Err(e.into()),
         }
     }
 }
