@@ -14,6 +14,8 @@ its backends in process, before the server starts:
   honoured (see autoscaling.py).
 - s3: a conditional write's check and write are one step, as in S3 (see
   s3.py).
+- listing: ListObjectsV2 costs its page, as in S3, not the whole bucket
+  (see listing.py).
 - faults: on request at run time (POST /_slipway/faults), a fraction of S3
   requests is answered 503 SlowDown without running, for testing retries
   (see faults.py).
@@ -27,10 +29,10 @@ pinned moto, so an upgrade that moves one fails loudly at start instead of
 silently running the stub.
 """
 
-from . import autoscaling, calls, elbv2, faults, s3, ssm
+from . import autoscaling, calls, elbv2, faults, listing, s3, ssm
 
 # calls last: it records every request as answered, faulted ones included.
-MODULES = [s3, ssm, elbv2, autoscaling, faults, calls]
+MODULES = [s3, listing, ssm, elbv2, autoscaling, faults, calls]
 
 
 def install() -> None:
