@@ -240,7 +240,7 @@ async fn wait_for_release(ctx: &Ctx, name: &str) -> anyhow::Result<String> {
             ),
             _ => {
                 // Most uploads are released within a second: ask every
-                // 50 ms (two small reads each) for the first 3 s, then
+                // 50 ms (three small reads each) for the first 3 s, then
                 // less often.
                 tokio::time::sleep(poll).await;
                 if started.elapsed() > Duration::from_secs(3) {

@@ -46,6 +46,14 @@ impl ArchiveFormat {
         }
     }
 
+    /// The format a file's name says it has (`….tar.gz`, `….tar.zst`);
+    /// its magic bytes may still say otherwise.
+    pub fn named(name: &str) -> Option<Self> {
+        [Self::Gzip, Self::Zstd]
+            .into_iter()
+            .find(|f| name.ends_with(&format!(".{}", f.extension())))
+    }
+
     pub fn source_file_name(self) -> String {
         format!("source.{}", self.extension())
     }

@@ -87,6 +87,12 @@ struct Receipt {
     release: ReleaseId,
 }
 
+/// `<name>` of `env`'s upload key `<app>/<env>/uploads/<name>`.
+fn upload_name<'k>(env: &EnvRef, key: &'k str) -> &'k str {
+    key.strip_prefix(&slipway_core::keys::uploads_prefix(env))
+        .unwrap_or(key)
+}
+
 /// Splits `<app>/<env>/uploads/<name>` into the environment and name.
 pub fn parse_upload_key(key: &str) -> Option<(EnvRef, &str)> {
     let mut parts = key.splitn(4, '/');
@@ -192,9 +198,7 @@ impl ReleaseStore {
         // rare, and the number and copy it wasted are given back; every
         // other upload is released without waiting for the search and the
         // copy after the read.
-        let named = [ArchiveFormat::Gzip, ArchiveFormat::Zstd]
-            .into_iter()
-            .find(|f| key.ends_with(&format!(".{}", f.extension())));
+        let named = ArchiveFormat::named(key);
         let starting = async {
             let Some(format) = named else {
                 return Ok(None);
@@ -281,13 +285,11 @@ impl ReleaseStore {
             release: manifest.id,
         })
         .map_err(|e| super::corrupt("upload receipt", e))?;
-        let name = key
-            .strip_prefix(&slipway_core::keys::uploads_prefix(env))
-            .unwrap_or(key);
+        let name = upload_name(env, key);
         let receipt_key = slipway_core::keys::released_key(env, name);
         tokio::try_join!(
             self.objects
-                .put(&receipt_key, receipt, "application/json", Write::Always,),
+                .put(&receipt_key, receipt, "application/json", Write::Always),
             self.objects.delete(key),
         )?;
         Ok(UploadOutcome::Created(manifest))
@@ -404,9 +406,7 @@ impl ReleaseStore {
         etag: &str,
         err: &ArchiveError,
     ) -> Result<UploadOutcome, StoreError> {
-        let name = key
-            .strip_prefix(&slipway_core::keys::uploads_prefix(env))
-            .unwrap_or(key);
+        let name = upload_name(env, key);
         let moved_to = slipway_core::keys::rejected_key(env, name);
         let reason = err.to_string();
         match self
