@@ -128,11 +128,59 @@ impl LocalFleet {
     }
 }
 
-/// A free loopback port (bound and released: good enough locally).
+/// Ports handed to local instances by this process and not yet retired.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// The kernel's range for ephemeral ports (Linux's default when unreadable).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// Ports an instance's app may be given: outside the ephemeral range, so no
+/// outbound connection (to the emulator, the load balancer's health checks)
+/// takes one between boot and the app's bind, which is seconds to minutes
+/// later, with every deploy binding it again. Binding port 0 picked from
+/// exactly that range, and a busy test run lost an app to EADDRINUSE.
+fn instance_ports((low, high): (u16, u16)) -> std::ops::RangeInclusive<u16> {
+    if low > 12_000 {
+        10_000..=low - 1
+    } else {
+        high.saturating_add(1).max(10_000)..=u16::MAX
+    }
+}
+
+/// A loopback port no one listens on, outside the ephemeral range, not
+/// handed to another instance of this process; starts at a random place so
+/// two platforms on one machine seldom probe the same ports.
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let ports = instance_ports(ephemeral_range());
+    let (start, len) = (*ports.start() as u32, ports.len() as u32);
+    let offset = (uuid::Uuid::new_v4().as_u128() % len as u128) as u32;
+    let mut handed = HANDED_OUT.lock().map_err(|_| std::io::ErrorKind::Other)?;
+    for i in 0..len {
+        let port = (start + (offset + i) % len) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(std::io::ErrorKind::AddrInUse.into())
+}
+
+/// Gives a retired instance's port back.
+fn release_port(port: u16) {
+    if let Ok(mut handed) = HANDED_OUT.lock() {
+        handed.remove(&port);
+    }
 }
 
 /// Keeps the local instances in step with the emulated groups.
@@ -255,6 +303,7 @@ impl Reconciler {
             tracing::warn!(instance = %id, "the agent could not stop its processes");
         }
         let _ = std::fs::remove_dir_all(&instance.dir);
+        release_port(instance.port);
     }
 
     /// Follows the groups every `every` until the task is aborted.
@@ -276,5 +325,29 @@ impl Reconciler {
             .map(|mut m| std::mem::take(&mut *m).into_iter().collect())
             .unwrap_or_default();
         futures::future::join_all(all.iter().map(|(id, i)| self.retire(id, i))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ports_lie_outside_the_ephemeral_range_on_either_side() {
+        let below = instance_ports((32768, 60999));
+        assert_eq!((*below.start(), *below.end()), (10_000, 32767));
+        let above = instance_ports((1024, 40000));
+        assert_eq!((*above.start(), *above.end()), (40001, u16::MAX));
+    }
+
+    #[test]
+    fn a_port_is_not_handed_to_two_instances_until_it_is_released() {
+        let ports: BTreeSet<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        assert_eq!(ports.len(), 50);
+        let range = instance_ports(ephemeral_range());
+        assert!(ports.iter().all(|p| range.contains(p)));
+        for p in ports {
+            release_port(p);
+        }
     }
 }
