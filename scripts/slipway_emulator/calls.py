@@ -7,10 +7,11 @@ never refused, for a checker to hold against the caller's policy: with
 SLIPWAY_EMULATOR_CALLS naming a file, one JSON line per request,
 
     {"key": "AKID" | null, "service": "s3", "operation": "CopyObject",
-     "status": 200, "checks": [{"action": "s3:PutObject",
+     "status": 200, "ms": 1.2, "checks": [{"action": "s3:PutObject",
      "resource": "arn:aws:s3:::b/k", "context": {"s3:prefix": ["p/"]}}]}
 
-key is the caller's access key id (SigV4 header or presigned URL), service
+ms is how long the emulator took to answer, for a benchmark to say where
+time goes. key is the caller's access key id (SigV4 header or presigned URL), service
 the IAM service prefix, operation the API operation's name, status moto's
 HTTP status, checks every (action, resource) AWS authorizes, with the
 condition keys the emulator can know, each a list of strings. Resource
@@ -27,6 +28,7 @@ import json
 import os
 import re
 import threading
+import time
 from urllib.parse import parse_qsl, unquote, urlparse
 
 from flask import current_app
@@ -530,14 +532,15 @@ def _resolved(resource):
     return str(resource or "*")
 
 
-def _finish(record, status):
+def _finish(record, status, began):
     try:
-        record = {"key": None, "operation": "?", **record, "status": status}
+        ms = round((time.perf_counter() - began) * 1000, 2)
+        record = {"key": None, "operation": "?", **record, "status": status, "ms": ms}
         record["service"] = record.get("service") or ""
         for c in record.get("checks", []):
             c["resource"] = _resolved(c["resource"])
             c["context"] = {k: [str(v) for v in vs] for k, vs in c["context"].items()}
-        record = {n: record[n] for n in ("key", "service", "operation", "status")} | record
+        record = {n: record[n] for n in ("key", "service", "operation", "status", "ms")} | record
         line = json.dumps(record)
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
@@ -552,6 +555,7 @@ def _finish(record, status):
 
 def _recording(original):
     def __call__(self, *args, **kwargs):
+        began = time.perf_counter()
         record = _begin()
         status = 500
         try:
@@ -563,7 +567,7 @@ def _recording(original):
             raise
         finally:
             if record is not None:
-                _finish(record, status)
+                _finish(record, status, began)
 
     return __call__
 

@@ -48,6 +48,32 @@ fn s3_requests(calls: &Path, from: u64, env: &EnvRef, all: bool) -> (usize, u64)
     (count, text.len() as u64)
 }
 
+/// Where the emulator's time went between two offsets of the record: each
+/// operation (of any service, the platform's background work included)
+/// with its count and total milliseconds, the costliest first.
+fn emulator_time(calls: &Path, from: u64, to: u64) -> Vec<(String, usize, f64)> {
+    let text = std::fs::read(calls).unwrap();
+    let window = String::from_utf8_lossy(&text[from as usize..to as usize]).into_owned();
+    let mut by: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for v in window
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let e = by
+            .entry(format!(
+                "{} {}",
+                v["service"].as_str().unwrap_or("?"),
+                v["operation"].as_str().unwrap_or("?")
+            ))
+            .or_default();
+        e.0 += 1;
+        e.1 += v["ms"].as_f64().unwrap_or(0.0);
+    }
+    let mut out: Vec<_> = by.into_iter().map(|(k, (n, ms))| (k, n, ms)).collect();
+    out.sort_by(|a, b| b.2.total_cmp(&a.2));
+    out
+}
+
 struct Read {
     name: &'static str,
     path: String,
@@ -58,6 +84,8 @@ struct Read {
 struct Cost {
     requests: Vec<usize>,
     median: Duration,
+    /// The emulator's time during the median request's window.
+    emulator: Vec<(String, usize, f64)>,
 }
 
 async fn measure(
@@ -90,15 +118,19 @@ async fn measure(
         let (_, start) = s3_requests(calls, 0, env, read.all);
         let began = Instant::now();
         get().await;
-        times.push(began.elapsed());
+        let took = began.elapsed();
+        let (_, end) = s3_requests(calls, 0, env, read.all);
+        times.push((took, start, end));
         // The record is written as each call is answered.
         tokio::time::sleep(Duration::from_millis(300)).await;
         requests.push(s3_requests(calls, start, env, read.all).0);
     }
     times.sort();
+    let (median, start, end) = times[RUNS / 2];
     Cost {
         requests,
-        median: times[RUNS / 2],
+        median,
+        emulator: emulator_time(calls, start, end),
     }
 }
 
@@ -269,6 +301,13 @@ async fn bench_store() {
                 cost.requests,
                 cost.median.as_secs_f64() * 1000.0
             );
+            let top: Vec<String> = cost
+                .emulator
+                .iter()
+                .take(4)
+                .map(|(op, n, ms)| format!("{op} {n}× {ms:.1} ms"))
+                .collect();
+            println!("    emulator: {}", top.join(", "));
             costs.push(cost);
         }
         sizes.push(costs);
