@@ -33,32 +33,39 @@ const LARGE: (u64, usize) = (1_000, 10_000);
 const RUNS: usize = 5;
 const LATENCY_GOAL: f64 = 1.5;
 
-/// The S3 requests recorded since `from` (a byte offset in the record),
-/// and the new offset; only those about `env` unless `all`.
-fn s3_requests(calls: &Path, from: u64, env: &EnvRef, all: bool) -> (usize, u64) {
+/// Where the record ends now: the offset the next call's line starts at.
+fn offset(calls: &Path) -> u64 {
+    std::fs::metadata(calls).unwrap().len()
+}
+
+/// The call records between two byte offsets of the record (to its end
+/// when `to` is None).
+fn records(calls: &Path, from: u64, to: Option<u64>) -> Vec<serde_json::Value> {
     let text = std::fs::read(calls).unwrap();
-    let new = String::from_utf8_lossy(&text[from as usize..]).into_owned();
-    let needle = env.prefix();
-    let count = new
+    let to = to.map_or(text.len(), |t| t as usize);
+    String::from_utf8_lossy(&text[from as usize..to])
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The S3 requests recorded since `from`; only those about `env` unless
+/// `all`.
+fn s3_requests(calls: &Path, from: u64, env: &EnvRef, all: bool) -> usize {
+    let needle = env.prefix();
+    records(calls, from, None)
+        .iter()
         .filter(|v| v["service"] == "s3")
         .filter(|v| all || v.to_string().contains(&needle))
-        .count();
-    (count, text.len() as u64)
+        .count()
 }
 
 /// Where the emulator's time went between two offsets of the record: each
 /// operation (of any service, the platform's background work included)
 /// with its count and total milliseconds, the costliest first.
 fn emulator_time(calls: &Path, from: u64, to: u64) -> Vec<(String, usize, f64)> {
-    let text = std::fs::read(calls).unwrap();
-    let window = String::from_utf8_lossy(&text[from as usize..to as usize]).into_owned();
     let mut by: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
-    for v in window
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    {
+    for v in records(calls, from, Some(to)) {
         let e = by
             .entry(format!(
                 "{} {}",
@@ -115,15 +122,15 @@ async fn measure(
     let mut requests = Vec::new();
     for _ in 0..RUNS {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (_, start) = s3_requests(calls, 0, env, read.all);
+        let start = offset(calls);
         let began = Instant::now();
         get().await;
         let took = began.elapsed();
-        let (_, end) = s3_requests(calls, 0, env, read.all);
+        let end = offset(calls);
         times.push((took, start, end));
         // The record is written as each call is answered.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        requests.push(s3_requests(calls, start, env, read.all).0);
+        requests.push(s3_requests(calls, start, env, read.all));
     }
     times.sort();
     let (median, start, end) = times[RUNS / 2];
