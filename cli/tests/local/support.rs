@@ -297,7 +297,67 @@ pub fn ship(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("ship runs")
+    output_within(cmd, SHIP_DEADLINE)
+}
+
+/// How long one `ship` may run before a test calls it hung: the longest
+/// deploy the tests make takes a few minutes on a loaded two-core machine.
+/// A hang then fails its test with what `ship` printed, instead of holding
+/// the whole run until CI gives up on it.
+pub const SHIP_DEADLINE: Duration = Duration::from_secs(600);
+
+/// `cmd`'s output, or a panic with its output so far once it has run past
+/// `deadline` (it and its process group are killed).
+pub fn output_within(mut cmd: Command, deadline: Duration) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+
+    let shown = format!("{cmd:?}");
+    // Its own process group, so what it started goes with it (and the
+    // pipes close).
+    let mut child = std::os::unix::process::CommandExt::process_group(&mut cmd, 0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the command") {
+            break Some(status);
+        }
+        if started.elapsed() > deadline {
+            let group = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let Some(status) = status else {
+        panic!(
+            "{shown} ran past {deadline:?} and was killed\n--- its stdout:\n{}\n--- its stderr:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 /// A git checkout at `dir` of the example app with `procfile`, and
@@ -345,4 +405,24 @@ pub fn nix_kill(pid: u32, signal: &str) {
 pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
+}
+
+#[test]
+#[should_panic(expected = "ran past 200ms and was killed")]
+fn a_command_past_its_deadline_is_killed_and_fails_its_test_with_its_output() {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "echo started; sleep 30"]);
+    output_within(cmd, Duration::from_millis(200));
+}
+
+#[test]
+fn a_command_within_its_deadline_gives_its_status_and_output() {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
+    let out = output_within(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        (&out.stdout[..], &out.stderr[..]),
+        (&b"out\n"[..], &b"err\n"[..])
+    );
 }

@@ -183,6 +183,9 @@ fn release_port(port: u16) {
     }
 }
 
+/// How long a retired instance's agent has to stop its processes.
+const STOP_LIMIT: Duration = Duration::from_secs(60);
+
 /// Keeps the local instances in step with the emulated groups.
 pub struct Reconciler {
     pub fleet: LocalFleet,
@@ -291,15 +294,18 @@ impl Reconciler {
         if let Err(e) = self.hosts.unregister(id) {
             tracing::warn!(instance = %id, error = %e, "could not unregister from the emulator");
         }
-        let stopped = self
+        let stopping = self
             .agent
             .command(id, instance)
             .arg("stop")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-            .await;
-        if !stopped.is_ok_and(|s| s.success()) {
+            .kill_on_drop(true)
+            .status();
+        // Bounded, so a stuck agent cannot hold `ship dev`'s exit or a test's
+        // end: its processes' grace is seconds, not this.
+        let stopped = tokio::time::timeout(STOP_LIMIT, stopping).await;
+        if !stopped.is_ok_and(|s| s.is_ok_and(|s| s.success())) {
             tracing::warn!(instance = %id, "the agent could not stop its processes");
         }
         let _ = std::fs::remove_dir_all(&instance.dir);
