@@ -19,19 +19,31 @@ A target group made by a stack gets the stack's TargetGroupAttributes
 the default 300 s).
 
 Each load balancer is also a reverse proxy on 127.0.0.1, whose address
-becomes its DNSName: it forwards each request to the next healthy target
+becomes its DNSName; it is the load balancer's HTTP listener (the lowest
+port, if it has several). A request meets the listener's rules in priority
+order, as an ALB's: the first whose conditions all match (source-ip,
+path-pattern, host-header, http-request-method, http-header, query-string,
+with ALB's `*` and `?` wildcards) decides, else the default actions. Its
+final action answers: fixed-response with its status, type and body;
+redirect to its Location with ALB's #{protocol}, #{host}, #{port},
+#{path} and #{query}; forward to the next healthy target of its groups
 (round robin), never to a draining one (whose open requests finish), to
-every registered one when none is healthy (an ALB fails open), and answers
+every registered one when none is healthy (an ALB fails open), answering
 503 when none is registered, 502 when the target refuses, 504 when it does
-not answer in time.
+not answer in time. An action it cannot perform (authenticate-*) answers
+501, saying so.
 """
 
 import http.client
 import http.server
+import ipaddress
 import itertools
+import re
 import socket
 import threading
 import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
 
 from moto.elbv2 import models
 
@@ -264,16 +276,143 @@ HOP_BY_HOP = {
 }
 
 
-def forwarded_groups(backend, lb) -> list:
+@dataclass
+class Request:
+    """What a listener rule's conditions look at."""
+
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    host: str
+    headers: dict[str, list[str]]  # lower-cased names
+    source: str
+
+    @classmethod
+    def of(cls, handler) -> "Request":
+        url = urlsplit(handler.path)
+        headers: dict[str, list[str]] = {}
+        for name, value in handler.headers.items():
+            headers.setdefault(name.lower(), []).append(value)
+        host = (headers.get("host") or [""])[0]
+        if not host.endswith("]"):  # the port goes; an IPv6 address's colons stay
+            host = host.rsplit(":", 1)[0]
+        return cls(
+            method=handler.command,
+            path=url.path or "/",
+            query=parse_qsl(url.query, keep_blank_values=True),
+            host=host,
+            headers=headers,
+            source=handler.client_address[0],
+        )
+
+
+def wildcard(pattern: str, value: str, case: bool = True) -> bool:
+    """ALB's match: `*` any characters, `?` one, everything else itself."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, 0 if case else re.IGNORECASE) is not None
+
+
+def in_cidrs(source: str, cidrs: list[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return False
+    for cidr in cidrs:
+        try:
+            if address in ipaddress.ip_network(cidr, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def condition_matches(condition: dict, request: Request) -> bool:
+    """One rule condition, as in the API (its Field and its *Config, or the
+    older Values for host-header and path-pattern). A field this emulator
+    does not know matches nothing."""
+    field = condition.get("Field")
+
+    def values(config: str) -> list:
+        return (condition.get(config) or {}).get("Values") or condition.get("Values") or []
+
+    if field == "source-ip":
+        return in_cidrs(request.source, values("SourceIpConfig"))
+    if field == "path-pattern":
+        return any(wildcard(v, request.path) for v in values("PathPatternConfig"))
+    if field == "host-header":
+        return any(wildcard(v, request.host, case=False) for v in values("HostHeaderConfig"))
+    if field == "http-request-method":
+        return request.method in values("HttpRequestMethodConfig")
+    if field == "http-header":
+        config = condition.get("HttpHeaderConfig") or {}
+        sent = request.headers.get((config.get("HttpHeaderName") or "").lower(), [])
+        return any(wildcard(v, h, case=False) for v in config.get("Values") or [] for h in sent)
+    if field == "query-string":
+        pairs = (condition.get("QueryStringConfig") or {}).get("Values") or []
+        return any(
+            (p.get("Key") is None or wildcard(p["Key"], k, case=False))
+            and wildcard(p.get("Value", "*"), v, case=False)
+            for p in pairs
+            for k, v in request.query
+        )
+    return False
+
+
+def serving_listener(lb):
+    """The listener this proxy is: the HTTP one, the lowest port of several."""
+    listeners = [l for l in lb.listeners.values() if l.protocol == "HTTP"]
+    return min(listeners, key=lambda l: int(l.port)) if listeners else None
+
+
+def final_action(listener, request: Request):
+    """The action that answers `request`: the last, in Order, of the first
+    matching rule's actions (ALB runs authenticate-* first), or of the
+    default ones."""
+    rules = [r for r in listener.rules.values() if not r.is_default]
+    actions = listener.default_actions
+    for rule in sorted(rules, key=lambda r: int(r.priority)):
+        if all(condition_matches(c, request) for c in rule.conditions):
+            actions = rule.actions
+            break
+    ordered = sorted(actions, key=lambda a: int(a.data.get("Order") or 50001))
+    return ordered[-1] if ordered else None
+
+
+def redirect_location(config: dict, request: Request, listener) -> tuple[int, str]:
+    """A redirect action's status and Location, its #{…} filled in."""
+    query = "&".join(f"{k}={v}" for k, v in request.query)
+    known = {
+        "protocol": listener.protocol.lower(),
+        "host": request.host,
+        "port": str(listener.port),
+        "path": request.path.lstrip("/"),
+        "query": query,
+    }
+
+    def filled(key: str, default: str) -> str:
+        text = config.get(key) or default
+        return re.sub(r"#\{(\w+)\}", lambda m: known.get(m.group(1), m.group(0)), text)
+
+    protocol = filled("Protocol", "#{protocol}").lower()
+    port = filled("Port", "#{port}")
+    host = filled("Host", "#{host}")
+    path = "/" + filled("Path", "/#{path}").lstrip("/")
+    query = filled("Query", "#{query}")
+    default_port = {"http": "80", "https": "443"}.get(protocol)
+    location = f"{protocol}://{host}" + ("" if port == default_port else f":{port}") + path
+    if query:
+        location += f"?{query}"
+    code = 301 if config.get("StatusCode") == "HTTP_301" else 302
+    return code, location
+
+
+def action_groups(backend, action) -> list:
+    """The target groups a forward action sends to."""
     arns = []
-    for listener in lb.listeners.values():
-        for action in listener.default_actions:
-            if action.type != "forward":
-                continue
-            if action.data.get("TargetGroupArn"):
-                arns.append(action.data["TargetGroupArn"])
-            for tg in (action.data.get("ForwardConfig") or {}).get("TargetGroups", []):
-                arns.append(tg.get("TargetGroupArn"))
+    if action.data.get("TargetGroupArn"):
+        arns.append(action.data["TargetGroupArn"])
+    for tg in (action.data.get("ForwardConfig") or {}).get("TargetGroups", []):
+        arns.append(tg.get("TargetGroupArn"))
     return [backend.target_groups[a] for a in arns if a in backend.target_groups]
 
 
@@ -298,12 +437,12 @@ def finished(health: Health) -> None:
                 mine.pop(health.target_id)
 
 
-def routable(backend, lb) -> list[Health]:
-    """The healthy targets; with none healthy, every registered one that
-    is not draining (an ALB fails open); none: 503."""
+def routable(groups) -> list[Health]:
+    """The healthy targets of `groups`; with none healthy, every
+    registered one that is not draining (an ALB fails open); none: 503."""
     healthy, registered = [], []
     with _lock:
-        for group in forwarded_groups(backend, lb):
+        for group in groups:
             for target_id in list(group.targets):
                 health = tracked(group, target_id)
                 if health is None or health.draining_until is not None:
@@ -314,12 +453,12 @@ def routable(backend, lb) -> list[Health]:
     return healthy or registered
 
 
-def choose(backend, lb, turn) -> Health | None:
+def choose(groups, turn) -> Health | None:
     """The target for the next request, counted in flight in the same
     step: a deregistration seeing it idle between the choice and the count
     would complete at once, and the request would reach a stopped app."""
     with _lock:
-        targets = routable(backend, lb)
+        targets = routable(groups)
         if not targets:
             return None
         health = targets[next(turn) % len(targets)]
@@ -337,17 +476,47 @@ def proxy_handler(backend, lb):
             pass
 
         def answer(self, code: int, text: str) -> None:
-            body = f"{code} {text}\n".encode()
+            self.respond(code, "text/plain", f"{code} {text}\n".encode())
+
+        def respond(self, code: int, content_type: str, body: bytes, headers=()) -> None:
             self.send_response(code)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", content_type)
+            for key, value in headers:
+                self.send_header(key, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
-        def forward(self) -> None:
+        def handle_request(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
-            health = choose(backend, lb, turn)
+            listener = serving_listener(lb)
+            if listener is None:
+                self.answer(503, "Service Temporarily Unavailable")
+                return
+            request = Request.of(self)
+            action = final_action(listener, request)
+            kind = action.type if action is not None else None
+            if kind == "fixed-response":
+                config = action.data.get("FixedResponseConfig") or {}
+                self.respond(
+                    int(config.get("StatusCode") or 200),
+                    config.get("ContentType") or "text/plain",
+                    (config.get("MessageBody") or "").encode(),
+                )
+            elif kind == "redirect":
+                code, location = redirect_location(
+                    action.data.get("RedirectConfig") or {}, request, listener
+                )
+                self.respond(code, "text/plain", b"", [("Location", location)])
+            elif kind == "forward":
+                self.forward(action_groups(backend, action), body)
+            else:
+                self.answer(501, f"Not Implemented: the local load balancer has no {kind} action")
+
+        def forward(self, groups, body) -> None:
+            health = choose(groups, turn)
             if health is None:
                 self.answer(503, "Service Temporarily Unavailable")
                 return
@@ -381,7 +550,7 @@ def proxy_handler(backend, lb):
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = forward
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = handle_request
 
     return Handler
 
