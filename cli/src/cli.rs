@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use slipway_core::maintenance::Cidr;
 use slipway_core::names::{EnvRef, ReleaseId};
 use slipway_core::strategy::Strategy;
 use slipway_http::wire::{RollbackRequest, StartRequest};
@@ -118,6 +119,12 @@ pub enum Command {
         #[arg(long)]
         max: Option<i32>,
     },
+    /// Answer every request with a 503 page but the allowed addresses', or
+    /// take the page down; `ship ps` shows which
+    Maintenance {
+        #[command(subcommand)]
+        action: MaintenanceAction,
+    },
     /// Show config vars (masked), or change them (a new release)
     Config {
         #[command(subcommand)]
@@ -157,6 +164,22 @@ pub enum Command {
         #[command(subcommand)]
         action: EnvAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceAction {
+    /// Put the page up on the environment's load balancer
+    On {
+        /// What the page says
+        #[arg(long)]
+        message: Option<String>,
+        /// An address or CIDR block that still reaches the app, so the team
+        /// can test (up to five)
+        #[arg(long, value_parser = |s: &str| Cidr::parse(s))]
+        allow: Vec<Cidr>,
+    },
+    /// Take the page down: every request reaches the app again
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +369,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             wait,
         } => fleet::cycle(&ctx, instance, all, wait).await,
         Command::Scale { desired, min, max } => fleet::scale(&ctx, desired, min, max).await,
+        Command::Maintenance { action } => fleet::maintenance(&ctx, action).await,
         Command::Config { action, reveal } => settings::config(&ctx, action, reveal).await,
         Command::Promote { to, release } => settings::promote(&ctx, &to, release).await,
         Command::Settings { action } => settings::settings(&ctx, action).await,

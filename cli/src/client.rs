@@ -97,6 +97,14 @@ impl Client {
         self.send(Method::PATCH, path, Some(body), &[]).await
     }
 
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        self.send(Method::PUT, path, Some(body), &[]).await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         self.send(Method::DELETE, path, None::<&()>, &[]).await
     }

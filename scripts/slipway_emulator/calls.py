@@ -438,8 +438,16 @@ def _elasticloadbalancing(call):
     requested = request_tags(p.get("Tags"), p.get("TagKeys", []))
     if not arns or op.startswith("Describe"):
         return [check(f"elasticloadbalancing:{op}", "*", requested)]
-    return [check(f"elasticloadbalancing:{op}", a, {**requested, **resource_tags(
+    checks = [check(f"elasticloadbalancing:{op}", a, {**requested, **resource_tags(
         tagging.get_tag_dict_for_resource(a), "aws", "elasticloadbalancing")}) for a in arns]
+    if op == "CreateRule" and p.get("Tags"):
+        # Tagging a resource as it is made takes AddTags on it too, with
+        # the creating action as elasticloadbalancing:CreateAction; its id
+        # is not known yet, so the rule's ARN ends in a wildcard.
+        rule = p["ListenerArn"].replace(":listener/", ":listener-rule/", 1) + "/*"
+        checks.append(check("elasticloadbalancing:AddTags", rule, {
+            **requested, "elasticloadbalancing:CreateAction": ["CreateRule"]}))
+    return checks
 
 
 def _sqs(call):

@@ -7,11 +7,14 @@ use std::time::Duration;
 use anyhow::bail;
 use slipway_control::cycle::{CycleRecord, CycleStatus, StepStatus};
 use slipway_http::wire::{
-    CycleAccepted, CycleAnswer, CycleRequest, Environment, ScaleAnswer, ScaleRequest,
+    CycleAccepted, CycleAnswer, CycleRequest, Environment, MaintenanceAnswer, ScaleAnswer,
+    ScaleRequest,
 };
 
 use super::Ctx;
+use crate::cli::MaintenanceAction;
 use crate::output::{age_opt, opt, table};
+use slipway_core::maintenance::Maintenance;
 
 /// The formation as a table grouped by availability zone.
 pub fn print_formation(env: &Environment) {
@@ -38,6 +41,9 @@ pub fn print_formation(env: &Environment) {
     );
     for lb in &formation.load_balancers {
         println!("load balancer {}: {}", lb.name, lb.dns_name);
+    }
+    if let Some(m) = &formation.maintenance {
+        println!("{}", maintenance_line(m));
     }
     let mut by_az: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
     for i in &formation.instances {
@@ -183,6 +189,42 @@ pub async fn scale(
             "{}: {} → {} instances (min {}, max {})",
             ctx.env, from.desired, to.desired, to.min, to.max
         );
+    }
+    Ok(true)
+}
+
+/// How `ps` and `maintenance on` say maintenance mode is up.
+fn maintenance_line(m: &Maintenance) -> String {
+    let allowed: Vec<String> = m.allow.iter().map(|c| c.to_string()).collect();
+    let allowed = if allowed.is_empty() {
+        "no one".to_owned()
+    } else {
+        allowed.join(", ")
+    };
+    format!(
+        "maintenance on: the load balancer answers 503 \"{}\" to everyone but {allowed}",
+        m.message
+    )
+}
+
+pub async fn maintenance(ctx: &Ctx, action: MaintenanceAction) -> anyhow::Result<bool> {
+    let answer: MaintenanceAnswer = match action {
+        MaintenanceAction::On { message, allow } => {
+            let maintenance = Maintenance::new(message.as_deref(), allow)?;
+            ctx.client
+                .put(&ctx.path("/maintenance"), &maintenance)
+                .await?
+        }
+        MaintenanceAction::Off => ctx.client.delete(&ctx.path("/maintenance")).await?,
+    };
+    if !ctx.json(&answer) {
+        match &answer.maintenance {
+            Some(m) => println!("{}: {}", ctx.env, maintenance_line(m)),
+            None => println!(
+                "{}: maintenance off; every request reaches the app",
+                ctx.env
+            ),
+        }
     }
     Ok(true)
 }

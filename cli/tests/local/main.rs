@@ -12,6 +12,7 @@ mod browser;
 mod chat;
 mod command_line;
 mod demo;
+mod edge;
 mod envs;
 mod lambda;
 mod logs;

@@ -13,6 +13,7 @@ pub mod errors;
 pub mod extract;
 pub mod ids;
 pub mod keys;
+pub mod maintenance;
 pub mod manifest;
 pub mod metric_names;
 pub mod names;

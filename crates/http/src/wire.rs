@@ -222,6 +222,12 @@ pub struct Terminated {
     pub terminated: Termination,
 }
 
+/// `PUT` and `DELETE …/maintenance`: maintenance mode as it now is (`None`: off).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceAnswer {
+    pub maintenance: Option<slipway_core::maintenance::Maintenance>,
+}
+
 // --- apps and formation (the formation function) ---
 
 /// `GET /apps`.

@@ -300,38 +300,24 @@ impl AwsFleet {
             }
         }
         let mut load_balancers = Vec::new();
-        if !arns.is_empty() {
-            let groups = self
+        let lb_arns = self.load_balancers_of(&arns).await?;
+        let maintenance = self.maintenance_of(&lb_arns).await?;
+        if !lb_arns.is_empty() {
+            let lbs = self
                 .elb
-                .describe_target_groups()
-                .set_target_group_arns(Some(arns.clone()))
+                .describe_load_balancers()
+                .set_load_balancer_arns(Some(lb_arns))
                 .send()
                 .await
-                .map_err(aws_err("DescribeTargetGroups"))?;
-            let mut lb_arns: Vec<String> = groups
-                .target_groups()
+                .map_err(aws_err("DescribeLoadBalancers"))?;
+            load_balancers = lbs
+                .load_balancers()
                 .iter()
-                .flat_map(|g| g.load_balancer_arns().iter().cloned())
+                .map(|lb| LoadBalancer {
+                    name: lb.load_balancer_name().unwrap_or_default().to_owned(),
+                    dns_name: lb.dns_name().unwrap_or_default().to_owned(),
+                })
                 .collect();
-            lb_arns.sort();
-            lb_arns.dedup();
-            if !lb_arns.is_empty() {
-                let lbs = self
-                    .elb
-                    .describe_load_balancers()
-                    .set_load_balancer_arns(Some(lb_arns))
-                    .send()
-                    .await
-                    .map_err(aws_err("DescribeLoadBalancers"))?;
-                load_balancers = lbs
-                    .load_balancers()
-                    .iter()
-                    .map(|lb| LoadBalancer {
-                        name: lb.load_balancer_name().unwrap_or_default().to_owned(),
-                        dns_name: lb.dns_name().unwrap_or_default().to_owned(),
-                    })
-                    .collect();
-            }
         }
 
         let pings = self.ssm_pings(&name).await;
@@ -376,6 +362,7 @@ impl AwsFleet {
             launch_template,
             load_balancers,
             instances,
+            maintenance,
         })
     }
 

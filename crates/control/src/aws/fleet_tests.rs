@@ -4,11 +4,15 @@ use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoSc
 use aws_sdk_autoscaling::types::{AutoScalingGroup, Instance, LifecycleState};
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::types::{Reservation, Tag};
+use aws_sdk_elasticloadbalancingv2::operation::describe_listeners::DescribeListenersOutput;
 use aws_sdk_elasticloadbalancingv2::operation::describe_load_balancers::DescribeLoadBalancersOutput;
+use aws_sdk_elasticloadbalancingv2::operation::describe_rules::DescribeRulesOutput;
 use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput;
 use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
 use aws_sdk_elasticloadbalancingv2::types::{
-    TargetDescription, TargetGroup, TargetHealth, TargetHealthDescription, TargetHealthStateEnum,
+    Action, FixedResponseActionConfig, Listener, Rule as ElbRule, RuleCondition,
+    SourceIpConditionConfig, TargetDescription, TargetGroup, TargetHealth, TargetHealthDescription,
+    TargetHealthStateEnum,
 };
 use aws_sdk_ssm::operation::describe_instance_information::{
     DescribeInstanceInformationError, DescribeInstanceInformationOutput,
@@ -20,6 +24,7 @@ use super::*;
 
 const TG: &str = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/hello-prod/abc";
 const LB: &str = "arn:aws:elasticloadbalancing:eu-west-1:1:loadbalancer/app/hello-prod/def";
+const LISTENER: &str = "arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/hello-prod/def/ghi";
 
 fn id(i: usize) -> String {
     format!("i-{i:017x}")
@@ -137,6 +142,54 @@ fn mocks(n: usize, ssm_works: bool) -> Mocks {
                 )
                 .build()
         });
+    let listeners =
+        mock!(aws_sdk_elasticloadbalancingv2::Client::describe_listeners).then_output(|| {
+            DescribeListenersOutput::builder()
+                .listeners(Listener::builder().listener_arn(LISTENER).build())
+                .build()
+        });
+    // Maintenance mode is up, with one allowed block, beside a default
+    // rule: the formation reads it back from the rules.
+    let rules = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_rules)
+        .match_requests(|r| r.listener_arn() == Some(LISTENER))
+        .then_output(|| {
+            let page = slipway_core::maintenance::Maintenance::new(Some("Back at 5"), vec![])
+                .unwrap()
+                .page();
+            DescribeRulesOutput::builder()
+                .rules(
+                    ElbRule::builder()
+                        .priority("1")
+                        .conditions(
+                            RuleCondition::builder()
+                                .field("source-ip")
+                                .source_ip_config(
+                                    SourceIpConditionConfig::builder()
+                                        .values("203.0.113.0/24")
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .rules(
+                    ElbRule::builder()
+                        .priority("2")
+                        .actions(
+                            Action::builder()
+                                .fixed_response_config(
+                                    FixedResponseActionConfig::builder()
+                                        .status_code("503")
+                                        .message_body(page)
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .rules(ElbRule::builder().priority("default").build())
+                .build()
+        });
     let ssm = if ssm_works {
         mock!(aws_sdk_ssm::Client::describe_instance_information).then_output(move || {
             let mut out = DescribeInstanceInformationOutput::builder();
@@ -173,7 +226,7 @@ fn mocks(n: usize, ssm_works: bool) -> Mocks {
         elb: OnFirstUse::ready(mock_client!(
             aws_sdk_elasticloadbalancingv2,
             RuleMode::MatchAny,
-            [&health, &tgs, &lbs]
+            [&health, &tgs, &lbs, &listeners, &rules]
         )),
         ssm: OnFirstUse::ready(mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&ssm])),
         cloudformation: OnFirstUse::ready(mock_client!(aws_sdk_cloudformation, [])),
@@ -182,7 +235,7 @@ fn mocks(n: usize, ssm_works: bool) -> Mocks {
         groups: Default::default(),
     };
     Mocks {
-        rules: vec![asg, ec2, health, tgs, lbs, ssm],
+        rules: vec![asg, ec2, health, tgs, lbs, listeners, rules, ssm],
         fleet,
     }
 }
@@ -192,7 +245,7 @@ fn env() -> EnvRef {
 }
 
 #[tokio::test]
-async fn the_formation_of_a_hundred_instances_takes_six_calls() {
+async fn the_formation_of_a_hundred_instances_takes_eight_calls_and_reads_maintenance_back() {
     let m = mocks(100, true);
 
     let f = m.fleet.formation(&env()).await.unwrap();
@@ -200,11 +253,14 @@ async fn the_formation_of_a_hundred_instances_takes_six_calls() {
     let calls: usize = m.rules.iter().map(Rule::num_calls).sum();
     assert_eq!(
         calls,
-        6,
+        8,
         "one call per rule: {:?}",
         m.rules.iter().map(Rule::num_calls).collect::<Vec<_>>()
     );
     assert_eq!(f.instances.len(), 100);
+    let maintenance = f.maintenance.expect("maintenance is up");
+    assert_eq!(maintenance.message, "Back at 5");
+    assert_eq!(maintenance.allow[0].to_string(), "203.0.113.0/24");
     assert_eq!((f.min, f.max, f.desired), (1, 200, 100));
     assert_eq!(f.availability_zones, ["eu-west-1a", "eu-west-1b"]);
     assert_eq!(

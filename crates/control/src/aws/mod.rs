@@ -10,6 +10,7 @@
 pub mod fleet;
 mod group;
 pub mod lambda;
+pub mod maintenance;
 pub mod sqs;
 pub mod ssm;
 

@@ -25,8 +25,19 @@ pub trait FormationSource: Clone + Send + Sync + 'static {
 /// Everything the control plane asks of a fleet: the rollout's view of
 /// instances, the group's controls, and the formation. The AWS adapter
 /// and the local platform's fleet are both one.
-pub trait ControlFleet: Fleet + GroupControl + FormationSource {}
-impl<F: Fleet + GroupControl + FormationSource> ControlFleet for F {}
+pub trait ControlFleet: Fleet + GroupControl + FormationSource + EdgeControl {}
+impl<F: Fleet + GroupControl + FormationSource + EdgeControl> ControlFleet for F {}
+
+/// What the environment's edge (its load balancers' listeners) is told.
+pub trait EdgeControl: Sync {
+    /// Puts maintenance mode's page up (`Some`, replacing one already up)
+    /// or takes it down (`None`).
+    fn set_maintenance(
+        &self,
+        env: &EnvRef,
+        maintenance: Option<&slipway_core::maintenance::Maintenance>,
+    ) -> impl Future<Output = Result<(), FleetError>> + Send;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {

@@ -48,6 +48,9 @@ pub struct Formation {
     pub launch_template: Option<String>,
     pub load_balancers: Vec<LoadBalancer>,
     pub instances: Vec<InstanceView>,
+    /// Maintenance mode, when its page is up on the load balancer.
+    #[serde(default)]
+    pub maintenance: Option<slipway_core::maintenance::Maintenance>,
 }
 
 /// The console link that opens a Session Manager session on an instance.

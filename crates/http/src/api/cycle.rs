@@ -1,22 +1,26 @@
 //! Routes of the cycle function: replace one instance or all of them,
-//! follow and cancel a cycle, scale the group, terminate the environment.
+//! follow and cancel a cycle, scale the group, terminate the environment,
+//! put maintenance mode's page up on its load balancers or take it down
+//! (which moves no instance, so a deploy does not hold it up).
 //! Everything that changes the group is refused (409) while a deploy or
 //! cycle holds the environment, but a cycle of every instance, which may
 //! wait its turn in the environment's queue instead.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::{ApiError, EnvPath, FleetState, JsonBody, User};
 use crate::wire::{
-    CycleAccepted, CycleAnswer, CycleCancelled, CycleList, CycleRequest, ScaleAnswer, Terminated,
+    CycleAccepted, CycleAnswer, CycleCancelled, CycleList, CycleRequest, MaintenanceAnswer,
+    ScaleAnswer, Terminated,
 };
 use slipway_control::cycle::{CycleRecord, Cycles, ScaleRequest};
 use slipway_control::fleet::{ControlFleet, InstanceId};
 use slipway_core::ids::CycleId;
+use slipway_core::maintenance::Maintenance;
 use slipway_core::names::EnvRef;
 
 pub fn routes<F: ControlFleet>() -> Router<FleetState<F>> {
@@ -33,6 +37,10 @@ pub fn routes<F: ControlFleet>() -> Router<FleetState<F>> {
             post(cancel::<F>),
         )
         .route("/apps/{app}/envs/{env}/scale", patch(scale::<F>))
+        .route(
+            "/apps/{app}/envs/{env}/maintenance",
+            put(maintenance_on::<F>).delete(maintenance_off::<F>),
+        )
         .route(
             "/apps/{app}/envs/{env}",
             axum::routing::delete(terminate::<F>),
@@ -182,4 +190,30 @@ async fn terminate<F: ControlFleet>(
         StatusCode::ACCEPTED,
         Json(Terminated { terminated: record }),
     ))
+}
+
+async fn maintenance_on<F: ControlFleet>(
+    State(state): State<FleetState<F>>,
+    User(user): User,
+    EnvPath(env): EnvPath,
+    JsonBody(maintenance): JsonBody<Maintenance>,
+) -> Result<Json<MaintenanceAnswer>, ApiError> {
+    state
+        .fleet
+        .set_maintenance(&env, Some(&maintenance))
+        .await?;
+    tracing::info!(%env, %user, allowed = maintenance.allow.len(), "maintenance on");
+    Ok(Json(MaintenanceAnswer {
+        maintenance: Some(maintenance),
+    }))
+}
+
+async fn maintenance_off<F: ControlFleet>(
+    State(state): State<FleetState<F>>,
+    User(user): User,
+    EnvPath(env): EnvPath,
+) -> Result<Json<MaintenanceAnswer>, ApiError> {
+    state.fleet.set_maintenance(&env, None).await?;
+    tracing::info!(%env, %user, "maintenance off");
+    Ok(Json(MaintenanceAnswer { maintenance: None }))
 }
