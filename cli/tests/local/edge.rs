@@ -19,6 +19,25 @@ async fn get_from(address: &str, source: &str) -> (u16, String) {
     (answer.status().as_u16(), answer.text().await.unwrap())
 }
 
+/// A form's fields as a browser sends them.
+fn urlencoded(fields: &[(&str, &str)]) -> String {
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                    (b as char).to_string()
+                }
+                b => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let pairs: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    pairs.join("&")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_answers_everyone_but_the_allowed_address_with_its_page_until_it_is_off() {
     let work = tempfile::tempdir().unwrap();
@@ -105,6 +124,59 @@ async fn maintenance_answers_everyone_but_the_allowed_address_with_its_page_unti
         !String::from_utf8_lossy(&ps.stdout).contains("maintenance"),
         "{ps:?}"
     );
+
+    // The web UI's form does the same, and its page says so.
+    let ui = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page_url = format!("{}/ui/apps/hello/envs/edge", platform.url);
+    let form = |fields: &[(&str, &str)]| {
+        ui.post(format!("{page_url}/maintenance"))
+            .basic_auth(&platform.user, Some(&platform.password))
+            .header("origin", &platform.url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(urlencoded(fields))
+    };
+    let page = || async {
+        let answer = ui
+            .get(&page_url)
+            .basic_auth(&platform.user, Some(&platform.password))
+            .send()
+            .await
+            .unwrap();
+        answer.text().await.unwrap()
+    };
+    assert!(page().await.contains("Turn maintenance on"));
+    let bad = form(&[("state", "on"), ("allow", "10.0.0.1/8")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert_eq!(
+        get_from(&address, "127.0.0.1").await.0,
+        200,
+        "a bad form changes nothing"
+    );
+    let on = form(&[
+        ("state", "on"),
+        ("message", "Upgrading <db>"),
+        ("allow", "127.0.0.2, 10.0.0.0/8"),
+    ])
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(on.status().as_u16(), 303, "back to the page");
+    let shown = page().await;
+    assert!(shown.contains("Maintenance on."), "{shown}");
+    assert!(shown.contains("Upgrading &lt;db&gt;"), "escaped: {shown}");
+    assert!(shown.contains("10.0.0.0/8, 127.0.0.2/32"), "{shown}");
+    assert_eq!(get_from(&address, "127.0.0.1").await.0, 503);
+    assert_eq!(get_from(&address, "127.0.0.2").await.0, 200);
+    let off = form(&[("state", "off")]).send().await.unwrap();
+    assert_eq!(off.status().as_u16(), 303);
+    assert_eq!(get_from(&address, "127.0.0.1").await.0, 200);
+    assert!(page().await.contains("Turn maintenance on"));
 
     platform
         .stop()

@@ -73,6 +73,10 @@ pub fn routes<F: ControlFleet>() -> Router<FleetState<F>> {
             "/ui/apps/{app}/envs/{env}/terminate",
             get(confirm_environment).post(terminate_environment::<F>),
         )
+        .route(
+            "/ui/apps/{app}/envs/{env}/maintenance",
+            axum::routing::post(maintenance::<F>),
+        )
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -411,6 +415,53 @@ async fn terminate_instance<F: ControlFleet>(
         views::env_url(&env),
         ids.join(",")
     )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceForm {
+    state: String,
+    message: Option<String>,
+    allow: Option<String>,
+}
+
+/// Puts maintenance mode's page up or takes it down, then shows the
+/// environment.
+async fn maintenance<F: ControlFleet>(
+    State(state): State<FleetState<F>>,
+    User(user): User,
+    PageEnv(env): PageEnv,
+    headers: HeaderMap,
+    body: Result<Form<MaintenanceForm>, FormRejection>,
+) -> Result<Redirect, PageError> {
+    use slipway_core::maintenance::{Cidr, Maintenance};
+
+    same_origin(&headers)?;
+    let f = form(body).map_err(|e| PageError::from(e).back_to(&env))?;
+    let bad = |e: String| PageError::from(ApiError::BadRequest(e)).back_to(&env);
+    let wanted = match f.state.as_str() {
+        "on" => {
+            let allow = f
+                .allow
+                .as_deref()
+                .unwrap_or_default()
+                .split([',', ' '])
+                .filter(|a| !a.is_empty())
+                .map(Cidr::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            Some(Maintenance::new(f.message.as_deref(), allow).map_err(|e| bad(e.to_string()))?)
+        }
+        "off" => None,
+        _ => return Err(bad("the maintenance state is on or off".into())),
+    };
+    state
+        .fleet
+        .set_maintenance(&env, wanted.as_ref())
+        .await
+        .map_err(|e| PageError::from(ApiError::from(e)).back_to(&env))?;
+    tracing::info!(%env, %user, on = wanted.is_some(), "maintenance set from the web UI");
+    Ok(Redirect::to(&views::env_url(&env)))
 }
 
 async fn confirm_environment(PageEnv(env): PageEnv) -> Markup {

@@ -16,6 +16,7 @@ use slipway_control::metrics::{Point, ProcessUsage, Series, WINDOW_MINUTES};
 use slipway_control::rollout::Strategy;
 use slipway_control::rollout::record::DeployRecord;
 use slipway_core::ids::JobId;
+use slipway_core::maintenance::{DEFAULT_MESSAGE, Maintenance};
 use slipway_core::manifest::Manifest;
 use slipway_core::names::{EnvRef, ReleaseId};
 
@@ -114,6 +115,46 @@ fn sparkline(
     }
 }
 
+/// Maintenance mode: what the page says and who gets through, with the
+/// form that takes it down; else the form that puts it up.
+fn maintenance_section(env: &EnvRef, maintenance: Option<&Maintenance>) -> Markup {
+    let action = format!("{}/maintenance", env_url(env));
+    html! {
+        @if let Some(m) = maintenance {
+            div.notice.error #maintenance role="status" {
+                strong { "Maintenance on." }
+                " The load balancer answers 503 “" (m.message) "” to everyone"
+                @if m.allow.is_empty() { "." } @else {
+                    " but " span.mono { (m.allow.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")) } "."
+                }
+                form.inline method="post" action=(action) {
+                    input type="hidden" name="state" value="off";
+                    " "
+                    button type="submit" { "Turn maintenance off" }
+                }
+            }
+        } @else {
+            details #maintenance {
+                summary { "Maintenance mode" }
+                form method="post" action=(action) {
+                    input type="hidden" name="state" value="on";
+                    p {
+                        label for="maintenance-message" { "Message" }
+                        br;
+                        input #maintenance-message type="text" name="message" maxlength="900" placeholder=(DEFAULT_MESSAGE);
+                    }
+                    p {
+                        label for="maintenance-allow" { "Addresses that still reach the app (up to five, comma-separated)" }
+                        br;
+                        input #maintenance-allow type="text" name="allow" placeholder="203.0.113.0/24";
+                    }
+                    button.danger type="submit" { "Turn maintenance on" }
+                }
+            }
+        }
+    }
+}
+
 fn formation_section(
     env: &EnvRef,
     formation: &Formation,
@@ -145,6 +186,9 @@ fn formation_section(
         }
         @for lb in &formation.load_balancers {
             p { "Load balancer " strong { (lb.name) } ": " a.mono href={ "http://" (lb.dns_name) } { (lb.dns_name) } }
+        }
+        @if !formation.load_balancers.is_empty() {
+            (maintenance_section(env, formation.maintenance.as_ref()))
         }
         @for (zone, instances) in &by_zone {
             h3 { "Availability zone " (zone) }
