@@ -59,7 +59,7 @@ class LoadBalancerTest(EmulatorTest):
             for d in described["TargetHealthDescriptions"]
         }
 
-    def serving(self, name):
+    def serving(self, name, draining_seconds=None):
         """A load balancer forwarding to one healthy local target: the
         load balancer, its listener's ARN, the group, the instance, the
         app."""
@@ -82,6 +82,9 @@ class LoadBalancerTest(EmulatorTest):
             Name=name, Protocol="HTTP", Port=8000, VpcId=vpc, TargetType="instance",
             HealthCheckPath="/", HealthCheckIntervalSeconds=5, HealthyThresholdCount=2,
         )["TargetGroups"][0]["TargetGroupArn"]
+        if draining_seconds is not None:
+            elb.modify_target_group_attributes(TargetGroupArn=group, Attributes=[
+                {"Key": "deregistration_delay.timeout_seconds", "Value": str(draining_seconds)}])
         lb = elb.create_load_balancer(Name=name, Subnets=subnets, Type="application")[
             "LoadBalancers"
         ][0]
@@ -94,7 +97,7 @@ class LoadBalancerTest(EmulatorTest):
         while self.health(elb, group).get(instance) != "healthy":
             self.assertLess(time.monotonic() - started, 10, self.health(elb, group))
             time.sleep(0.05)
-        return lb, listener, group
+        return lb, listener, group, instance, app
 
     def get(self, lb, path="/", source="127.0.0.1", host=None):
         """A request from `source` (any loopback address reaches the load
@@ -110,7 +113,7 @@ class LoadBalancerTest(EmulatorTest):
 
     def test_a_fixed_response_rule_answers_everyone_but_its_allowed_sources(self):
         elb = self.client("elbv2")
-        lb, listener, _ = self.serving("maintained")
+        lb, listener, *_ = self.serving("maintained")
         page = "<h1>Down for maintenance</h1>"
         fixed = {"Type": "fixed-response", "FixedResponseConfig": {
             "StatusCode": "503", "ContentType": "text/html", "MessageBody": page}}
@@ -131,7 +134,7 @@ class LoadBalancerTest(EmulatorTest):
 
     def test_rules_meet_a_request_in_priority_order_with_albs_wildcards(self):
         elb = self.client("elbv2")
-        lb, listener, _ = self.serving("routed")
+        lb, listener, *_ = self.serving("routed")
 
         def fixed(text):
             return [{"Type": "fixed-response", "FixedResponseConfig": {
@@ -159,47 +162,8 @@ class LoadBalancerTest(EmulatorTest):
         self.assertEqual(self.get(lb, "/elsewhere")[::2], (200, "ok\n"))
 
     def test_a_request_sent_to_a_target_holds_up_its_deregistration(self):
-        ec2, elb = self.client("ec2"), self.client("elbv2")
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnets = [
-            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone)[
-                "Subnet"
-            ]["SubnetId"]
-            for i, zone in enumerate(["us-east-1a", "us-east-1b"])
-        ]
-        image = ec2.describe_images()["Images"][0]["ImageId"]
-        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0][
-            "InstanceId"
-        ]
-        app = self.app(instance)
-        group = elb.create_target_group(
-            Name="web",
-            Protocol="HTTP",
-            Port=8000,
-            VpcId=vpc,
-            TargetType="instance",
-            HealthCheckPath="/",
-            HealthCheckIntervalSeconds=5,
-            HealthyThresholdCount=2,
-        )["TargetGroups"][0]["TargetGroupArn"]
-        elb.modify_target_group_attributes(
-            TargetGroupArn=group,
-            Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "150"}],
-        )
-        lb = elb.create_load_balancer(Name="web", Subnets=subnets, Type="application")[
-            "LoadBalancers"
-        ][0]
-        elb.create_listener(
-            LoadBalancerArn=lb["LoadBalancerArn"],
-            Protocol="HTTP",
-            Port=80,
-            DefaultActions=[{"Type": "forward", "TargetGroupArn": group}],
-        )
-        elb.register_targets(TargetGroupArn=group, Targets=[{"Id": instance}])
-        started = time.monotonic()
-        while self.health(elb, group).get(instance) != "healthy":
-            self.assertLess(time.monotonic() - started, 10, self.health(elb, group))
-            time.sleep(0.05)
+        elb = self.client("elbv2")
+        lb, _, group, instance, app = self.serving("web", draining_seconds=150)
 
         # The load balancer chooses the target for a request, and is slow
         # to send it on (a busy machine): meanwhile the target is

@@ -43,11 +43,7 @@ async fn maintenance_answers_everyone_but_the_allowed_address_with_its_page_unti
     let work = tempfile::tempdir().unwrap();
     let platform = platform(work.path()).await;
     let env = EnvRef::parse("hello", "edge").unwrap();
-    booted_environment(&platform, &env, 2).await;
-    ship_ok(&platform, &env, &["release", "--allow-dirty"]);
-    ship_ok(&platform, &env, &["deploy"]);
-    let formation = platform.fleet.aws.formation(&env).await.unwrap();
-    let address = format!("http://{}/", formation.load_balancers[0].dns_name);
+    let (_, address) = serving_r1(&platform, &env, 2).await;
     assert_eq!(get_from(&address, "127.0.0.1").await.0, 200);
 
     let on = ship_ok(

@@ -8,37 +8,6 @@ use slipway_core::names::EnvRef;
 
 use crate::support::*;
 
-/// `env` with `instances` booted, r1 released and deployed, every target
-/// healthy: its instances and the load balancer's address.
-async fn serving_r1(
-    platform: &slipway_local::Platform,
-    env: &EnvRef,
-    instances: usize,
-) -> (Vec<slipway_core::names::InstanceId>, String) {
-    use slipway_control::fleet::Fleet;
-    booted_environment(platform, env, instances).await;
-    ship_ok(platform, env, &["release", "--allow-dirty"]);
-    ship_ok(platform, env, &["deploy"]);
-    let ids: Vec<_> = platform
-        .fleet
-        .instances
-        .lock()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
-    let unhealthy = platform
-        .fleet
-        .aws
-        .wait_healthy(env, &ids, std::time::Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert!(unhealthy.is_empty(), "never healthy: {unhealthy:?}");
-    let formation = platform.fleet.aws.formation(env).await.unwrap();
-    let address = format!("http://{}/", formation.load_balancers[0].dns_name);
-    (ids, address)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_on_ship_dev_is_a_run_command_of_the_real_document_on_each_instance() {
     let work = tempfile::tempdir().unwrap();

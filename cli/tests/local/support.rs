@@ -103,6 +103,37 @@ pub async fn booted_sized(
     }
 }
 
+/// `env` with `instances` booted, r1 released and deployed, every target
+/// healthy: its instances and the load balancer's address.
+pub async fn serving_r1(
+    platform: &slipway_local::Platform,
+    env: &slipway_core::names::EnvRef,
+    instances: usize,
+) -> (Vec<slipway_core::names::InstanceId>, String) {
+    use slipway_control::fleet::Fleet;
+    booted_environment(platform, env, instances).await;
+    ship_ok(platform, env, &["release", "--allow-dirty"]);
+    ship_ok(platform, env, &["deploy"]);
+    let ids: Vec<_> = platform
+        .fleet
+        .instances
+        .lock()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let unhealthy = platform
+        .fleet
+        .aws
+        .wait_healthy(env, &ids, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(unhealthy.is_empty(), "never healthy: {unhealthy:?}");
+    let formation = platform.fleet.aws.formation(env).await.unwrap();
+    let address = format!("http://{}/", formation.load_balancers[0].dns_name);
+    (ids, address)
+}
+
 /// Requests through the load balancer's local address, one every 20 ms,
 /// until stopped: each answer's status and body, or the error.
 pub struct RequestLoop {
