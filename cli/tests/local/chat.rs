@@ -37,7 +37,7 @@ async fn stand_in() -> (
     (url, seen)
 }
 
-async fn slash(
+pub async fn slash(
     platform: &Platform,
     user: &str,
     text: &str,

@@ -13,9 +13,10 @@ use chrono::Utc;
 use slack::SlashCommand;
 use slipway_control::cycle::{Cycles, ScaleRequest};
 use slipway_control::fleet::FormationSource;
-use slipway_control::fleet::{FleetError, GroupControl};
+use slipway_control::fleet::{EdgeControl, FleetError, GroupControl};
 use slipway_control::jobs::Launcher;
 use slipway_control::rollout::{Deploys, StartDeploy};
+use slipway_core::maintenance::Maintenance;
 use slipway_core::names::{EnvRef, ReleaseId};
 
 /// Who may change things from chat, and where answers may go.
@@ -68,6 +69,8 @@ pub enum ChatCommand {
     Status(EnvRef),
     Releases(EnvRef),
     Cancel(EnvRef),
+    /// Maintenance mode's page up (with its message) or down.
+    Maintenance(EnvRef, Option<Maintenance>),
     Help,
 }
 
@@ -78,7 +81,7 @@ fn plain(e: impl Into<crate::api::ApiError>) -> String {
     e.into().client_message()
 }
 
-pub const HELP: &str = "Usage: /ship deploy APP ENV [RELEASE] · rollback APP ENV [RELEASE] · scale APP ENV N · status APP ENV · releases APP ENV · cancel APP ENV · help";
+pub const HELP: &str = "Usage: /ship deploy APP ENV [RELEASE] · rollback APP ENV [RELEASE] · scale APP ENV N · status APP ENV · releases APP ENV · cancel APP ENV · maintenance APP ENV on [MESSAGE] | off · help";
 
 impl ChatCommand {
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -123,6 +126,25 @@ impl ChatCommand {
             Some("status") => max(3).and(env(1)).map(Self::Status),
             Some("releases") => max(3).and(env(1)).map(Self::Releases),
             Some("cancel") => max(3).and(env(1)).map(Self::Cancel),
+            Some("maintenance") => {
+                let env = env(1)?;
+                match words.get(3).copied() {
+                    Some("on") => {
+                        // Slack sends &, < and > as HTML entities; the
+                        // page escapes the message itself.
+                        let message = words[4..]
+                            .join(" ")
+                            .replace("&lt;", "<")
+                            .replace("&gt;", ">")
+                            .replace("&amp;", "&");
+                        let message = Some(message.as_str()).filter(|m| !m.is_empty());
+                        let m = Maintenance::new(message, Vec::new()).map_err(|e| e.to_string())?;
+                        Ok(Self::Maintenance(env, Some(m)))
+                    }
+                    Some("off") => max(4).map(|()| Self::Maintenance(env, None)),
+                    _ => Err("say on or off: /ship maintenance APP ENV on [MESSAGE] | off".into()),
+                }
+            }
             Some(other) => Err(format!(
                 "unknown command {:?}. {HELP}",
                 other.chars().take(20).collect::<String>()
@@ -133,7 +155,11 @@ impl ChatCommand {
     fn changes_things(&self) -> bool {
         matches!(
             self,
-            Self::Deploy(..) | Self::Rollback(..) | Self::Scale(..) | Self::Cancel(..)
+            Self::Deploy(..)
+                | Self::Rollback(..)
+                | Self::Scale(..)
+                | Self::Cancel(..)
+                | Self::Maintenance(..)
         )
     }
 }
@@ -148,7 +174,7 @@ pub struct Chat<F> {
     pub settings: Arc<ChatSettings>,
 }
 
-impl<F: GroupControl + FormationSource> Chat<F> {
+impl<F: GroupControl + FormationSource + EdgeControl> Chat<F> {
     /// The answer to a verified slash command (shown only to its sender).
     pub async fn answer(&self, command: &SlashCommand) -> String {
         let parsed = match ChatCommand::parse(&command.text) {
@@ -195,6 +221,20 @@ impl<F: GroupControl + FormationSource> Chat<F> {
             ChatCommand::Status(env) => self.status(&env).await,
             ChatCommand::Releases(env) => self.releases(&env).await,
             ChatCommand::Cancel(env) => self.cancel(&env).await,
+            ChatCommand::Maintenance(env, m) => {
+                let said = match &m {
+                    Some(m) => format!(
+                        "{env}: maintenance on. The load balancer answers 503 “{}” to everyone.",
+                        m.message
+                    ),
+                    None => format!("{env}: maintenance off. Every request reaches the app."),
+                };
+                self.fleet
+                    .set_maintenance(&env, m.as_ref())
+                    .await
+                    .map(|()| said)
+                    .map_err(plain)
+            }
         };
         result.unwrap_or_else(|e| format!("That did not work: {e}"))
     }
@@ -249,6 +289,9 @@ impl<F: GroupControl + FormationSource> Chat<F> {
                     })
                     .count();
                 lines.push(format!("{healthy}/{} instances healthy", f.instances.len()));
+                if let Some(m) = &f.maintenance {
+                    lines.push(format!("maintenance on: “{}”", m.message));
+                }
                 for i in &f.instances {
                     lines.push(format!(
                         "• {} {} {} {}",
@@ -394,6 +437,23 @@ mod tests {
             Ok(ChatCommand::Scale(env.clone(), 4))
         );
         assert_eq!(ChatCommand::parse(""), Ok(ChatCommand::Help));
+        let Ok(ChatCommand::Maintenance(on_env, Some(m))) =
+            ChatCommand::parse("maintenance hello prod on back  at &lt;5&gt;")
+        else {
+            panic!("maintenance on parses")
+        };
+        assert_eq!((on_env, m.message.as_str()), (env.clone(), "back at <5>"));
+        assert_eq!(
+            ChatCommand::parse("maintenance hello prod off"),
+            Ok(ChatCommand::Maintenance(env.clone(), None))
+        );
+        for bad in [
+            "maintenance hello prod",
+            "maintenance hello prod maybe",
+            "maintenance hello prod off now",
+        ] {
+            assert!(ChatCommand::parse(bad).is_err(), "{bad}");
+        }
         for bad in [
             "deploy hello",
             "deploy ../x prod",
