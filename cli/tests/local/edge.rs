@@ -175,65 +175,27 @@ async fn maintenance_answers_everyone_but_the_allowed_address_with_its_page_unti
     assert!(page().await.contains("Turn maintenance on"));
 
     // And chat, for a Slack user allowed to change environments.
-    let (status, answer) = crate::chat::slash(
-        &platform,
-        "U2CERLKJA",
-        "maintenance hello edge on Back soon",
-        "http://127.0.0.1:9/unused",
-        0,
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert!(
-        answer["text"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("maintenance on"),
-        "{answer}"
-    );
+    let say = |user: &'static str, text: &'static str| {
+        let platform = &platform;
+        async move {
+            let (status, answer) =
+                crate::chat::slash(platform, user, text, "http://127.0.0.1:9/unused", 0).await;
+            assert_eq!(status, 200, "{answer}");
+            answer["text"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    let answer = say("U2CERLKJA", "maintenance hello edge on Back soon").await;
+    assert!(answer.contains("maintenance on"), "{answer}");
     let (status, page) = get_from(&address, "127.0.0.1").await;
     assert_eq!(status, 503);
     assert!(page.contains("Back soon"), "{page}");
-    let (_, answer) = crate::chat::slash(
-        &platform,
-        "U2CERLKJA",
-        "status hello edge",
-        "http://127.0.0.1:9/unused",
-        0,
-    )
-    .await;
-    assert!(
-        answer["text"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("maintenance on: “Back soon”"),
-        "{answer}"
-    );
+    let answer = say("U2CERLKJA", "status hello edge").await;
+    assert!(answer.contains("maintenance on: “Back soon”"), "{answer}");
     // Someone chat may not let change things is told so, and nothing moves.
-    let (_, answer) = crate::chat::slash(
-        &platform,
-        "U0STRANGER",
-        "maintenance hello edge off",
-        "http://127.0.0.1:9/unused",
-        0,
-    )
-    .await;
-    assert!(
-        answer["text"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("may not change"),
-        "{answer}"
-    );
+    let answer = say("U0STRANGER", "maintenance hello edge off").await;
+    assert!(answer.contains("may not change"), "{answer}");
     assert_eq!(get_from(&address, "127.0.0.1").await.0, 503);
-    crate::chat::slash(
-        &platform,
-        "U2CERLKJA",
-        "maintenance hello edge off",
-        "http://127.0.0.1:9/unused",
-        0,
-    )
-    .await;
+    say("U2CERLKJA", "maintenance hello edge off").await;
     assert_eq!(get_from(&address, "127.0.0.1").await.0, 200);
 
     platform
