@@ -195,11 +195,9 @@ pub async fn scale(
 
 /// How `ps` and `maintenance on` say maintenance mode is up.
 fn maintenance_line(m: &Maintenance) -> String {
-    let allowed: Vec<String> = m.allow.iter().map(|c| c.to_string()).collect();
-    let allowed = if allowed.is_empty() {
-        "no one".to_owned()
-    } else {
-        allowed.join(", ")
+    let allowed = match m.allowed() {
+        none if none.is_empty() => "no one".to_owned(),
+        blocks => blocks,
     };
     format!(
         "maintenance on: the load balancer answers 503 \"{}\" to everyone but {allowed}",

@@ -143,6 +143,12 @@ impl Maintenance {
         Ok(this)
     }
 
+    /// The allowed blocks as people read them: `a/n, b/m`; empty for none.
+    pub fn allowed(&self) -> String {
+        let blocks: Vec<String> = self.allow.iter().map(Cidr::to_string).collect();
+        blocks.join(", ")
+    }
+
     /// The page the load balancer answers with, the message escaped.
     pub fn page(&self) -> String {
         format!("{PAGE_HEAD}{}{PAGE_TAIL}", escape(&self.message))

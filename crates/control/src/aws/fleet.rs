@@ -231,6 +231,31 @@ impl AwsFleet {
             .ok_or(FleetError::NoGroup(physical))
     }
 
+    /// The load balancers `target_groups` are behind.
+    pub(super) async fn load_balancers_of(
+        &self,
+        target_groups: &[String],
+    ) -> Result<Vec<String>, FleetError> {
+        if target_groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let groups = self
+            .elb
+            .describe_target_groups()
+            .set_target_group_arns(Some(target_groups.to_vec()))
+            .send()
+            .await
+            .map_err(aws_err("DescribeTargetGroups"))?;
+        let mut arns: Vec<String> = groups
+            .target_groups()
+            .iter()
+            .flat_map(|g| g.load_balancer_arns().iter().cloned())
+            .collect();
+        arns.sort();
+        arns.dedup();
+        Ok(arns)
+    }
+
     pub async fn formation(&self, env: &EnvRef) -> Result<Formation, FleetError> {
         let group = self.group(env).await?;
         let name = group
@@ -299,26 +324,32 @@ impl AwsFleet {
                     .insert(short.clone(), state.as_str().to_owned());
             }
         }
-        let mut load_balancers = Vec::new();
         let lb_arns = self.load_balancers_of(&arns).await?;
-        let maintenance = self.maintenance_of(&lb_arns).await?;
-        if !lb_arns.is_empty() {
+        // Both read the same load balancers: side by side, since the
+        // environment page asks for the formation every two seconds.
+        let names = async {
+            if lb_arns.is_empty() {
+                return Ok(Vec::new());
+            }
             let lbs = self
                 .elb
                 .describe_load_balancers()
-                .set_load_balancer_arns(Some(lb_arns))
+                .set_load_balancer_arns(Some(lb_arns.clone()))
                 .send()
                 .await
                 .map_err(aws_err("DescribeLoadBalancers"))?;
-            load_balancers = lbs
-                .load_balancers()
-                .iter()
-                .map(|lb| LoadBalancer {
-                    name: lb.load_balancer_name().unwrap_or_default().to_owned(),
-                    dns_name: lb.dns_name().unwrap_or_default().to_owned(),
-                })
-                .collect();
-        }
+            Ok::<_, FleetError>(
+                lbs.load_balancers()
+                    .iter()
+                    .map(|lb| LoadBalancer {
+                        name: lb.load_balancer_name().unwrap_or_default().to_owned(),
+                        dns_name: lb.dns_name().unwrap_or_default().to_owned(),
+                    })
+                    .collect(),
+            )
+        };
+        let (load_balancers, maintenance) = tokio::join!(names, self.maintenance_of(&lb_arns));
+        let (load_balancers, maintenance) = (load_balancers?, maintenance?);
 
         let pings = self.ssm_pings(&name).await;
         let instances = members

@@ -56,31 +56,6 @@ impl AwsFleet {
         Ok(listeners)
     }
 
-    /// The load balancers `target_groups` are behind.
-    pub(super) async fn load_balancers_of(
-        &self,
-        target_groups: &[String],
-    ) -> Result<Vec<String>, FleetError> {
-        if target_groups.is_empty() {
-            return Ok(Vec::new());
-        }
-        let groups = self
-            .elb
-            .describe_target_groups()
-            .set_target_group_arns(Some(target_groups.to_vec()))
-            .send()
-            .await
-            .map_err(aws_err("DescribeTargetGroups"))?;
-        let mut arns: Vec<String> = groups
-            .target_groups()
-            .iter()
-            .flat_map(|g| g.load_balancer_arns().iter().cloned())
-            .collect();
-        arns.sort();
-        arns.dedup();
-        Ok(arns)
-    }
-
     /// The rules at maintenance mode's priorities on `listener`.
     async fn our_rules(&self, listener: &str) -> Result<Vec<Rule>, FleetError> {
         let mut rules = Vec::new();
@@ -97,10 +72,7 @@ impl AwsFleet {
             rules.extend(
                 page.rules()
                     .iter()
-                    .filter(|r| {
-                        let p = r.priority().and_then(|p| p.parse::<i32>().ok());
-                        p == Some(ALLOW_PRIORITY) || p == Some(PAGE_PRIORITY)
-                    })
+                    .filter(|r| matches!(priority(r), Some(ALLOW_PRIORITY | PAGE_PRIORITY)))
                     .cloned(),
             );
             marker = page.next_marker().map(str::to_owned);
@@ -116,12 +88,12 @@ impl AwsFleet {
         &self,
         load_balancers: &[String],
     ) -> Result<Option<Maintenance>, FleetError> {
-        let Some(listener) = self.listeners(load_balancers).await?.into_iter().next() else {
+        let first = &load_balancers[..load_balancers.len().min(1)];
+        let Some(listener) = self.listeners(first).await?.into_iter().next() else {
             return Ok(None);
         };
         let rules = self.our_rules(&listener.arn).await?;
-        let priority = |r: &Rule, p: i32| r.priority() == Some(p.to_string().as_str());
-        let Some(page) = rules.iter().find(|r| priority(r, PAGE_PRIORITY)) else {
+        let Some(page) = rules.iter().find(|r| priority(r) == Some(PAGE_PRIORITY)) else {
             return Ok(None);
         };
         let body = page
@@ -132,7 +104,7 @@ impl AwsFleet {
             .unwrap_or_default();
         let allow: Vec<Cidr> = rules
             .iter()
-            .filter(|r| priority(r, ALLOW_PRIORITY))
+            .filter(|r| priority(r) == Some(ALLOW_PRIORITY))
             .flat_map(|r| r.conditions())
             .filter_map(|c| c.source_ip_config())
             .flat_map(|c| c.values())
@@ -141,12 +113,14 @@ impl AwsFleet {
         let message = Maintenance::message_of(body).unwrap_or_else(|| body.to_owned());
         Ok(Maintenance::new(Some(&message), allow).ok())
     }
+}
 
+impl EdgeControl for AwsFleet {
     /// Maintenance mode's rules on every listener of `env`'s load
     /// balancers: `Some` puts them there (replacing any), `None` takes
     /// them away. The page goes last on and first off, so no request meets
     /// the page without its allowed sources' way round it.
-    async fn put_maintenance(
+    async fn set_maintenance(
         &self,
         env: &EnvRef,
         maintenance: Option<&Maintenance>,
@@ -163,7 +137,7 @@ impl AwsFleet {
         for listener in &listeners {
             let mut rules = self.our_rules(&listener.arn).await?;
             // The page first.
-            rules.sort_by_key(|r| r.priority() != Some(PAGE_PRIORITY.to_string().as_str()));
+            rules.sort_by_key(|r| priority(r) != Some(PAGE_PRIORITY));
             for rule in rules {
                 self.elb
                     .delete_rule()
@@ -221,14 +195,9 @@ impl AwsFleet {
     }
 }
 
-impl EdgeControl for AwsFleet {
-    async fn set_maintenance(
-        &self,
-        env: &EnvRef,
-        maintenance: Option<&Maintenance>,
-    ) -> Result<(), FleetError> {
-        self.put_maintenance(env, maintenance).await
-    }
+/// A rule's priority as a number; `None` for the default rule.
+fn priority(rule: &Rule) -> Option<i32> {
+    rule.priority()?.parse().ok()
 }
 
 fn tags(env: &EnvRef) -> Vec<Tag> {

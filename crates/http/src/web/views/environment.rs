@@ -125,7 +125,7 @@ fn maintenance_section(env: &EnvRef, maintenance: Option<&Maintenance>) -> Marku
                 strong { "Maintenance on." }
                 " The load balancer answers 503 “" (m.message) "” to everyone"
                 @if m.allow.is_empty() { "." } @else {
-                    " but " span.mono { (m.allow.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")) } "."
+                    " but " span.mono { (m.allowed()) } "."
                 }
                 form.inline method="post" action=(action) {
                     input type="hidden" name="state" value="off";
